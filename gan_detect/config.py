@@ -1,0 +1,103 @@
+"""Structured-config schema (OmegaConf): the dataclasses hold every default.
+
+Variant and dataset configs subclass :class:`VariantConfig` / :class:`DataConfig` and live next to
+the code they configure (``variants/*.py``, ``data/datamodules.py``). Only ``cli.py`` and
+``engine.py`` see :class:`ExperimentConfig`; everything below them gets primitives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class VariantConfig:
+    """Fields shared by every GAN variant; subclasses add their own and set ``name``."""
+
+    name: str = "???"
+
+
+@dataclass
+class DataConfig:
+    """Fields shared by every DataModule; subclasses add their own and set ``name``."""
+
+    name: str = "???"
+    root: str = "???"
+    num_classes: int = 1
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """Adam for G and D, stepped per batch; learning-rate schedule stepped per epoch.
+
+    The paper (Bai et al., CVPR 2018, section 4.2) trains 3 epochs at 1e-4, then 3 at 1e-5, Adam
+    beta1 = 0.9; beta2 is unstated, 0.999 (Adam's default) is used.
+    """
+
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    # MultiStep schedule in epochs: lr *= gamma at each milestone (paper: x0.1 after epoch 3).
+    milestones: list[int] = field(default_factory=lambda: [3])
+    gamma: float = 0.1
+    # Epochs of pixel-loss-only generator training before the GAN phase (the paper pre-trains G
+    # with MSE; its length is not given).
+    warmup_epochs: int = 0
+    # Gradient clipping through LightningModule.clip_gradients; 0 disables.
+    grad_clip_norm: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments forwarded to ``lightning.Trainer`` (a documented subset)."""
+
+    max_epochs: int = 6
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    val_check_interval: Any = 1.0
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    # Per-submodule DDP escape hatch (see ARCHITECTURE decision 3).
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go. W&B runs offline unless ``mode=online``."""
+
+    kind: Literal["wandb", "csv", "tensorboard", "none"] = "csv"
+    project: str = "gan-detect"
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    tags: list[str] = field(default_factory=list)
+    # Image grid LR | bicubic | SR | HR logged at each validation (rows).
+    num_val_images: int = 8
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: variant + data + optimiser + trainer + logger."""
+
+    variant: VariantConfig = field(default_factory=VariantConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    # Run directory: checkpoints, config.yaml, logs, metrics.
+    output_dir: str = "runs/${variant.name}_${data.name}"
+    # Checkpoint to resume from: a path, "auto" (latest in output_dir/checkpoints) or null.
+    resume: str | None = None
+    # Checkpoint used by validate / evaluate.
+    ckpt: str | None = None

@@ -1,0 +1,73 @@
+"""Full-image dataset over :class:`ImageRecord` s, for detection training, validation and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gan_detect.data.batch import DetectionBatch
+from gan_detect.data.records import ImageRecord, Proposals
+
+
+def load_image(path: str) -> torch.Tensor:
+    """Read an image file as (3, H, W) float32 in [0, 1]; grayscale/RGBA are converted to RGB.
+
+    Raises:
+        FileNotFoundError: naming the path when the file does not exist.
+    """
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class FullImageDataset(Dataset[DetectionBatch]):
+    """Yields one-image :class:`DetectionBatch` items; join them with ``DetectionBatch.collate``.
+
+    Args:
+        records: annotated images.
+        proposals: optional detector output per ``image_id`` (images without an entry get none).
+        top_k: keep at most this many proposals per image (highest scores first).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        proposals: Mapping[str, Proposals] | None = None,
+        top_k: int = 600,
+    ) -> None:
+        self.records = list(records)
+        self.proposals = proposals
+        self.top_k = top_k
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> DetectionBatch:
+        rec = self.records[index]
+        image = load_image(rec.path)
+        target = {
+            "boxes": torch.from_numpy(rec.boxes.copy()),
+            "labels": torch.from_numpy(rec.labels.copy()),
+            "ignore": torch.from_numpy(rec.ignore.copy()),
+        }
+        props = None
+        if self.proposals is not None:
+            p = self.proposals.get(rec.image_id)
+            if p is None:
+                p = Proposals(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+            p = p.top_k(self.top_k)
+            props = [
+                {
+                    "boxes": torch.from_numpy(p.boxes),
+                    "scores": torch.from_numpy(p.scores),
+                    "labels": torch.from_numpy(p.labels),
+                }
+            ]
+        return DetectionBatch([image], [target], props, [rec.image_id])

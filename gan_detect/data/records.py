@@ -1,0 +1,68 @@
+"""Dataset-independent annotation records: what the WIDER FACE and COCO parsers produce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    """One annotated image, as read from an official layout.
+
+    Attributes:
+        image_id: stable id; WIDER FACE ``"<event>/<name>"`` (no extension), COCO ``str(image id)``.
+        path: absolute or root-relative path of the image file.
+        boxes: (M, 4) float32, xyxy in absolute pixels of the original image.
+        labels: (M,) int64, contiguous class ids 1..C (0 is reserved for background).
+        ignore: (M,) bool, True for boxes that are neither positives nor negatives
+            (WIDER FACE "invalid" faces, COCO crowd regions).
+        width, height: image size in pixels when the annotation file states it, else 0.
+    """
+
+    image_id: str
+    path: str
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
+        if not (len(self.boxes) == len(self.labels) == len(self.ignore)):
+            raise ValueError(
+                f"{self.image_id}: boxes ({len(self.boxes)}), labels ({len(self.labels)}) and "
+                f"ignore ({len(self.ignore)}) must have the same length"
+            )
+
+
+@dataclass
+class Proposals:
+    """Detector output for one image (proposals for the GAN, or final detections).
+
+    Attributes:
+        boxes: (K, 4) float32 xyxy absolute pixels.
+        scores: (K,) float32 detector confidence.
+        labels: (K,) int64 contiguous class ids 1..C (1 for faces).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def top_k(self, k: int) -> Proposals:
+        """The k highest-scoring proposals, sorted by descending score (stable on ties)."""
+        order = np.argsort(-self.scores, kind="stable")[: max(k, 0)]
+        return Proposals(self.boxes[order], self.scores[order], self.labels[order])
