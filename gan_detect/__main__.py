@@ -1,0 +1,3 @@
+from gan_detect.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""WIDER FACE and COCO DataModules: ROI batches for training, full images for detection metrics.
+
+Both share :class:`RoiDataModule`; they differ only in how annotation records are read. The
+ROI stores are built once in ``prepare_data`` (rank 0 of each node) and memory-mapped by all ranks.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+from torch.utils.data import DataLoader, DistributedSampler
+
+from gan_detect.config import DataConfig
+from gan_detect.data.batch import DetectionBatch, RoiBatch
+from gan_detect.data.full_image import FullImageDataset
+from gan_detect.data.records import ImageRecord, Proposals
+
+
+@dataclass
+class RoiDataConfig(DataConfig):
+    """Options shared by the WIDER FACE and COCO DataModules (ROI mining: ARCHITECTURE 3.5-3.6)."""
+
+    train_split: str = "train"
+    val_split: str = "val"
+    # Override the official annotation paths (e.g. the subset files in shared/data).
+    train_annotation_file: str | None = None
+    val_annotation_file: str | None = None
+    train_image_dir: str | None = None
+    val_image_dir: str | None = None
+    # Detector output used as proposals (COCO results JSON or a WIDER txt tree). None: ground-truth
+    # jitter proposals (an approximation of a detector, see data/roi.py).
+    train_proposals: str | None = None
+    val_proposals: str | None = None
+    top_k: int = 600
+    max_train_images: int | None = None
+    max_val_images: int | None = None
+    # ROI mining.
+    hr_size: int = 64
+    context: float = 1.0
+    rois_per_image: int = 32
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.0
+    include_gt: bool = True
+    hflip: bool = False
+    cache_dir: str = "data_cache"
+    # Validation: SR metrics on val ROIs, and/or detection metrics on full val images.
+    val_rois: bool = True
+    val_detection: bool = False
+    val_batch_size: int = 2
+
+
+class RoiDataModule(L.LightningDataModule):
+    """Base DataModule: records -> ROI stores -> loaders. Subclasses read the records."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[RoiDataConfig]]
+
+    def __init__(self, cfg: RoiDataConfig, scale: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        if cfg.hr_size % scale:
+            raise ValueError(f"data.hr_size ({cfg.hr_size}) must be a multiple of scale ({scale})")
+        self.cfg = cfg
+        self.scale = scale
+        self.seed = seed
+        self.train_store: Path | None = None
+        self.val_store: Path | None = None
+        self._records: dict[str, list[ImageRecord]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    # ---- records and proposals ---------------------------------------------------------------
+    @abstractmethod
+    def read_records(self, split: str) -> list[ImageRecord]:
+        """Parse the split's annotations (``split`` is "train" or "val")."""
+
+    def class_names(self) -> list[str]:
+        return ["face"] if self.cfg.num_classes == 1 else [str(i) for i in range(1, self.cfg.num_classes + 1)]
+
+    def category_id_to_label(self) -> dict[int, int] | None:
+        return None
+
+    def records(self, split: str) -> list[ImageRecord]:
+        if split not in self._records:
+            recs = self.read_records(split)
+            limit = self.cfg.max_train_images if split == "train" else self.cfg.max_val_images
+            if limit is not None:
+                recs = recs[:limit]
+            self._records[split] = recs
+        return self._records[split]
+
+    def proposals(self, split: str) -> dict[str, Proposals] | None:
+        from gan_detect.data.proposals import load_proposals
+
+        path = self.cfg.train_proposals if split == "train" else self.cfg.val_proposals
+        if path is None:
+            return None
+        return load_proposals(path, top_k=self.cfg.top_k, category_id_to_label=self.category_id_to_label())
+
+    # ---- ROI stores --------------------------------------------------------------------------
+    def _store(self, split: str, is_main: bool = True) -> Path:
+        from gan_detect.data.roi_store import build_roi_store
+
+        c = self.cfg
+        out = Path(c.cache_dir) / f"{self.name}_{split}_rois"
+        return build_roi_store(
+            self.records(split),
+            self.proposals(split),
+            out,
+            hr_size=c.hr_size,
+            scale=self.scale,
+            context=c.context,
+            rois_per_image=c.rois_per_image,
+            positive_fraction=c.positive_fraction,
+            fg_iou=c.fg_iou,
+            bg_iou_low=c.bg_iou_low,
+            include_gt=c.include_gt,
+            seed=self.seed,
+            is_main=is_main,
+        )
+
+    def prepare_data(self) -> None:
+        self._store("train")
+        if self.cfg.val_rois:
+            self._store("val")
+
+    def setup(self, stage: str | None = None) -> None:
+        is_main = self.trainer is None or self.trainer.local_rank == 0
+        if stage in (None, "fit"):
+            self.train_store = self._store("train", is_main=is_main)
+        if self.cfg.val_rois and stage in (None, "fit", "validate"):
+            self.val_store = self._store("val", is_main=is_main)
+
+    # ---- loaders -----------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        from gan_detect.data.roi_store import RoiStoreDataset
+
+        if self.train_store is None:
+            self.setup("fit")
+        ds = RoiStoreDataset(self.train_store, scale=self.scale, hflip=self.cfg.hflip)
+        world, rank = self._world()
+        # Our own DistributedSampler (also for one process): seeded by seed + epoch, so a resumed
+        # run sees the same order as an uninterrupted one; Lightning calls set_epoch on it.
+        sampler = DistributedSampler(
+            ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            collate_fn=RoiBatch.collate,
+            num_workers=self.cfg.num_workers,
+            drop_last=True,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> list[DataLoader[Any]]:
+        from gan_detect.data.roi_store import RoiStoreDataset
+
+        loaders: list[DataLoader[Any]] = []
+        world, rank = self._world()
+        if self.cfg.val_rois:
+            if self.val_store is None:
+                self.setup("validate")
+            ds = RoiStoreDataset(self.val_store, scale=self.scale, hflip=False)
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+            loaders.append(
+                DataLoader(
+                    ds,
+                    batch_size=self.cfg.batch_size,
+                    sampler=sampler,
+                    collate_fn=RoiBatch.collate,
+                    num_workers=self.cfg.num_workers,
+                )
+            )
+        if self.cfg.val_detection:
+            loaders.append(self.detection_dataloader("val"))
+        return loaders
+
+    def detection_dataset(self, split: str = "val") -> FullImageDataset:
+        return FullImageDataset(self.records(split), self.proposals(split), top_k=self.cfg.top_k)
+
+    def detection_dataloader(self, split: str = "val") -> DataLoader[Any]:
+        ds = self.detection_dataset(split)
+        world, rank = self._world()
+        # No padding duplicates: DistributedSampler pads to equal shards; metrics de-duplicate by
+        # image id (see evaluation), so padding cannot double-count an image.
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.val_batch_size,
+            sampler=sampler,
+            collate_fn=DetectionBatch.collate,
+            num_workers=self.cfg.num_workers,
+        )
+
+
+@dataclass
+class WiderFaceDataConfig(RoiDataConfig):
+    """WIDER FACE in its official layout (``WIDER_{split}/images``, ``wider_face_split/``)."""
+
+    name: str = "wider_face"
+    root: str = "${oc.env:WIDER_ROOT,data/widerface}"
+    num_classes: int = 1
+    # Restrict to these events (folder names such as "0--Parade"); None = all.
+    train_events: list[str] | None = None
+    val_events: list[str] | None = None
+    # Folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat (official AP settings).
+    gt_dir: str | None = None
+
+
+class WiderFaceDataModule(RoiDataModule):
+    """Faces (1 class); invalid faces are ignore regions, never negatives."""
+
+    name = "wider_face"
+    Config = WiderFaceDataConfig
+
+    def read_records(self, split: str) -> list[ImageRecord]:
+        from gan_detect.data.wider_face import parse_wider_annotations, wider_split_paths
+
+        c = self.cfg
+        assert isinstance(c, WiderFaceDataConfig)
+        official = c.train_split if split == "train" else c.val_split
+        ann = c.train_annotation_file if split == "train" else c.val_annotation_file
+        img_dir = c.train_image_dir if split == "train" else c.val_image_dir
+        if ann is None or img_dir is None:
+            txt, images = wider_split_paths(c.root, official)
+            ann = ann or str(txt)
+            img_dir = img_dir or str(images)
+        recs = parse_wider_annotations(ann, img_dir)
+        events = c.train_events if split == "train" else c.val_events
+        if events is not None:
+            keep = set(events)
+            recs = [r for r in recs if r.image_id.split("/")[0] in keep]
+        return recs
+
+
+@dataclass
+class CocoDataConfig(RoiDataConfig):
+    """COCO in its official layout (``annotations/instances_<split>.json``, ``<split>/``)."""
+
+    name: str = "coco"
+    root: str = "${oc.env:COCO_ROOT,data/coco}"
+    num_classes: int = 80
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+
+
+class CocoDataModule(RoiDataModule):
+    """COCO objects; crowd boxes are ignore regions; contiguous labels 1..C by category id."""
+
+    name = "coco"
+    Config = CocoDataConfig
+
+    def __init__(self, cfg: RoiDataConfig, scale: int = 4, seed: int = 0) -> None:
+        super().__init__(cfg, scale, seed)
+        self._coco_meta: dict[str, Any] = {}
+
+    def _load(self, split: str) -> Any:
+        from gan_detect.data.coco import coco_split_paths, load_coco_records
+
+        if split not in self._coco_meta:
+            c = self.cfg
+            official = c.train_split if split == "train" else c.val_split
+            ann = c.train_annotation_file if split == "train" else c.val_annotation_file
+            img_dir = c.train_image_dir if split == "train" else c.val_image_dir
+            if ann is None or img_dir is None:
+                a, i = coco_split_paths(c.root, official)
+                ann = ann or str(a)
+                img_dir = img_dir or str(i)
+            loaded = load_coco_records(ann, img_dir)
+            if len(loaded.class_names) != c.num_classes:
+                raise ValueError(
+                    f"data.num_classes is {c.num_classes} but {ann} has "
+                    f"{len(loaded.class_names)} categories; set data.num_classes="
+                    f"{len(loaded.class_names)}"
+                )
+            self._coco_meta[split] = loaded
+        return self._coco_meta[split]
+
+    def read_records(self, split: str) -> list[ImageRecord]:
+        return list(self._load(split).records)
+
+    def class_names(self) -> list[str]:
+        return list(self._load("val" if self.cfg.val_annotation_file else "train").class_names)
+
+    def category_ids(self) -> list[int]:
+        return list(self._load("train").category_ids)
+
+    def category_id_to_label(self) -> dict[int, int] | None:
+        return dict(self._load("train").category_id_to_label)

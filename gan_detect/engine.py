@@ -1,0 +1,177 @@
+"""The one LightningModule that trains any GAN variant: manual optimisation, D step then G step.
+
+Follows Lightning's GAN example (``toggled_optimizer``, ``manual_backward``) with the fixes from
+LESSONS.md: one D forward on cat(real, fake), schedules in epochs, ``clip_gradients``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_detect.data.batch import DetectionBatch, RoiBatch
+from gan_detect.schema import ExperimentConfig, to_experiment_config
+from gan_detect.variants import GANVariant, build_variant
+from gan_detect.visualize import save_sr_grid
+
+
+class GANDetectionModule(L.LightningModule):
+    """Trains ``VARIANTS[cfg.variant.name]`` on ROI batches; validates SR quality and detection.
+
+    Args:
+        config: the resolved experiment config as plain containers (what ``save_hyperparameters``
+            stores in checkpoints, loadable with ``weights_only=True``); re-validated here.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.cfg: ExperimentConfig = to_experiment_config(config)
+        self.variant: GANVariant = build_variant(self.cfg.variant, self.cfg.data.num_classes)
+        self._val_grid_batch: RoiBatch | None = None
+        # Detection-metric hooks; set by gan_detect.evaluation when val loaders carry full images.
+        self.detection_evaluator: Any = None
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        betas = (float(o.betas[0]), float(o.betas[1]))
+        opt_g = torch.optim.Adam(
+            self.variant.generator.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay
+        )
+        opt_d = torch.optim.Adam(
+            self.variant.discriminator.parameters(),
+            lr=o.lr_d,
+            betas=betas,
+            weight_decay=o.weight_decay,
+        )
+        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(o.milestones), o.gamma)
+        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(o.milestones), o.gamma)
+        return [opt_g, opt_d], [sched_g, sched_d]
+
+    def in_warmup(self) -> bool:
+        """True during the pixel-loss-only generator warm-up epochs."""
+        return self.current_epoch < self.cfg.optim.warmup_epochs
+
+    def training_step(self, batch: RoiBatch, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        clip = self.cfg.optim.grad_clip_norm
+        warmup = self.in_warmup()
+        fake = self.variant.generator(batch.lr)
+        logs: dict[str, Tensor] = {}
+
+        if not warmup:
+            with self.toggled_optimizer(opt_d):
+                d_terms = self.variant.discriminator_losses(batch, fake.detach())
+                loss_d = _sum_losses(d_terms)
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(loss_d)
+                if clip > 0:
+                    self.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                opt_d.step()
+            logs.update({f"train/{k}": v.detach() for k, v in d_terms.items()})
+            logs["train/loss_d"] = loss_d.detach()
+
+        with self.toggled_optimizer(opt_g):
+            g_terms = self.variant.generator_losses(batch, fake, pixel_only=warmup)
+            loss_g = _sum_losses(g_terms)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            if clip > 0:
+                self.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            opt_g.step()
+        logs.update({f"train/{k}": v.detach() for k, v in g_terms.items()})
+        logs["train/loss_g"] = loss_g.detach()
+        self.log_dict(logs, prog_bar=False, batch_size=len(batch), sync_dist=False)
+        self.log("train/loss_g_step", loss_g.detach(), prog_bar=True, logger=False)
+
+    def on_train_epoch_end(self) -> None:
+        # Schedules are in epochs (global_step counts both optimisers' steps).
+        for sched in self.lr_schedulers():  # type: ignore[union-attr]
+            sched.step()
+
+    # ---- validation --------------------------------------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if isinstance(batch, RoiBatch):
+            self._validate_rois(batch, batch_idx)
+        elif isinstance(batch, DetectionBatch):
+            if self.detection_evaluator is not None:
+                self.detection_evaluator.update(self, batch)
+        else:
+            raise TypeError(f"unexpected validation batch type {type(batch).__name__}")
+
+    def _validate_rois(self, batch: RoiBatch, batch_idx: int) -> None:
+        probs, _, fake = self.variant.refine(batch.lr)
+        bicubic = F.interpolate(
+            batch.lr, scale_factor=self.variant.scale, mode="bicubic", align_corners=False
+        ).clamp(-1, 1)
+        mse_sr = F.mse_loss(fake.sr, batch.hr)
+        mse_bic = F.mse_loss(bicubic, batch.hr)
+        # PSNR on [0, 1] images: 10 log10(1 / mse), mse scaled by (1/2)^2 from [-1, 1].
+        psnr_sr = 10 * torch.log10(4.0 / mse_sr.clamp_min(1e-10))
+        psnr_bic = 10 * torch.log10(4.0 / mse_bic.clamp_min(1e-10))
+        if probs.shape[1] == 1:
+            pred = (probs[:, 0] > 0.5).long()
+            target = (batch.labels > 0).long()
+        else:
+            pred = probs.argmax(dim=1)
+            target = batch.labels
+        acc = (pred == target).float().mean()
+        self.log_dict(
+            {
+                "val/mse_sr": mse_sr,
+                "val/mse_bicubic": mse_bic,
+                "val/psnr_sr": psnr_sr,
+                "val/psnr_bicubic": psnr_bic,
+                "val/cls_acc": acc,
+            },
+            batch_size=len(batch),
+            add_dataloader_idx=False,
+            sync_dist=True,
+        )
+        if batch_idx == 0:
+            k = self.cfg.logger.num_val_images
+            self._val_grid_batch = RoiBatch(
+                batch.lr[:k], batch.hr[:k], batch.labels[:k], batch.box_targets[:k], batch.src_sizes[:k]
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        if self.detection_evaluator is not None:
+            metrics = self.detection_evaluator.compute(self)
+            self.log_dict(metrics, sync_dist=False, rank_zero_only=True)
+        if self._val_grid_batch is not None and self.trainer.is_global_zero:
+            self._log_grid(self._val_grid_batch)
+            self._val_grid_batch = None
+
+    def _log_grid(self, batch: RoiBatch) -> None:
+        probs, _, fake = self.variant.refine(batch.lr)
+        out_dir = Path(self.cfg.output_dir) / "val_images"
+        path = save_sr_grid(
+            batch.lr,
+            fake.sr,
+            batch.hr,
+            probs,
+            batch.labels,
+            self.variant.scale,
+            out_dir / f"epoch_{self.current_epoch:03d}.png",
+        )
+        logger = self.logger
+        if logger is not None and hasattr(logger, "log_image"):
+            try:
+                logger.log_image(key="val/sr_grid", images=[str(path)], step=self.current_epoch)
+            except Exception as err:  # a logging failure must not kill a training run
+                self.print(f"warning: could not log the SR grid: {err}")
+
+
+def _sum_losses(terms: dict[str, Tensor]) -> Tensor:
+    """Sum the ``loss_*`` entries (other keys are statistics for logging)."""
+    losses = [v for k, v in terms.items() if k.startswith("loss_")]
+    if not losses:
+        raise ValueError(f"no loss_* terms in {sorted(terms)}")
+    return torch.stack(losses).sum()

@@ -1,0 +1,95 @@
+"""Turns raw config containers into a typed, validated :class:`ExperimentConfig`.
+
+The schema for ``variant`` and ``data`` depends on their ``name``: it is built from the variant
+and DataModule tables, so unknown keys and wrong types fail here, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan_detect.config import DataConfig, ExperimentConfig, VariantConfig
+
+__all__ = ["ConfigError", "ExperimentConfig", "build_schema", "to_experiment_config"]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or a value is invalid."""
+
+
+def build_schema(variant_name: str, data_name: str) -> DictConfig:
+    """Structured schema with the variant's and the DataModule's own config classes."""
+    from gan_detect.data import get_datamodule_class
+    from gan_detect.variants import get_variant_class
+
+    try:
+        vcls = get_variant_class(variant_name)
+        dcls = get_datamodule_class(data_name)
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+    return OmegaConf.structured(ExperimentConfig(variant=vcls.Config(), data=dcls.Config()))
+
+
+def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
+    node: Any = schema
+    parts = [p for p in dotted.split(".")[:-1] if p]
+    for p in parts:
+        node = node[p]
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def merge_with_schema(raw: DictConfig | dict[str, Any]) -> DictConfig:
+    """Validate raw containers against the schema; errors name the key and list valid ones."""
+    raw_cfg = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
+    vname = OmegaConf.select(raw_cfg, "variant.name", default=None)
+    dname = OmegaConf.select(raw_cfg, "data.name", default=None)
+    if vname is None:
+        raise ConfigError("config key 'variant.name' is missing (one of the variant table names)")
+    if dname is None:
+        raise ConfigError("config key 'data.name' is missing (one of the DataModule table names)")
+    schema = build_schema(str(vname), str(dname))
+    try:
+        return OmegaConf.merge(schema, raw_cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        valid = _valid_keys(schema, key) if key != "?" else []
+        hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config key '{key}': {msg}{hint}") from None
+
+
+def to_experiment_config(raw: DictConfig | dict[str, Any] | ExperimentConfig) -> ExperimentConfig:
+    """Raw containers (YAML merge, checkpoint hparams) -> typed, validated config."""
+    if isinstance(raw, ExperimentConfig):
+        return raw
+    merged = merge_with_schema(raw)
+    try:
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"config key '{key}': {str(err).splitlines()[0]}") from None
+    assert isinstance(obj, ExperimentConfig)
+    _check(obj)
+    return obj
+
+
+def to_container(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain, resolved containers (for checkpoints, W&B and config.yaml)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if not isinstance(cfg.variant, VariantConfig) or not isinstance(cfg.data, DataConfig):
+        raise ConfigError("config sections 'variant' and 'data' must be mappings")
+    scale = getattr(cfg.variant, "scale", 4)
+    if scale not in (2, 4, 8):
+        raise ConfigError(f"config key 'variant.scale': must be 2, 4 or 8, got {scale}")
+    for f in dataclasses.fields(cfg.optim):
+        v = getattr(cfg.optim, f.name)
+        if isinstance(v, float) and v < 0:
+            raise ConfigError(f"config key 'optim.{f.name}': must be >= 0, got {v}")

@@ -1,0 +1,142 @@
+"""Builds the Trainer, loggers and callbacks from a config; runs fit and validate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import OmegaConf
+
+from gan_detect.data import build_datamodule
+from gan_detect.engine import GANDetectionModule
+from gan_detect.schema import ExperimentConfig, to_container
+
+
+def build_logger(cfg: ExperimentConfig) -> Logger | bool:
+    """CSV, W&B (offline unless ``logger.mode=online``; rank 0 only), TensorBoard or none."""
+    lc = cfg.logger
+    out = Path(cfg.output_dir)
+    if lc.kind == "none":
+        return False
+    if lc.kind == "csv":
+        return CSVLogger(save_dir=str(out), name="logs", version="")
+    if lc.kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(out), name="tb", version="")
+    # WandbLogger creates the run on rank 0 only; the resolved config is uploaded once from there.
+    return WandbLogger(
+        project=lc.project,
+        entity=lc.entity,
+        mode=lc.mode,
+        tags=list(lc.tags),
+        save_dir=str(out),
+        config=to_container(cfg),
+        log_model=False,
+    )
+
+
+def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
+    ckpt_dir = Path(cfg.output_dir) / "checkpoints"
+    return [
+        ModelCheckpoint(
+            dirpath=str(ckpt_dir),
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+            save_top_k=-1,
+            every_n_epochs=1,
+        )
+    ]
+
+
+def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
+    """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks)."""
+    t = cfg.trainer
+    kwargs: dict[str, Any] = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=_strategy(cfg),
+        precision=t.precision,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic,
+        default_root_dir=cfg.output_dir,
+        logger=build_logger(cfg),
+        callbacks=build_callbacks(cfg),
+        # Our DataModules build their own DistributedSampler (seeded per epoch).
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def _strategy(cfg: ExperimentConfig) -> Any:
+    s = cfg.trainer.strategy
+    if s in ("ddp", "ddp_gan"):
+        from gan_detect.distributed import GANDDPStrategy
+
+        return GANDDPStrategy(find_unused_parameters=cfg.trainer.find_unused_parameters)
+    return s
+
+
+def write_run_config(cfg: ExperimentConfig) -> Path:
+    """``output_dir/config.yaml``: the resolved config, so a run directory describes itself."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    OmegaConf.save(OmegaConf.create(to_container(cfg)), path)
+    return path
+
+
+def fit(
+    cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
+) -> tuple[GANDetectionModule, L.Trainer]:
+    """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given."""
+    L.seed_everything(cfg.seed, workers=True)
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+        write_run_config(cfg)
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    module = GANDetectionModule(to_container(cfg))
+    trainer = build_trainer(cfg, **trainer_overrides)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def load_module(ckpt: str | Path, map_location: str | torch.device = "cpu") -> GANDetectionModule:
+    """Load a trained engine safely (``weights_only=True``: a checkpoint cannot run code)."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    state = torch.load(ckpt, map_location=map_location, weights_only=True)
+    hp = state.get("hyper_parameters", {})
+    if "config" not in hp:
+        raise ValueError(f"{ckpt}: not a gan-detect GAN checkpoint (no hyper_parameters.config)")
+    module = GANDetectionModule(hp["config"])
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    return module
+
+
+def validate(cfg: ExperimentConfig, ckpt: str | Path, **trainer_overrides: Any) -> dict[str, float]:
+    """Run validation of a checkpoint on ``cfg.data``; returns the logged metrics."""
+    module = load_module(ckpt)
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    trainer = build_trainer(cfg, **trainer_overrides)
+    results = trainer.validate(module, datamodule=dm)
+    merged: dict[str, float] = {}
+    for r in results:
+        merged.update({k: float(v) for k, v in r.items()})
+    return merged

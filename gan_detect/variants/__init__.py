@@ -1,0 +1,38 @@
+"""The variant table: one entry per paper. Adding a variant = one file + one line here."""
+
+from __future__ import annotations
+
+from gan_detect.variants.base import GANVariant, GANVariantConfig
+from gan_detect.variants.sod_mtgan import SODMTGAN, SODMTGANConfig
+from gan_detect.variants.tiny_face import TinyFaceConfig, TinyFaceGAN
+
+VARIANTS: dict[str, type[GANVariant]] = {
+    "tiny_face": TinyFaceGAN,
+    "sod_mtgan": SODMTGAN,
+}
+
+
+def get_variant_class(name: str) -> type[GANVariant]:
+    """Look a variant up by name; a KeyError lists the valid names."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; valid: {sorted(VARIANTS)}") from None
+
+
+def build_variant(cfg: GANVariantConfig, num_classes: int) -> GANVariant:
+    """``VARIANTS[cfg.name].build(cfg, num_classes)``."""
+    return get_variant_class(cfg.name).build(cfg, num_classes)
+
+
+__all__ = [
+    "VARIANTS",
+    "GANVariant",
+    "GANVariantConfig",
+    "SODMTGAN",
+    "SODMTGANConfig",
+    "TinyFaceConfig",
+    "TinyFaceGAN",
+    "build_variant",
+    "get_variant_class",
+]

@@ -1,0 +1,184 @@
+"""The GAN-variant interface: a generator, a multi-task discriminator and their loss recipe."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from gan_detect.config import VariantConfig
+from gan_detect.data.batch import RoiBatch
+from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
+from gan_detect.models.generator import Generator, GeneratorOutput
+from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
+
+
+@dataclass
+class GANVariantConfig(VariantConfig):
+    """Options shared by both papers' variants (generator, discriminator, loss weights).
+
+    Defaults follow Bai et al. (CVPR 2018): Table 1 generator, VGG19 discriminator, alpha = 1e-3
+    (adversarial) and beta = 1e-2 (classification) in the generator loss, equal weights in the
+    discriminator loss (Eq. 9).
+    """
+
+    scale: int = 4
+    # Generator (Table 1). "x8" is read as 8 residual blocks of 2 convs (SRGAN lineage).
+    g_channels: int = 64
+    g_res_blocks: int = 8
+    g_convs_per_block: int = 2
+    g_upsample_channels: int = 256
+    g_refine_channels: int = 256
+    g_refinement: bool = True
+    g_output_activation: str = "tanh"
+    # Not in the paper: add bicubic(LR) to the coarse output (residual learning) for short schedules.
+    g_bicubic_skip: bool = False
+    # Discriminator trunk: any timm model name.
+    backbone: str = "vgg19"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    remove_last_pool: bool = True
+    # Generator-loss weights (Eq. 8). pixel_weight scales both MSE terms of Eq. 4.
+    pixel_weight: float = 1.0
+    adv_weight: float = 1e-3
+    cls_weight: float = 1e-2
+    # Discriminator-loss weights (Eq. 9: equal).
+    d_adv_weight: float = 1.0
+    d_cls_weight: float = 1.0
+    # Eq. 5 prints log(1 - D(G(x))) (saturating); SRGAN [17] and common practice minimise
+    # -log D(G(x)), same fixed point, usable gradients when D wins early. Default: non_saturating.
+    adv_form: str = "non_saturating"
+    # Pixel loss only on ROIs whose source box side (min of w, h) is at least this many pixels:
+    # a tiny object's HR crop is an upsampled blur (ARCHITECTURE decision 5). 0 = all ROIs.
+    pixel_loss_min_size: float = 0.0
+    # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
+    pixel_loss_on_background: bool = True
+
+
+class GANVariant(nn.Module, ABC):
+    """A generator, a discriminator and the loss recipe that trains them together.
+
+    Subclasses set ``name`` and ``Config`` and implement :meth:`build`, plus any extra loss terms.
+    Loss dicts hold already-weighted ``loss_*`` tensors; the engine only sums and logs them.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[GANVariantConfig]]
+
+    def __init__(self, generator: Generator, discriminator: Discriminator, cfg: GANVariantConfig):
+        super().__init__()
+        if cfg.adv_form not in ("saturating", "non_saturating"):
+            raise ValueError(f"variant.adv_form must be saturating|non_saturating, got {cfg.adv_form!r}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.hparams_: dict[str, Any] = dict(vars(cfg))
+        self.cfg = cfg
+
+    @property
+    def scale(self) -> int:
+        return int(self.generator.scale)
+
+    @classmethod
+    @abstractmethod
+    def build(cls, cfg: GANVariantConfig, num_classes: int) -> GANVariant:
+        """The one place that reads this variant's Config; builds G and D from primitives."""
+
+    # ---- shared pieces -------------------------------------------------------------------------
+    def pixel_mask(self, batch: RoiBatch) -> Tensor:
+        """(N,) bool: ROIs that take the pixel loss (``pixel_loss_min_size``, background option)."""
+        mask = batch.src_sizes.min(dim=1).values >= self.cfg.pixel_loss_min_size
+        if not self.cfg.pixel_loss_on_background:
+            mask = mask & (batch.labels > 0)
+        return mask
+
+    def pixel_losses(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        """Eq. 4: MSE of the coarse and the refined output against the HR crop."""
+        mask = self.pixel_mask(batch)
+        w = self.cfg.pixel_weight
+        out = {"loss_pixel": w * pixel_mse(fake.sr, batch.hr, mask)}
+        if fake.coarse is not None:
+            out["loss_pixel_coarse"] = w * pixel_mse(fake.coarse, batch.hr, mask)
+        return out
+
+    def discriminate_real_fake(self, batch: RoiBatch, fake: GeneratorOutput) -> tuple[
+        DiscriminatorOutput, DiscriminatorOutput
+    ]:
+        """One D forward on cat(real, fake) (ARCHITECTURE decision 2); split back into two."""
+        n = batch.hr.shape[0]
+        out = self.discriminator(torch.cat([batch.hr, fake.sr], dim=0))
+        return _split_output(out, n)
+
+    def discriminator_losses(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        """Eq. 9: real/fake on the adversarial head + class terms on HR and SR; ``fake`` detached."""
+        real_out, fake_out = self.discriminate_real_fake(batch, fake)
+        losses = {
+            "loss_d_adv": self.cfg.d_adv_weight
+            * d_adversarial_loss(real_out.adv_logits, fake_out.adv_logits)
+        }
+        losses.update(self.task_losses(batch, real_out, fake_out, prefix="loss_d_", generator=False))
+        # Not losses (no loss_ prefix): D's mean real/generated probabilities, for logging.
+        losses["d_real"] = torch.sigmoid(real_out.adv_logits).mean().detach()
+        losses["d_fake"] = torch.sigmoid(fake_out.adv_logits).mean().detach()
+        return losses
+
+    def generator_losses(
+        self, batch: RoiBatch, fake: GeneratorOutput, pixel_only: bool = False
+    ) -> dict[str, Tensor]:
+        """Eq. 8: pixel + adversarial + task terms through D on the SR image.
+
+        ``pixel_only`` is the MSE warm-up (the paper pre-trains G as an MSE SR network).
+        """
+        losses = self.pixel_losses(batch, fake)
+        if pixel_only:
+            return losses
+        sr_out = self.discriminator(fake.sr)
+        losses["loss_adv"] = self.cfg.adv_weight * g_adversarial_loss(
+            sr_out.adv_logits, form=self.cfg.adv_form
+        )
+        losses.update(self.task_losses(batch, None, sr_out, prefix="loss_", generator=True))
+        return losses
+
+    @abstractmethod
+    def task_losses(
+        self,
+        batch: RoiBatch,
+        real_out: DiscriminatorOutput | None,
+        fake_out: DiscriminatorOutput,
+        prefix: str,
+        generator: bool,
+    ) -> dict[str, Tensor]:
+        """The paper-specific terms (classification; box regression) on HR and/or SR outputs."""
+
+    # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def refine(self, lr_rois: Tensor) -> tuple[Tensor, Tensor | None, GeneratorOutput]:
+        """Super-resolve ROIs and score them with D.
+
+        Args:
+            lr_rois: (N, 3, h, w) in [-1, 1].
+
+        Returns:
+            probs (N, K): face probability (K = 1, sigmoid) or class softmax (K = C + 1);
+            box_deltas (N, 4K) / (N, 4) or None; the generator output.
+        """
+        fake = self.generator(lr_rois)
+        out = self.discriminator(fake.sr)
+        if out.cls_logits.shape[1] == 1:
+            probs = torch.sigmoid(out.cls_logits)
+        else:
+            probs = torch.softmax(out.cls_logits, dim=1)
+        return probs, out.box_deltas, fake
+
+
+def _split_output(out: DiscriminatorOutput, n: int) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
+    def part(t: Tensor | None, sl: slice) -> Tensor | None:
+        return None if t is None else t[sl]
+
+    a, b = slice(0, n), slice(n, None)
+    return (
+        DiscriminatorOutput(out.adv_logits[a], out.cls_logits[a], part(out.box_deltas, a)),
+        DiscriminatorOutput(out.adv_logits[b], out.cls_logits[b], part(out.box_deltas, b)),
+    )

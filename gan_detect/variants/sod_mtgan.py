@@ -1,0 +1,74 @@
+"""SOD-MTGAN (Zhang, Bai, Ding, Ghanem, ECCV 2018): (C+1)-way classification and box regression.
+
+The ECCV text was not available (PAPERS.md section 2.2): the head layout, loss weights and the
+discriminator trunk below are our choices, each a config option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from gan_detect.data.batch import RoiBatch
+from gan_detect.models.discriminator import DiscriminatorOutput
+from gan_detect.models.losses import box_regression_loss, classification_loss
+from gan_detect.variants.base import GANVariant, GANVariantConfig
+from gan_detect.variants.tiny_face import _build_discriminator, _build_generator
+
+
+@dataclass
+class SODMTGANConfig(GANVariantConfig):
+    """SOD-MTGAN: D with real/SR, (C+1)-way class and box-regression heads.
+
+    Our choices where the paper is unreadable: ResNet-50 trunk (the papers' detectors are
+    ResNet-based); class-specific deltas (Fast R-CNN); the generator's task weights equal the
+    tiny-face beta (1e-2) so both papers weigh task terms alike; smooth-L1 box loss.
+    """
+
+    name: str = "sod_mtgan"
+    backbone: str = "resnet50"
+    box_weight: float = 1e-2
+    d_box_weight: float = 1.0
+    class_agnostic_box: bool = False
+
+
+class SODMTGAN(GANVariant):
+    """Multi-task GAN: the classification and regression losses on the SR image reach G."""
+
+    name = "sod_mtgan"
+    Config = SODMTGANConfig
+
+    @classmethod
+    def build(cls, cfg: GANVariantConfig, num_classes: int) -> SODMTGAN:
+        if not isinstance(cfg, SODMTGANConfig):
+            raise TypeError(f"sod_mtgan needs an SODMTGANConfig, got {type(cfg).__name__}")
+        if num_classes < 1:
+            raise ValueError(f"data.num_classes must be >= 1, got {num_classes}")
+        disc = _build_discriminator(
+            cfg, num_classes + 1, box_head=True, class_agnostic_box=cfg.class_agnostic_box
+        )
+        return cls(_build_generator(cfg), disc, cfg)
+
+    def task_losses(
+        self,
+        batch: RoiBatch,
+        real_out: DiscriminatorOutput | None,
+        fake_out: DiscriminatorOutput,
+        prefix: str,
+        generator: bool,
+    ) -> dict[str, Tensor]:
+        cfg = self.cfg
+        assert isinstance(cfg, SODMTGANConfig)
+        w_cls = cfg.cls_weight if generator else cfg.d_cls_weight
+        w_box = cfg.box_weight if generator else cfg.d_box_weight
+        outs = [fake_out] if real_out is None else [real_out, fake_out]
+        cls = sum(classification_loss(o.cls_logits, batch.labels) for o in outs)
+        box = sum(_box(o, batch) for o in outs)
+        return {f"{prefix}cls": w_cls * cls, f"{prefix}box": w_box * box}
+
+
+def _box(out: DiscriminatorOutput, batch: RoiBatch) -> Tensor:
+    if out.box_deltas is None:
+        raise RuntimeError("sod_mtgan discriminator has no box head")
+    return box_regression_loss(out.box_deltas, batch.labels, batch.box_targets)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gan_detect.cli import load_config
+from gan_detect.schema import ConfigError, to_experiment_config
+from gan_detect.variants import SODMTGANConfig, TinyFaceConfig
+
+EXP = Path(__file__).resolve().parents[1] / "experiments"
+MAIN = sorted(p for p in EXP.glob("*.yaml") if p.name != "smoke.yaml")
+
+
+@pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name)
+def test_every_experiment_loads_alone_and_with_smoke(path: Path) -> None:
+    cfg = load_config([path])
+    assert cfg.variant.name in path.name
+    small = load_config([path, EXP / "smoke.yaml"])
+    assert small.variant.pretrained is False and small.variant.backbone == "test_resnet"
+
+
+def test_real_experiment_configs_turn_pretrained_on() -> None:
+    for path in MAIN:
+        assert load_config([path]).variant.pretrained is True, path.name
+
+
+def test_overrides_win_and_pick_the_variant_schema() -> None:
+    cfg = load_config([EXP / "sod_mtgan_coco.yaml"], ["variant.box_weight=0.5", "optim.lr_g=0.002"])
+    assert isinstance(cfg.variant, SODMTGANConfig)
+    assert cfg.variant.box_weight == 0.5 and cfg.optim.lr_g == 0.002
+    face = load_config([EXP / "tiny_face_wider.yaml"], ["--seed=7"])
+    assert isinstance(face.variant, TinyFaceConfig) and face.seed == 7
+
+
+def test_unknown_key_names_it_and_lists_valid_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config([EXP / "tiny_face_wider.yaml"], ["variant.adv_wieght=1"])
+    msg = str(err.value)
+    assert "variant.adv_wieght" in msg and "adv_weight" in msg
+
+
+def test_box_weight_is_not_a_tiny_face_key() -> None:
+    with pytest.raises(ConfigError, match="variant.box_weight"):
+        load_config([EXP / "tiny_face_wider.yaml"], ["variant.box_weight=1"])
+
+
+def test_wrong_type_fails_at_load_time() -> None:
+    with pytest.raises(ConfigError, match="optim.lr_g"):
+        load_config([EXP / "tiny_face_wider.yaml"], ["optim.lr_g=fast"])
+
+
+def test_unknown_variant_lists_the_table() -> None:
+    with pytest.raises(ConfigError, match="tiny_face"):
+        to_experiment_config({"variant": {"name": "nope"}, "data": {"name": "coco"}})
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothere.yaml"):
+        load_config([tmp_path / "nothere.yaml"])
