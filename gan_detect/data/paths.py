@@ -1,0 +1,36 @@
+"""Where the optional real data lives: ``$GAN_DETECT_DATA``, else ``<repo>/../shared/data``.
+
+Tests and experiments use this to find WIDER FACE / COCO copies without hard-coding a path; they
+skip (tests) or fail with the path named (experiments) when it returns ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+ENV_VAR = "GAN_DETECT_DATA"
+
+
+def repo_root() -> Path:
+    """The checkout that holds the ``gan_detect`` package (meaningful for editable installs)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def shared_data_dir() -> Path | None:
+    """The real-data folder, or ``None`` when there is none.
+
+    ``$GAN_DETECT_DATA`` wins when set. A set variable that names no folder gives a warning (so a
+    typo is not a silent skip) and ``None``. Otherwise ``<repo root>/../shared/data`` is used when
+    it exists.
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if path.is_dir():
+            return path.resolve()
+        warnings.warn(f"{ENV_VAR}={env!r} is not a directory; no real data", stacklevel=2)
+        return None
+    default = repo_root().parent / "shared" / "data"
+    return default.resolve() if default.is_dir() else None
