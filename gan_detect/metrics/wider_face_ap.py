@@ -1,0 +1,364 @@
+"""The official WIDER FACE evaluation (Yang et al., CVPR 2016 ``eval_tools``), vectorised.
+
+Protocol: predictions sorted by score per image, one global min-max score normalisation, IoU with
+the +1 pixel convention, per-prediction max-IoU matching (ignored faces exclude the prediction),
+1000 thresholds and VOC all-point AP, for the easy / medium / hard settings.
+
+Box convention: the official tool reads ``x y w h`` and forms ``x2 = x + w, y2 = y + h``; our xyxy
+boxes are exactly those ``(x, y, x + w, y + h)``. IoU then adds 1 pixel to widths and heights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from gan_detect.metrics.wider_gt import SETTINGS, WiderGroundTruth, fallback_keep
+
+THRESH_NUM = 1000
+IOU_THRESH = 0.5
+# Thresholds t = 1 - k/1000, k = 1..1000, as the official loop computes them (same float ops).
+THRESHOLDS: np.ndarray = 1.0 - np.arange(1, THRESH_NUM + 1) / THRESH_NUM
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC all-point AP (``VOCap.m``): precision envelope, then sum of delta recall x precision.
+
+    NaN precision (a threshold where no prediction counts) is skipped by the envelope, as MATLAB's
+    ``max`` skips NaN; the Python port would return NaN instead.
+    """
+    mrec = np.concatenate(([0.0], np.asarray(recall, np.float64), [1.0]))
+    mpre = np.concatenate(([0.0], np.asarray(precision, np.float64), [0.0]))
+    mpre = np.fmax.accumulate(mpre[::-1])[::-1]
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _official_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(K, M) IoU of xyxy boxes with the +1 pixel convention of ``boxoverlap.m``.
+
+    Hand-written rather than torchvision's ``box_iou``: the +1 areas and the exact float
+    operations are what make the result match the official numbers digit for digit.
+    """
+    # In-place arithmetic: a dense WIDER val image pairs ~700 faces with ~750 predictions.
+    # Clamping w, h at 0 gives inter = 0 exactly where the official code zeroes the overlap, and
+    # the same float operations elsewhere.
+    tmp = np.maximum(pred[:, None, 0], gt[None, :, 0])
+    iw = np.minimum(pred[:, None, 2], gt[None, :, 2])
+    iw -= tmp
+    iw += 1
+    np.maximum(pred[:, None, 1], gt[None, :, 1], out=tmp)
+    ih = np.minimum(pred[:, None, 3], gt[None, :, 3])
+    ih -= tmp
+    ih += 1
+    np.maximum(iw, 0, out=iw)
+    np.maximum(ih, 0, out=ih)
+    inter = iw
+    inter *= ih
+    area_p = (pred[:, 2] - pred[:, 0] + 1) * (pred[:, 3] - pred[:, 1] + 1)
+    area_g = (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1)
+    np.add(area_p[:, None], area_g[None, :], out=tmp)
+    tmp -= inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inter /= tmp
+    # Only degenerate (zero or negative area) boxes reach here with 0/0; they overlap nothing.
+    return np.nan_to_num(inter, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _normalize_scores(scores: np.ndarray) -> np.ndarray:
+    """Global min-max normalisation ``(s - min) / (max - min)`` over every prediction."""
+    if scores.size == 0:
+        return scores
+    lo, hi = float(scores.min()), float(scores.max())
+    if lo < 0.0 or hi > 1.0:
+        warnings.warn(
+            f"WIDER FACE scores outside [0, 1] (min {lo:.4g}, max {hi:.4g}): min-max normalisation "
+            "keeps the AP defined, but one outlier compresses every other score",
+            stacklevel=3,
+        )
+    if hi == lo:
+        # The official tool divides by zero here (every score NaN, AP 0); one operating point is
+        # the only meaningful reading of constant scores.
+        warnings.warn("all WIDER FACE scores are equal; treating them as 1.0", stacklevel=3)
+        return np.ones_like(scores)
+    return (scores - lo) / (hi - lo)
+
+
+def _wider_face_ap_compute(
+    pred_boxes: np.ndarray,
+    pred_scores: np.ndarray,
+    pred_image: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_keep: np.ndarray,
+    gt_image: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """AP and PR curves of the three settings from flat arrays.
+
+    Args:
+        pred_boxes: (N, 4) float64 xyxy (x2 = x + w). pred_scores: (N,) raw scores.
+        pred_image: (N,) int64 image key of each prediction.
+        gt_boxes: (M, 4) float64 xyxy. gt_keep: (M, 3) bool, kept in easy/medium/hard.
+        gt_image: (M,) int64 image key of each face, faces of one image in annotation order.
+
+    Returns:
+        ``aps`` (3,) float64 (-1 where a setting has no kept face) and ``curves`` (3, 1000, 2)
+        [precision, recall] per threshold, as the official ``pr_cruve``.
+    """
+    scores = _normalize_scores(np.asarray(pred_scores, np.float64))
+    order_p = np.argsort(pred_image, kind="stable")
+    order_g = np.argsort(gt_image, kind="stable")  # stable: keeps annotation order for argmax ties
+    p_img, g_img = pred_image[order_p], gt_image[order_g]
+    images = np.unique(g_img)
+    p_lo, p_hi = np.searchsorted(p_img, images, "left"), np.searchsorted(p_img, images, "right")
+    g_lo, g_hi = np.searchsorted(g_img, images, "left"), np.searchsorted(g_img, images, "right")
+    matched = np.full(len(scores), -1, np.int64)  # global gt row with IoU >= 0.5, else -1
+    counted = np.zeros(len(scores), bool)  # predictions of images without faces are not counted
+    for a, b, c, d in zip(p_lo, p_hi, g_lo, g_hi, strict=True):
+        if a == b:
+            continue
+        rows, gts = order_p[a:b], order_g[c:d]
+        iou = _official_iou(pred_boxes[rows], gt_boxes[gts])
+        best = iou.argmax(axis=1)  # first maximum, as MATLAB's max
+        hit = iou[np.arange(len(rows)), best] >= IOU_THRESH
+        counted[rows] = True
+        matched[rows[hit]] = gts[best[hit]]
+
+    # Sort-free form of the per-image prefix sums: the predictions with score >= t are a prefix of
+    # the score-sorted list, so the official per-image counts summed over images become global
+    # counts: proposals(t) = #{counted, not excluded, score >= t};
+    # recall(t) = #{kept faces whose best matching score >= t} (the first match in sorted order).
+    aps = np.full(3, -1.0)
+    curves = np.full((3, THRESH_NUM, 2), np.nan)
+    hit = matched >= 0
+    for k in range(3):
+        keep = gt_keep[:, k]
+        hit_keep = np.zeros_like(hit)
+        hit_keep[hit] = keep[matched[hit]]
+        proposal = counted & ~(hit & ~hit_keep)  # matching an ignored face: excluded
+        best_score = np.full(len(keep), -np.inf)
+        np.maximum.at(best_score, matched[hit_keep], scores[hit_keep])
+        recalled = np.sort(best_score[np.isfinite(best_score)])
+        proposed = np.sort(scores[proposal])
+        n_prop = len(proposed) - np.searchsorted(proposed, THRESHOLDS, "left")
+        n_rec = len(recalled) - np.searchsorted(recalled, THRESHOLDS, "left")
+        count_face = int(keep.sum())
+        if count_face == 0:
+            warnings.warn(
+                f"WIDER FACE {SETTINGS[k]}: no kept face; AP reported as -1", stacklevel=2
+            )
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curves[k, :, 0] = n_rec / n_prop
+        curves[k, :, 1] = n_rec / count_face
+        aps[k] = voc_ap(curves[k, :, 1], curves[k, :, 0])
+    return aps, curves
+
+
+def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    """(N, >=4) x, y, w, h -> (N, 4) x1, y1, x2 = x + w, y2 = y + h (the official conversion)."""
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1)
+
+
+def _flatten_tree(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> tuple[np.ndarray, ...]:
+    """Flat arrays for ``_wider_face_ap_compute`` from xywh+score arrays keyed by image id."""
+    missing = [i for i in gt.image_ids if i not in preds]
+    extra = set(preds).difference(gt.image_ids)
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(gt)} images have no predictions (e.g. "
+            f"{missing[0]!r}); counted as empty, as the official tool does",
+            stacklevel=3,
+        )
+    if extra:
+        warnings.warn(
+            f"{len(extra)} predicted images are not in the ground truth; ignored", stacklevel=3
+        )
+    p_list = [
+        np.asarray(preds.get(i, np.zeros((0, 5))), np.float64).reshape(-1, 5) for i in gt.image_ids
+    ]
+    p = np.concatenate(p_list) if p_list else np.zeros((0, 5))
+    g = np.concatenate(gt.boxes) if gt.boxes else np.zeros((0, 4))
+    p_img = np.repeat(np.arange(len(gt)), [len(x) for x in p_list])
+    g_img = np.repeat(np.arange(len(gt)), [len(x) for x in gt.boxes])
+    keep = np.concatenate(gt.keep) if gt.keep else np.zeros((0, 3), bool)
+    return _xywh_to_xyxy(p), p[:, 4], p_img, _xywh_to_xyxy(g), keep, g_img
+
+
+def wider_face_pr_curves(
+    preds: Mapping[str, np.ndarray], gt: WiderGroundTruth
+) -> dict[str, np.ndarray]:
+    """Official PR curves: setting -> (1000, 2) [precision, recall], thresholds 0.999 .. 0.0.
+
+    Args:
+        preds: image id ``"event/name"`` -> (K, 5) ``x, y, w, h, score`` (any order, any scale).
+        gt: from ``load_wider_ground_truth`` (or the fallback).
+    """
+    _, curves = _wider_face_ap_compute(*_flatten_tree(preds, gt))
+    return dict(zip(SETTINGS, curves, strict=True))
+
+
+def wider_face_ap(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> dict[str, float]:
+    """Official easy / medium / hard AP (fractions in [0, 1]) of xywh+score predictions.
+
+    Returns:
+        ``{"ap_easy", "ap_medium", "ap_hard", "official"}``; ``official`` is 1.0 for the
+        ``gt_list`` settings, 0.0 for the height fallback (not comparable with published numbers).
+    """
+    aps, _ = _wider_face_ap_compute(*_flatten_tree(preds, gt))
+    out = {f"ap_{s}": float(a) for s, a in zip(SETTINGS, aps, strict=True)}
+    out["official"] = float(gt.official)
+    return out
+
+
+def _image_key(image_id: str) -> int:
+    """A signed 64-bit hash of an image id (tensor states cannot hold strings)."""
+    return int.from_bytes(
+        hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True
+    )
+
+
+def _wider_face_ap_update(
+    preds: Sequence[Mapping[str, Tensor]],
+    targets: Sequence[Mapping[str, Tensor]],
+    nonces: Sequence[int],
+) -> dict[str, np.ndarray]:
+    """Validate one batch and turn it into flat arrays whose image column holds ``nonces``."""
+    if not len(preds) == len(targets) == len(nonces):
+        raise ValueError(f"got {len(preds)} predictions for {len(targets)} targets")
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("pb", "ps", "pi", "gb", "gk", "gi", "off")}
+    for n, (p, t, nonce) in enumerate(zip(preds, targets, nonces, strict=True)):
+        pb = p["boxes"].detach().cpu().double().numpy().reshape(-1, 4)
+        ps = p["scores"].detach().cpu().double().numpy().reshape(-1)
+        gb = t["boxes"].detach().cpu().double().numpy().reshape(-1, 4)
+        if len(pb) != len(ps):
+            raise ValueError(f"preds[{n}]: {len(pb)} boxes but {len(ps)} scores")
+        if not (np.isfinite(pb).all() and np.isfinite(ps).all() and np.isfinite(gb).all()):
+            raise ValueError(f"preds[{n}] or targets[{n}]: non-finite boxes or scores")
+        ignore = t.get("ignore")
+        ign = np.zeros(len(gb), bool) if ignore is None else ignore.cpu().numpy().astype(bool)
+        official = all(f"keep_{s}" in t for s in SETTINGS)
+        if official:
+            keep = np.stack([t[f"keep_{s}"].cpu().numpy().astype(bool) for s in SETTINGS], 1)
+            keep &= ~ign[:, None]
+        else:
+            keep = fallback_keep(np.concatenate([gb[:, :2], gb[:, 2:] - gb[:, :2]], 1), ign)
+        out["pb"].append(pb)
+        out["ps"].append(ps)
+        out["pi"].append(np.full(len(ps), nonce, np.int64))
+        out["gb"].append(gb)
+        out["gk"].append(keep.reshape(-1, 3))
+        out["gi"].append(np.full(len(gb), nonce, np.int64))
+        out["off"].append(np.array([official]))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+class WiderFaceAP(Metric):
+    """WIDER FACE easy / medium / hard AP with the official protocol, as a torchmetrics Metric.
+
+    ``update(preds, targets, image_ids=None)``: ``preds[i]`` has ``boxes`` (K, 4) xyxy px and
+    ``scores`` (K,); ``targets[i]`` has ``boxes`` (M, 4) xyxy px, optional ``ignore`` (M,) bool and
+    optional ``keep_easy`` / ``keep_medium`` / ``keep_hard`` (M,) bool masks from ``gt_list``.
+    Without the masks, settings fall back to face height (>50/30/10 px) and ``compute()`` returns
+    ``official = 0`` with a warning. Pass ``image_ids`` under DDP: an image that the
+    ``DistributedSampler`` repeats to pad the last batch is then counted once.
+
+    ``compute()`` returns float32 tensors ``ap_easy``, ``ap_medium``, ``ap_hard`` (-1 when a
+    setting has no face) and ``official``. Score normalisation needs every prediction, so all of
+    them are kept (float64, to reproduce the official threshold comparisons) until ``compute()``.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    pred_boxes: list[Tensor]
+    pred_scores: list[Tensor]
+    pred_image: list[Tensor]
+    gt_boxes: list[Tensor]
+    gt_keep: list[Tensor]
+    gt_image: list[Tensor]
+    image_table: list[Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in (
+            "pred_boxes",
+            "pred_scores",
+            "pred_image",
+            "gt_boxes",
+            "gt_keep",
+            "gt_image",
+            "image_table",
+        ):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._rng = random.Random()  # nonces only; never touches the global RNGs
+
+    def update(
+        self,
+        preds: Sequence[Mapping[str, Tensor]],
+        targets: Sequence[Mapping[str, Tensor]],
+        image_ids: Sequence[str] | None = None,
+    ) -> None:
+        """Store one batch (see the class docstring for the dict keys)."""
+        if image_ids is not None and len(image_ids) != len(targets):
+            raise ValueError(f"got {len(image_ids)} image_ids for {len(targets)} targets")
+        # Each image occurrence gets a random 63-bit nonce (unique across DDP ranks); the
+        # image-id hash groups repeated occurrences so that compute() keeps one of them.
+        nonces = [self._rng.getrandbits(63) for _ in targets]
+        hashes = nonces if image_ids is None else [_image_key(i) for i in image_ids]
+        a = _wider_face_ap_update(preds, targets, nonces)
+        dev = self.device
+        self.pred_boxes.append(torch.from_numpy(a["pb"]).to(dev))
+        self.pred_scores.append(torch.from_numpy(a["ps"]).to(dev))
+        self.pred_image.append(torch.from_numpy(a["pi"]).to(dev))
+        self.gt_boxes.append(torch.from_numpy(a["gb"]).to(dev))
+        self.gt_keep.append(torch.from_numpy(a["gk"].astype(np.uint8)).to(dev))
+        self.gt_image.append(torch.from_numpy(a["gi"]).to(dev))
+        table = np.stack([np.asarray(hashes), np.asarray(nonces), a["off"].astype(np.int64)], 1)
+        self.image_table.append(torch.from_numpy(table).to(dev))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Easy / medium / hard AP over everything seen (after the DDP gather)."""
+
+        def cat(state: list[Tensor] | Tensor, cols: int, dtype: type) -> np.ndarray:
+            if isinstance(state, list) and not state:
+                return np.zeros((0, cols) if cols else (0,), dtype)
+            return dim_zero_cat(state).cpu().numpy().astype(dtype)
+
+        table = cat(self.image_table, 3, np.int64)
+        # Keep the occurrence with the smallest nonce of each image id.
+        order = np.lexsort((table[:, 1], table[:, 0]))
+        first = np.ones(len(order), bool)
+        first[1:] = table[order[1:], 0] != table[order[:-1], 0]
+        kept = table[order[first], 1]
+        p_img, g_img = cat(self.pred_image, 0, np.int64), cat(self.gt_image, 0, np.int64)
+        pm, gm = np.isin(p_img, kept), np.isin(g_img, kept)
+        official = bool(len(table)) and bool(table[:, 2].all())
+        if not official:
+            warnings.warn(
+                "WiderFaceAP: targets without keep_easy/medium/hard masks; settings by "
+                "face height, NOT the official protocol",
+                stacklevel=2,
+            )
+        aps, _ = _wider_face_ap_compute(
+            cat(self.pred_boxes, 4, np.float64)[pm],
+            cat(self.pred_scores, 0, np.float64)[pm],
+            p_img[pm],
+            cat(self.gt_boxes, 4, np.float64)[gm],
+            cat(self.gt_keep, 3, bool)[gm],
+            g_img[gm],
+        )
+        out = {
+            f"ap_{s}": torch.tensor(a, dtype=torch.float32)
+            for s, a in zip(SETTINGS, aps, strict=True)
+        }
+        out["official"] = torch.tensor(float(official), dtype=torch.float32)
+        return out
