@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 
 from gan_detect.data.synthetic_draw import (
@@ -57,8 +57,6 @@ def _finish_image(rng: np.random.Generator, img: Image.Image) -> Image.Image:
     arr += rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(rng.uniform(1, 6))
     out = Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8))
     if rng.random() < 0.2:
-        from PIL import ImageFilter
-
         out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 0.8))))
     return out
 
@@ -84,7 +82,7 @@ def _face_image(
         for _ in range(n)
     ]
     placed: list[tuple[int, int, int, int]] = []
-    for i, wf in enumerate(sorted(widths, reverse=True)):
+    for wf in sorted(widths, reverse=True):
         w = int(round(wf))
         h = int(round(w * rng.uniform(1.1, 1.35)))
         for _ in range(30):  # rejection sampling for little overlap with earlier faces
@@ -93,7 +91,7 @@ def _face_image(
                 break
         else:
             continue
-        invalid = int((force_invalid and i == 0) or rng.random() < 0.06)
+        invalid = int((force_invalid and not rows) or rng.random() < 0.06)
         blur = 2 if invalid else int(rng.choice(3, p=[0.6, 0.3, 0.1]))
         occl = 2 if invalid else int(rng.choice(3, p=[0.7, 0.2, 0.1]))
         expr, illum, pose = (int(rng.random() < p) for p in (0.15, 0.1, 0.2))
