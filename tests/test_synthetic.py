@@ -195,3 +195,22 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, writer: object)
 def test_rejects_tiny_image_size(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image_size"):
         write_synthetic_faces(tmp_path, 1, 1, image_size=(32, 32))
+
+
+def test_generated_ground_truth_drives_official_wider_ap(faces_root: Path) -> None:
+    """The WIDER AP metric reads our .mat files on its official (gt_list) path."""
+    wider_gt = pytest.importorskip("gan_detect.metrics.wider_gt")
+    wider_ap = pytest.importorskip("gan_detect.metrics.wider_face_ap")
+    gt = wider_gt.load_wider_ground_truth(faces_root / "ground_truth")
+    assert gt.official and len(gt) == 9
+    recs = read_wider_annotations(*wider_split_paths(faces_root, "val")).records
+    preds = {
+        r.image_id: np.c_[
+            r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2], np.linspace(1, 0.5, len(r.boxes))
+        ]
+        for r in recs
+    }
+    ap = wider_ap.wider_face_ap(preds, gt)
+    assert ap["ap_easy"] == pytest.approx(1.0) and ap["ap_hard"] == pytest.approx(1.0)
+    half = wider_ap.wider_face_ap({k: v[: len(v) // 2] for k, v in preds.items()}, gt)
+    assert half["ap_hard"] < 0.9
