@@ -99,7 +99,8 @@ class SRGenerator(Generator):
     to the outputs of both sub-networks, since both are images supervised against HR.
 
     `bicubic_skip=True` (NOT in the paper) adds the bicubic up-sampling of `lr` to the coarse
-    output, so G1 learns a residual: a quick-start option for short CPU schedules. With tanh
+    output, and the coarse image to the refined one (both in pre-activation space), so both
+    sub-networks learn residuals: a quick-start option for short CPU schedules. With tanh
     the skip is added before the activation as atanh(bicubic), so a zero residual reproduces the
     bicubic image exactly while the output stays in (-1, 1).
 
@@ -206,4 +207,8 @@ class SRGenerator(Generator):
         coarse = self._activate(pre)
         if self.refine is None:
             return GeneratorOutput(sr=coarse, coarse=None)
-        return GeneratorOutput(sr=self._activate(self.refine(coarse)), coarse=coarse)
+        refined = self.refine(coarse)
+        if self.bicubic_skip:
+            # Residual refinement as well: a zero refinement output passes the coarse image on.
+            refined = refined + pre
+        return GeneratorOutput(sr=self._activate(refined), coarse=coarse)
