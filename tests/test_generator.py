@@ -110,7 +110,7 @@ def test_tanh_bounds_output_and_none_is_linear() -> None:
 
 
 @pytest.mark.parametrize("act", ["tanh", "none"])
-def test_bicubic_skip_reproduces_bicubic_with_zero_residual(act: str) -> None:
+def test_bicubic_skip_reproduces_bicubic_with_zero_residuals(act: str) -> None:
     g = SRGenerator(bicubic_skip=True, output_activation=act, **TINY)
     last = g.upsample[-1]
     assert isinstance(last, nn.Conv2d)
@@ -121,6 +121,12 @@ def test_bicubic_skip_reproduces_bicubic_with_zero_residual(act: str) -> None:
     assert coarse is not None
     expected = bicubic.clamp(-0.999, 0.999) if act == "tanh" else bicubic
     torch.testing.assert_close(coarse, expected, atol=1e-5, rtol=1e-5)
+    # The refinement is residual too: with a zero refinement output, sr = coarse.
+    assert g.refine is not None
+    nn.init.zeros_(g.refine[-1].weight)
+    nn.init.zeros_(g.refine[-1].bias)
+    out = g(lr)
+    torch.testing.assert_close(out.sr, out.coarse, atol=1e-5, rtol=1e-5)
 
 
 def test_generator_output_detach_and_lightning_collection() -> None:
