@@ -130,7 +130,11 @@ def write_synthetic_faces(
 
     Args:
         image_size: (width, height) in pixels.
-        seed: same seed -> byte-identical files; different seeds -> different data.
+        seed: same seed -> byte-identical files; different seeds -> different data. Image i of a
+            split depends only on (seed, split, i), not on the other split's size.
+
+    Files already under ``root`` with the same names are overwritten; others are left alone
+    (they are not listed in the new annotations, so they are never read).
 
     Returns:
         ``root``, ready for :func:`gan_detect.data.wider_face.wider_split_paths`.

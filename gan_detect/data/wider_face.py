@@ -259,10 +259,12 @@ def event_of(image_id: str) -> str:
 
 def list_events(records: Iterable[ImageRecord]) -> list[str]:
     """Events present in ``records``, sorted by their leading number then name."""
-    events = {event_of(r.image_id) for r in records}
-    return sorted(
-        events, key=lambda e: (int(e.split("--")[0]) if e.split("--")[0].isdigit() else 1 << 30, e)
-    )
+
+    def key(event: str) -> tuple[int, str]:
+        num = event.split("--")[0]
+        return (int(num) if num.isdigit() else 1 << 30, event)  # "10--x" after "2--y"
+
+    return sorted({event_of(r.image_id) for r in records}, key=key)
 
 
 def filter_events(
