@@ -90,6 +90,15 @@ def cmd_validate(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_evaluate(args: Sequence[str]) -> int:
+    from gan_detect.training import evaluate
+
+    files, overrides = _split_args(args)
+    cfg = load_config(files, overrides)
+    evaluate(cfg, cfg.ckpt)
+    return 0
+
+
 def cmd_wider_eval(args: Sequence[str]) -> int:
     from gan_detect.wider_eval import main as wider_main
 
@@ -99,6 +108,7 @@ def cmd_wider_eval(args: Sequence[str]) -> int:
 COMMANDS: dict[str, tuple[Any, str]] = {
     "fit": (cmd_fit, "train a GAN variant: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
+    "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
 }
 
@@ -119,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gan-detect: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate"):
+    if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate", "evaluate"):
         print(COMMANDS[name][1])
         return 0
     try:

@@ -86,6 +86,22 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Options of ``gan-detect evaluate`` and of detection metrics during validation."""
+
+    split: str = "val"
+    top_k: int = 600
+    score_fusion: str = "d_only"
+    nms_iou: float = 0.4
+    max_detections: int = 750
+    chunk_size: int = 256
+    refine_boxes: bool = True
+    device: str = "auto"
+    # Detection max per image for COCO AP (>= 1000 for dense scenes; WIDER has 709 faces in one).
+    coco_max_dets: int = 1000
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: variant + data + optimiser + trainer + logger."""
 
@@ -94,6 +110,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     # Run directory: checkpoints, config.yaml, logs, metrics.
     output_dir: str = "runs/${variant.name}_${data.name}"

@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gan_detect.data.batch import DetectionBatch, RoiBatch
+from gan_detect.evaluation import DetectionEvaluator
+from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
 from gan_detect.schema import ExperimentConfig, to_experiment_config
 from gan_detect.variants import GANVariant, build_variant
 from gan_detect.visualize import save_sr_grid
@@ -35,8 +38,8 @@ class GANDetectionModule(L.LightningModule):
         self.cfg: ExperimentConfig = to_experiment_config(config)
         self.variant: GANVariant = build_variant(self.cfg.variant, self.cfg.data.num_classes)
         self._val_grid_batch: RoiBatch | None = None
-        # Detection-metric hooks; set by gan_detect.evaluation when val loaders carry full images.
-        self.detection_evaluator: Any = None
+        self._det_eval: DetectionEvaluator | None = None
+        self._wider_gt: WiderGroundTruth | None = None
 
     # ---- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -73,7 +76,9 @@ class GANDetectionModule(L.LightningModule):
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(loss_d)
                 if clip > 0:
-                    self.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                    self.clip_gradients(
+                        opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm"
+                    )
                 opt_d.step()
             logs.update({f"train/{k}": v.detach() for k, v in d_terms.items()})
             logs["train/loss_d"] = loss_d.detach()
@@ -101,8 +106,7 @@ class GANDetectionModule(L.LightningModule):
         if isinstance(batch, RoiBatch):
             self._validate_rois(batch, batch_idx)
         elif isinstance(batch, DetectionBatch):
-            if self.detection_evaluator is not None:
-                self.detection_evaluator.update(self, batch)
+            self._validate_detections(batch)
         else:
             raise TypeError(f"unexpected validation batch type {type(batch).__name__}")
 
@@ -138,13 +142,52 @@ class GANDetectionModule(L.LightningModule):
         if batch_idx == 0:
             k = self.cfg.logger.num_val_images
             self._val_grid_batch = RoiBatch(
-                batch.lr[:k], batch.hr[:k], batch.labels[:k], batch.box_targets[:k], batch.src_sizes[:k]
+                batch.lr[:k],
+                batch.hr[:k],
+                batch.labels[:k],
+                batch.box_targets[:k],
+                batch.src_sizes[:k],
             )
 
+    def inference_options(self) -> InferenceOptions:
+        """Inference settings derived from the config (LR size and context match the ROI mining)."""
+        e, d = self.cfg.evaluate, self.cfg.data
+        return InferenceOptions(
+            top_k=e.top_k,
+            lr_size=int(getattr(d, "hr_size", 64)) // self.variant.scale,
+            context=float(getattr(d, "context", 1.0)),
+            chunk_size=e.chunk_size,
+            score_fusion=e.score_fusion,
+            nms_iou=e.nms_iou,
+            max_detections=e.max_detections,
+            refine_boxes=e.refine_boxes,
+        )
+
+    def _validate_detections(self, batch: DetectionBatch) -> None:
+        if batch.proposals is None:
+            raise ValueError("detection validation needs proposals (data.val_proposals)")
+        if self._det_eval is None:
+            kind = "wider" if self.cfg.data.name == "wider_face" else "coco"
+            gt_dir = getattr(self.cfg.data, "gt_dir", None)
+            if kind == "wider" and gt_dir and self._wider_gt is None:
+                self._wider_gt = load_wider_ground_truth(gt_dir)
+            self._det_eval = DetectionEvaluator(
+                kind, self._wider_gt, self.cfg.evaluate.coco_max_dets
+            )
+            self._det_eval.to(self.device)
+        opts = self.inference_options()
+        preds = [
+            refine_detections(self.variant, img, props, opts)
+            for img, props in zip(batch.images, batch.proposals, strict=True)
+        ]
+        self._det_eval.update(preds, batch.targets, batch.image_ids)
+
     def on_validation_epoch_end(self) -> None:
-        if self.detection_evaluator is not None:
-            metrics = self.detection_evaluator.compute(self)
-            self.log_dict(metrics, sync_dist=False, rank_zero_only=True)
+        if self._det_eval is not None:
+            # torchmetrics gathers the states of every rank inside compute().
+            metrics = self._det_eval.compute()
+            self._det_eval = None
+            self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
         if self._val_grid_batch is not None and self.trainer.is_global_zero:
             self._log_grid(self._val_grid_batch)
             self._val_grid_batch = None

@@ -13,7 +13,13 @@ from torch import Tensor
 
 def _to_uint8(x: Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return (
+        ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5)
+        .round()
+        .byte()
+        .permute(1, 2, 0)
+        .numpy()
+    )
 
 
 def save_sr_grid(
@@ -39,7 +45,9 @@ def save_sr_grid(
     bic = F.interpolate(lr[:n].float(), scale_factor=scale, mode="bicubic", align_corners=False)
     cell = max(size, 64)
     pad, text_h = 4, 14
-    canvas = Image.new("RGB", (4 * (cell + pad) + pad, n * (cell + text_h + pad) + pad + text_h), "white")
+    canvas = Image.new(
+        "RGB", (4 * (cell + pad) + pad, n * (cell + text_h + pad) + pad + text_h), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     for c, title in enumerate(["LR", "bicubic", "SR", "HR"]):
         draw.text((pad + c * (cell + pad), 1), title, fill="black")
@@ -49,7 +57,9 @@ def save_sr_grid(
             tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.NEAREST)
             canvas.paste(tile, (pad + c * (cell + pad), y))
         p = probs[i].detach().float().cpu()
-        score = f"p(face)={p[0]:.2f}" if p.numel() == 1 else f"cls={int(p.argmax())} p={p.max():.2f}"
+        score = (
+            f"p(face)={p[0]:.2f}" if p.numel() == 1 else f"cls={int(p.argmax())} p={p.max():.2f}"
+        )
         draw.text((pad, y + cell + 1), f"label={int(labels[i])}  D on SR: {score}", fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,4 +69,6 @@ def save_sr_grid(
 
 def bicubic_upsample(lr: Tensor, scale: int) -> Tensor:
     """(N, 3, h, w) -> (N, 3, s*h, s*w) bicubic, clamped to [-1, 1] (the SR baseline)."""
-    return torch.clamp(F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False), -1, 1)
+    return torch.clamp(
+        F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False), -1, 1
+    )

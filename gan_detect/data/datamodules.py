@@ -81,7 +81,11 @@ class RoiDataModule(L.LightningDataModule):
         """Parse the split's annotations (``split`` is "train" or "val")."""
 
     def class_names(self) -> list[str]:
-        return ["face"] if self.cfg.num_classes == 1 else [str(i) for i in range(1, self.cfg.num_classes + 1)]
+        return (
+            ["face"]
+            if self.cfg.num_classes == 1
+            else [str(i) for i in range(1, self.cfg.num_classes + 1)]
+        )
 
     def category_id_to_label(self) -> dict[int, int] | None:
         return None
@@ -101,7 +105,9 @@ class RoiDataModule(L.LightningDataModule):
         path = self.cfg.train_proposals if split == "train" else self.cfg.val_proposals
         if path is None:
             return None
-        return load_proposals(path, top_k=self.cfg.top_k, category_id_to_label=self.category_id_to_label())
+        return load_proposals(
+            path, top_k=self.cfg.top_k, category_id_to_label=self.category_id_to_label()
+        )
 
     # ---- ROI stores --------------------------------------------------------------------------
     def _store(self, split: str, is_main: bool = True) -> Path:

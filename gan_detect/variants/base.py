@@ -71,7 +71,9 @@ class GANVariant(nn.Module, ABC):
     def __init__(self, generator: Generator, discriminator: Discriminator, cfg: GANVariantConfig):
         super().__init__()
         if cfg.adv_form not in ("saturating", "non_saturating"):
-            raise ValueError(f"variant.adv_form must be saturating|non_saturating, got {cfg.adv_form!r}")
+            raise ValueError(
+                f"variant.adv_form must be saturating|non_saturating, got {cfg.adv_form!r}"
+            )
         self.generator = generator
         self.discriminator = discriminator
         self.hparams_: dict[str, Any] = dict(vars(cfg))
@@ -103,9 +105,9 @@ class GANVariant(nn.Module, ABC):
             out["loss_pixel_coarse"] = w * pixel_mse(fake.coarse, batch.hr, mask)
         return out
 
-    def discriminate_real_fake(self, batch: RoiBatch, fake: GeneratorOutput) -> tuple[
-        DiscriminatorOutput, DiscriminatorOutput
-    ]:
+    def discriminate_real_fake(
+        self, batch: RoiBatch, fake: GeneratorOutput
+    ) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
         """One D forward on cat(real, fake) (ARCHITECTURE decision 2); split back into two."""
         n = batch.hr.shape[0]
         out = self.discriminator(torch.cat([batch.hr, fake.sr], dim=0))
@@ -118,7 +120,9 @@ class GANVariant(nn.Module, ABC):
             "loss_d_adv": self.cfg.d_adv_weight
             * d_adversarial_loss(real_out.adv_logits, fake_out.adv_logits)
         }
-        losses.update(self.task_losses(batch, real_out, fake_out, prefix="loss_d_", generator=False))
+        losses.update(
+            self.task_losses(batch, real_out, fake_out, prefix="loss_d_", generator=False)
+        )
         # Not losses (no loss_ prefix): D's mean real/generated probabilities, for logging.
         losses["d_real"] = torch.sigmoid(real_out.adv_logits).mean().detach()
         losses["d_fake"] = torch.sigmoid(fake_out.adv_logits).mean().detach()
@@ -173,7 +177,9 @@ class GANVariant(nn.Module, ABC):
         return probs, out.box_deltas, fake
 
 
-def _split_output(out: DiscriminatorOutput, n: int) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
+def _split_output(
+    out: DiscriminatorOutput, n: int
+) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
     def part(t: Tensor | None, sl: slice) -> Tensor | None:
         return None if t is None else t[sl]
 

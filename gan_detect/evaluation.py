@@ -1,0 +1,198 @@
+"""Baseline vs GAN re-scoring on full images: official WIDER FACE AP or COCO AP, per size bucket.
+
+The baseline is the proposals' own scores; the GAN is the same proposals re-scored (and, for
+SOD-MTGAN, re-localised) by :func:`gan_detect.inference.refine_detections`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gan_detect.data.batch import DetectionBatch
+from gan_detect.data.records import Proposals
+from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
+from gan_detect.variants import GANVariant
+
+
+class DetectionEvaluator:
+    """Accumulates WIDER FACE AP (kind ``wider``) or COCO AP (kind ``coco``) plus size-bucket AP.
+
+    Size buckets use COCO areas for both kinds: tiny < 16^2, small < 32^2, medium < 96^2, large.
+    WIDER settings come from the official ``gt_list`` when ``gt`` is given (an image missing from
+    it gets the height fallback, flagged ``official = 0``).
+    """
+
+    def __init__(self, kind: str, gt: WiderGroundTruth | None = None, coco_max_dets: int = 1000):
+        if kind not in ("wider", "coco"):
+            raise ValueError(f"kind must be wider|coco, got {kind!r}")
+        self.kind = kind
+        self.gt_index = {} if gt is None else {i: n for n, i in enumerate(gt.image_ids)}
+        self.gt = gt
+        self.wider = WiderFaceAP() if kind == "wider" else None
+        self.coco = CocoMeanAP(max_detection_thresholds=(1, 100, coco_max_dets))
+        self.num_images = 0
+
+    def update(
+        self,
+        preds: Sequence[dict[str, Tensor]],
+        targets: Sequence[dict[str, Tensor]],
+        image_ids: Sequence[str],
+    ) -> None:
+        """Add a batch: ``preds`` boxes/scores/labels, ``targets`` boxes/labels/ignore (xyxy px)."""
+        dev = self.coco.device  # metric states live where the module lives (NCCL gathers need it)
+        preds = [{k: v.detach().to(dev) for k, v in p.items()} for p in preds]
+        targets = [{k: v.detach().to(dev) for k, v in t.items()} for t in targets]
+        coco_t = [
+            {
+                "boxes": t["boxes"].float(),
+                "labels": t["labels"].long(),
+                "iscrowd": t["ignore"].long(),
+            }
+            for t in targets
+        ]
+        coco_p = [
+            {
+                "boxes": p["boxes"].float(),
+                "scores": p["scores"].float(),
+                "labels": p["labels"].long(),
+            }
+            for p in preds
+        ]
+        self.coco.update(coco_p, coco_t)
+        if self.wider is not None:
+            self.wider.update(
+                preds,
+                [self._wider_target(t, i) for t, i in zip(targets, image_ids, strict=True)],
+                list(image_ids),
+            )
+        self.num_images += len(image_ids)
+
+    def to(self, device: torch.device | str) -> DetectionEvaluator:
+        self.coco = self.coco.to(device)
+        if self.wider is not None:
+            self.wider = self.wider.to(device)
+        return self
+
+    def _wider_target(self, t: dict[str, Tensor], image_id: str) -> dict[str, Tensor]:
+        n = self.gt_index.get(image_id)
+        if self.gt is None or n is None:
+            return {"boxes": t["boxes"], "ignore": t["ignore"]}
+        dev = t["boxes"].device
+        b = torch.from_numpy(self.gt.boxes[n].copy()).to(dev)
+        b[:, 2:] += b[:, :2]  # official xywh -> xyxy (x2 = x + w)
+        keep = torch.from_numpy(self.gt.keep[n]).to(dev)
+        out = {"boxes": b, "ignore": torch.zeros(len(b), dtype=torch.bool, device=dev)}
+        out.update({f"keep_{s}": keep[:, j] for j, s in enumerate(SETTINGS)})
+        return out
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.wider is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                w = self.wider.compute()
+            out.update({k: float(v) for k, v in w.items()})
+        out.update(summarize_coco(self.coco.compute()))
+        return out
+
+
+def proposals_as_detections(props: dict[str, Tensor], top_k: int) -> dict[str, Tensor]:
+    """The baseline: a detector's proposals with their own scores (top ``top_k``)."""
+    order = torch.argsort(props["scores"], descending=True, stable=True)[:top_k]
+    return {k: props[k][order] for k in ("boxes", "scores", "labels")}
+
+
+def evaluate_baseline_vs_gan(
+    variant: GANVariant | None,
+    dataset: Any,
+    kind: str,
+    opts: InferenceOptions,
+    gt: WiderGroundTruth | None = None,
+    progress: bool = True,
+    coco_max_dets: int = 1000,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Proposals]]]:
+    """Run baseline and (when ``variant`` is given) GAN re-scoring over a full-image dataset.
+
+    Returns:
+        metrics per method (``baseline``, ``gan``) and detections per method and image id.
+    """
+    from tqdm.auto import tqdm
+
+    methods = ["baseline"] + (["gan"] if variant is not None else [])
+    evals = {m: DetectionEvaluator(kind, gt, coco_max_dets) for m in methods}
+    dets: dict[str, dict[str, Proposals]] = {m: {} for m in methods}
+    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+        item: DetectionBatch = dataset[idx]
+        if item.proposals is None:
+            raise ValueError(
+                "evaluation needs proposals: set data.val_proposals to a detector's output"
+            )
+        image, target, props, image_id = (
+            item.images[0],
+            item.targets[0],
+            item.proposals[0],
+            item.image_ids[0],
+        )
+        outs = {"baseline": proposals_as_detections(props, opts.top_k)}
+        if variant is not None:
+            outs["gan"] = {
+                k: v.cpu() for k, v in refine_detections(variant, image, props, opts).items()
+            }
+        for m, d in outs.items():
+            evals[m].update([d], [target], [image_id])
+            dets[m][image_id] = Proposals(
+                d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
+            )
+    return {m: e.compute() for m, e in evals.items()}, dets
+
+
+def format_comparison(metrics: dict[str, dict[str, float]]) -> str:
+    """A plain-text table: one row per metric, one column per method, plus the GAN - baseline delta."""
+    methods = list(metrics)
+    keys = [k for k in metrics[methods[0]] if k != "official"]
+    head = f"{'metric':12s}" + "".join(f"{m:>12s}" for m in methods)
+    if len(methods) == 2:
+        head += f"{'delta':>12s}"
+    lines = [head]
+    for k in keys:
+        vals = [metrics[m][k] for m in methods]
+        row = f"{k:12s}" + "".join(f"{v:12.4f}" for v in vals)
+        if len(vals) == 2:
+            row += f"{vals[1] - vals[0]:+12.4f}"
+        lines.append(row)
+    if "official" in metrics[methods[0]] and not metrics[methods[0]]["official"]:
+        lines.append(
+            "NOTE: WIDER settings by face height (no gt_list .mat): NOT the official protocol"
+        )
+    return "\n".join(lines)
+
+
+def save_metrics(
+    metrics: dict[str, dict[str, float]], path: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {"metrics": metrics}
+    if extra:
+        payload.update(extra)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return path
+
+
+def as_numpy_tree(dets: dict[str, Proposals]) -> dict[str, np.ndarray]:
+    """image id -> (K, 5) xywh + score, the official prediction layout."""
+    out = {}
+    for i, p in dets.items():
+        b = p.boxes.astype(np.float64).copy()
+        b[:, 2:] -= b[:, :2]
+        out[i] = np.concatenate([b, p.scores[:, None].astype(np.float64)], 1)
+    return out
