@@ -73,6 +73,11 @@ def cmd_fit(args: Sequence[str]) -> int:
 
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
+    if cfg.task == "detector":
+        from gan_detect.detector_tasks import fit_detector
+
+        print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
+        return 0
     fit(cfg, ckpt_path=_resolve_resume(cfg))
     return 0
 
@@ -99,6 +104,18 @@ def cmd_evaluate(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_propose(args: Sequence[str]) -> int:
+    from gan_detect.detector_tasks import propose
+
+    files, overrides = _split_args(args)
+    cfg = load_config(files, overrides)
+    if cfg.ckpt is None:
+        raise ConfigError("propose needs ckpt=PATH (a detector checkpoint)")
+    for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split).items():
+        print(f"{fmt}: {path}")
+    return 0
+
+
 def cmd_wider_eval(args: Sequence[str]) -> int:
     from gan_detect.wider_eval import main as wider_main
 
@@ -109,6 +126,7 @@ COMMANDS: dict[str, tuple[Any, str]] = {
     "fit": (cmd_fit, "train a GAN variant: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
     "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
+    "propose": (cmd_propose, "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt"),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
 }
 
@@ -129,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gan-detect: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate", "evaluate"):
+    if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate", "evaluate", "propose"):
         print(COMMANDS[name][1])
         return 0
     try:

@@ -111,6 +111,11 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    # "gan": train a GAN variant on ROIs; "detector": train the baseline proposal detector.
+    task: str = "gan"
+    # DetectorConfig (gan_detect/detector/module.py); typed by the schema builder, which avoids
+    # an import cycle here.
+    detector: Any = None
     seed: int = 0
     # Run directory: checkpoints, config.yaml, logs, metrics.
     output_dir: str = "runs/${variant.name}_${data.name}"

@@ -31,7 +31,11 @@ def build_schema(variant_name: str, data_name: str) -> DictConfig:
         dcls = get_datamodule_class(data_name)
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
-    return OmegaConf.structured(ExperimentConfig(variant=vcls.Config(), data=dcls.Config()))
+    from gan_detect.detector.module import DetectorConfig
+
+    return OmegaConf.structured(
+        ExperimentConfig(variant=vcls.Config(), data=dcls.Config(), detector=DetectorConfig())
+    )
 
 
 def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
@@ -46,6 +50,9 @@ def merge_with_schema(raw: DictConfig | dict[str, Any]) -> DictConfig:
     """Validate raw containers against the schema; errors name the key and list valid ones."""
     raw_cfg = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
     vname = OmegaConf.select(raw_cfg, "variant.name", default=None)
+    if vname is None and OmegaConf.select(raw_cfg, "task", default=None) == "detector":
+        vname = "tiny_face"  # detector configs need no variant; the schema needs one
+        raw_cfg = OmegaConf.merge(raw_cfg, {"variant": {"name": vname}})  # type: ignore[assignment]
     dname = OmegaConf.select(raw_cfg, "data.name", default=None)
     if vname is None:
         raise ConfigError("config key 'variant.name' is missing (one of the variant table names)")
@@ -87,6 +94,8 @@ def _check(cfg: ExperimentConfig) -> None:
     if not isinstance(cfg.variant, VariantConfig) or not isinstance(cfg.data, DataConfig):
         raise ConfigError("config sections 'variant' and 'data' must be mappings")
     scale = getattr(cfg.variant, "scale", 4)
+    if cfg.task not in ("gan", "detector"):
+        raise ConfigError(f"config key 'task': must be gan or detector, got {cfg.task!r}")
     if scale not in (2, 4, 8):
         raise ConfigError(f"config key 'variant.scale': must be 2, 4 or 8, got {scale}")
     for f in dataclasses.fields(cfg.optim):

@@ -25,11 +25,20 @@ def tiny_config(variant: str = "tiny_face", **over: Any) -> dict[str, Any]:
     data_name = "wider_face" if variant == "tiny_face" else "coco"
     cfg: dict[str, Any] = {
         "variant": {"name": variant, **TINY_VARIANT},
-        "data": {"name": data_name, "root": "unused", "num_classes": 1 if variant == "tiny_face" else 3,
-                 "hr_size": 32, "batch_size": 8},
+        "data": {
+            "name": data_name,
+            "root": "unused",
+            "num_classes": 1 if variant == "tiny_face" else 3,
+            "hr_size": 32,
+            "batch_size": 8,
+        },
         "optim": {"lr_g": 1e-3, "lr_d": 1e-3, "milestones": [100]},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1,
-                    "enable_progress_bar": False},
+        "trainer": {
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+        },
         "logger": {"kind": "none"},
         "output_dir": "unused",
     }
@@ -83,11 +92,17 @@ def block_images(n: int, size: int, cell: int, seed: int) -> torch.Tensor:
 
 
 def roi_batch(
-    n: int, hr_size: int = 32, scale: int = 4, num_classes: int = 1, seed: int = 0, blocks: bool = False
+    n: int,
+    hr_size: int = 32,
+    scale: int = 4,
+    num_classes: int = 1,
+    seed: int = 0,
+    blocks: bool = False,
 ) -> RoiBatch:
     hr = block_images(n, hr_size, scale, seed) if blocks else smooth_images(n, hr_size, seed)
-    lr = F.interpolate(hr, scale_factor=1 / scale, mode="bicubic", antialias=True,
-                       align_corners=False).clamp(-1, 1)
+    lr = F.interpolate(
+        hr, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False
+    ).clamp(-1, 1)
     g = torch.Generator().manual_seed(seed + 1)
     labels = torch.randint(0, num_classes + 1, (n,), generator=g)
     box_targets = torch.randn(n, 4, generator=g) * (labels > 0).float()[:, None]
@@ -110,5 +125,9 @@ class PairDataset(Dataset[RoiBatch]):
 
 def loader(batch: RoiBatch, batch_size: int = 8, shuffle: bool = True, seed: int = 0) -> DataLoader:
     ds = PairDataset(batch)
-    sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=shuffle, seed=seed, drop_last=True)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=RoiBatch.collate, drop_last=True)
+    sampler = DistributedSampler(
+        ds, num_replicas=1, rank=0, shuffle=shuffle, seed=seed, drop_last=True
+    )
+    return DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, collate_fn=RoiBatch.collate, drop_last=True
+    )

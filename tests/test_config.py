@@ -15,6 +15,10 @@ MAIN = sorted(p for p in EXP.glob("*.yaml") if p.name != "smoke.yaml")
 @pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name)
 def test_every_experiment_loads_alone_and_with_smoke(path: Path) -> None:
     cfg = load_config([path])
+    if cfg.task == "detector":
+        assert path.name.startswith("detector_") and cfg.detector.pretrained is True
+        assert cfg.data.name.split("_")[0] in path.name
+        return
     assert cfg.variant.name in path.name
     small = load_config([path, EXP / "smoke.yaml"])
     assert small.variant.pretrained is False and small.variant.backbone == "test_resnet"
@@ -22,7 +26,15 @@ def test_every_experiment_loads_alone_and_with_smoke(path: Path) -> None:
 
 def test_real_experiment_configs_turn_pretrained_on() -> None:
     for path in MAIN:
-        assert load_config([path]).variant.pretrained is True, path.name
+        cfg = load_config([path])
+        assert cfg.detector.pretrained if cfg.task == "detector" else cfg.variant.pretrained, path
+
+
+def test_detector_section_is_typed() -> None:
+    with pytest.raises(ConfigError, match="detector.archh"):
+        load_config([EXP / "detector_wider.yaml"], ["detector.archh=fcos"])
+    cfg = load_config([EXP / "detector_wider.yaml"], ["detector.arch=retinanet"])
+    assert cfg.detector.arch == "retinanet" and cfg.detector.min_size == [640, 800, 960]
 
 
 def test_overrides_win_and_pick_the_variant_schema() -> None:

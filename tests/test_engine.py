@@ -20,7 +20,9 @@ NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
 
 def _trainer(cfg_raw: dict, tmp_path: Path, **kw) -> L.Trainer:
     cfg = to_experiment_config(cfg_raw)
-    base = dict(logger=False, callbacks=[], enable_checkpointing=False, default_root_dir=str(tmp_path))
+    base = dict(
+        logger=False, callbacks=[], enable_checkpointing=False, default_root_dir=str(tmp_path)
+    )
     base.update(kw)
     return build_trainer(cfg, **base)
 
@@ -33,8 +35,16 @@ def test_fit_runs_each_variant_and_validates_sr_quality(name: str, tmp_path: Pat
     trainer = _trainer(raw, tmp_path, max_epochs=1)
     trainer.fit(module, train_dataloaders=loader(b), val_dataloaders=loader(b, shuffle=False))
     m = trainer.callback_metrics
-    for key in ("train/loss_g", "train/loss_d", "train/loss_adv", "train/d_real", "train/d_fake",
-                "val/psnr_sr", "val/mse_bicubic", "val/cls_acc"):
+    for key in (
+        "train/loss_g",
+        "train/loss_d",
+        "train/loss_adv",
+        "train/d_real",
+        "train/d_fake",
+        "val/psnr_sr",
+        "val/mse_bicubic",
+        "val/cls_acc",
+    ):
         assert key in m, key
     # the LR | bicubic | SR | HR grid is written at each validation
     assert (tmp_path / "val_images" / "epoch_000.png").is_file()
@@ -128,16 +138,26 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> No
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         cb = ModelCheckpoint(dirpath=str(root), save_last=True, save_top_k=-1, every_n_epochs=1)
-        t = _trainer(raw, root, max_epochs=max_epochs, callbacks=[cb], enable_checkpointing=True,
-                     limit_val_batches=0)
+        t = _trainer(
+            raw,
+            root,
+            max_epochs=max_epochs,
+            callbacks=[cb],
+            enable_checkpointing=True,
+            limit_val_batches=0,
+        )
         t.fit(module, train_dataloaders=loader(b), ckpt_path=ckpt)
         return module, t
 
     full, _ = run(2, tmp_path / "full")
     run(1, tmp_path / "part")  # "interrupted" after one epoch
     L.seed_everything(123)  # a different process state must not matter
-    resumed, t = run(2, tmp_path / "part", ckpt=str(tmp_path / "part" / "last.ckpt"),
-                     module=GANDetectionModule(raw))
+    resumed, t = run(
+        2,
+        tmp_path / "part",
+        ckpt=str(tmp_path / "part" / "last.ckpt"),
+        module=GANDetectionModule(raw),
+    )
     for (k, a), (_, c) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a.float(), c.float(), atol=1e-6), k
     # both schedulers stepped once per epoch: lr = 1e-3 * 0.1 after the milestone at epoch 1
@@ -150,12 +170,21 @@ def test_checkpoint_holds_both_optimisers_and_loads_with_weights_only(tmp_path: 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     cb = ModelCheckpoint(dirpath=str(tmp_path), save_last=True)
-    t = _trainer(raw, tmp_path, max_epochs=1, callbacks=[cb], enable_checkpointing=True,
-                 limit_val_batches=0, limit_train_batches=2)
+    t = _trainer(
+        raw,
+        tmp_path,
+        max_epochs=1,
+        callbacks=[cb],
+        enable_checkpointing=True,
+        limit_val_batches=0,
+        limit_train_batches=2,
+    )
     t.fit(module, train_dataloaders=loader(roi_batch(16)))
     ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert len(ckpt["optimizer_states"]) == 2 and len(ckpt["lr_schedulers"]) == 2
     assert ckpt["hyper_parameters"]["config"]["variant"]["name"] == "tiny_face"
     loaded = load_module(tmp_path / "last.ckpt")
-    for (k, a), (_, c) in zip(module.state_dict().items(), loaded.state_dict().items(), strict=True):
+    for (k, a), (_, c) in zip(
+        module.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, c), k

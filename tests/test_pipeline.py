@@ -42,31 +42,51 @@ def fake_detector(records, seed: int = 0) -> dict[str, Proposals]:
 def faces(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faces")
     write_synthetic_faces(root, num_train=10, num_val=6, seed=0)
-    val = parse_wider_annotations(root / "wider_face_split" / "wider_face_val_bbx_gt.txt",
-                                  root / "WIDER_val" / "images")
+    val = parse_wider_annotations(
+        root / "wider_face_split" / "wider_face_val_bbx_gt.txt", root / "WIDER_val" / "images"
+    )
     write_wider_tree(fake_detector(val), root / "proposals_val")
     return root
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "gan_detect", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "gan_detect", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_fit_then_evaluate_on_generated_faces(faces: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    common = [str(EXP / "tiny_face_wider.yaml"), str(EXP / "smoke.yaml"),
-              f"data.root={faces}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={run}",
-              "data.max_train_images=6", "data.max_val_images=3", "trainer.max_epochs=1",
-              "trainer.enable_progress_bar=false", "data.gt_dir=null"]
+    common = [
+        str(EXP / "tiny_face_wider.yaml"),
+        str(EXP / "smoke.yaml"),
+        f"data.root={faces}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"output_dir={run}",
+        "data.max_train_images=6",
+        "data.max_val_images=3",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "data.gt_dir=null",
+    ]
     fit = _cli("fit", *common, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "logs" / "metrics.csv").read_text().count("train/loss_g") == 1
-    ev = _cli("evaluate", *common, f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
-              f"data.val_proposals={faces / 'proposals_val'}", f"data.gt_dir={faces / 'ground_truth'}",
-              cwd=tmp_path)
+    ev = _cli(
+        "evaluate",
+        *common,
+        f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
+        f"data.val_proposals={faces / 'proposals_val'}",
+        f"data.gt_dir={faces / 'ground_truth'}",
+        cwd=tmp_path,
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     res = json.loads((run / "eval" / "metrics.json").read_text())
     assert set(res["metrics"]) == {"baseline", "gan"}
@@ -101,13 +121,28 @@ def test_both_datamodules_feed_the_engine(name: str, tmp_path: Path) -> None:
         root = write_synthetic_objects(tmp_path / "d", num_train=4, num_val=2, seed=1)
         files = [EXP / "sod_mtgan_coco.yaml", EXP / "smoke.yaml"]
         extra = ["data.num_classes=5", "data.train_split=train", "data.val_split=val"]
-    cfg = load_config(files, [f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",
-                              f"output_dir={tmp_path / 'run'}", "logger.kind=none", *extra])
+    cfg = load_config(
+        files,
+        [
+            f"data.root={root}",
+            f"data.cache_dir={tmp_path / 'c'}",
+            f"output_dir={tmp_path / 'run'}",
+            "logger.kind=none",
+            *extra,
+        ],
+    )
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale)
     module = GANDetectionModule(to_container(cfg))
-    trainer = build_trainer(cfg, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
-                            callbacks=[], enable_checkpointing=False, logger=False,
-                            enable_progress_bar=False)
+    trainer = build_trainer(
+        cfg,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[],
+        enable_checkpointing=False,
+        logger=False,
+        enable_progress_bar=False,
+    )
     L.seed_everything(0)
     trainer.fit(module, datamodule=dm)
     assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2

@@ -27,7 +27,9 @@ def test_config_name_file_name_and_table_key_agree(name: str) -> None:
     cls = VARIANTS[name]
     assert cls.name == name == cls.Config().name
     assert (Path(variants_pkg.__file__).parent / f"{name}.py").is_file()
-    assert any(f"name: {name}" in p.read_text() for p in (ROOT / "experiments").glob(f"{name}_*.yaml"))
+    assert any(
+        f"name: {name}" in p.read_text() for p in (ROOT / "experiments").glob(f"{name}_*.yaml")
+    )
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -62,7 +64,9 @@ def test_losses_are_finite_weighted_loss_terms_and_reach_both_networks(name: str
     if name == "sod_mtgan":
         assert "loss_box" in g_terms and "loss_d_box" in d_terms
     sum(v for k, v in g_terms.items() if k.startswith("loss_")).backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in variant.generator.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in variant.generator.parameters()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -82,7 +86,9 @@ def test_sod_mtgan_task_terms_alone_put_gradients_on_the_generator() -> None:
         fake = variant.generator(b.lr)
         terms = variant.task_losses(b, None, variant.discriminator(fake.sr), "loss_", True)
         terms[term].backward()
-        g_grad = sum(p.grad.abs().sum() for p in variant.generator.parameters() if p.grad is not None)
+        g_grad = sum(
+            p.grad.abs().sum() for p in variant.generator.parameters() if p.grad is not None
+        )
         assert g_grad > 0, term
 
 

@@ -51,6 +51,7 @@ class RoiDataConfig(DataConfig):
     # Validation: SR metrics on val ROIs, and/or detection metrics on full val images.
     val_rois: bool = True
     val_detection: bool = False
+    # Full-image batch size (detection validation, detector training, proposals).
     val_batch_size: int = 2
 
 
@@ -197,12 +198,14 @@ class RoiDataModule(L.LightningDataModule):
     def detection_dataset(self, split: str = "val") -> FullImageDataset:
         return FullImageDataset(self.records(split), self.proposals(split), top_k=self.cfg.top_k)
 
-    def detection_dataloader(self, split: str = "val") -> DataLoader[Any]:
+    def detection_dataloader(self, split: str = "val", shuffle: bool = False) -> DataLoader[Any]:
+        """Full images (``val_batch_size`` per batch): detection metrics, detector training."""
         ds = self.detection_dataset(split)
         world, rank = self._world()
-        # No padding duplicates: DistributedSampler pads to equal shards; metrics de-duplicate by
-        # image id (see evaluation), so padding cannot double-count an image.
-        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+        # DistributedSampler pads to equal shards; the WIDER metric de-duplicates by image id.
+        sampler = DistributedSampler(
+            ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
+        )
         return DataLoader(
             ds,
             batch_size=self.cfg.val_batch_size,

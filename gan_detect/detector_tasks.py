@@ -1,0 +1,114 @@
+"""Stage 1 of the pipeline from the CLI: train the baseline detector, write its proposals.
+
+``gan-detect fit experiments/detector_wider.yaml`` trains it on the same DataModules' full-image
+loaders; ``gan-detect propose ... ckpt=...`` writes proposals (COCO results JSON and/or a WIDER
+txt tree) that the ROI miner (``data.train_proposals``) and ``evaluate`` (``data.val_proposals``)
+read directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from gan_detect.config import ExperimentConfig
+from gan_detect.data import build_datamodule
+from gan_detect.detector.module import DetectorConfig, DetectorModule
+from gan_detect.detector.propose import run_proposals, write_proposals
+from gan_detect.schema import to_container
+
+
+def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The detector's own config as plain containers; classes and metric follow ``data``."""
+    det = cfg.detector if isinstance(cfg.detector, DetectorConfig) else DetectorConfig()
+    out = dataclasses.asdict(det)
+    out["num_classes"] = cfg.data.num_classes
+    out["eval_metric"] = "wider" if cfg.data.name == "wider_face" else "coco"
+    return out
+
+
+def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
+    """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
+    from gan_detect.training import build_logger
+
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(to_container(cfg)), out / "config.yaml")
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    module = DetectorModule(detector_config(cfg))
+    t = cfg.trainer
+    kwargs: dict[str, Any] = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        default_root_dir=str(out),
+        logger=build_logger(cfg),
+        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=1)],
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    kwargs.update(trainer_kw)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(
+        module,
+        train_dataloaders=dm.detection_dataloader("train", shuffle=True),
+        val_dataloaders=dm.detection_dataloader("val"),
+        ckpt_path=ckpt_path,
+    )
+    return out / "checkpoints" / "last.ckpt"
+
+
+def load_detector(ckpt: str | Path) -> DetectorModule:
+    """Load a trained detector with ``weights_only=True`` (a checkpoint cannot run code)."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"detector checkpoint not found: {ckpt}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    hp = state.get("hyper_parameters", {})
+    if "config" not in hp or "arch" not in hp["config"]:
+        raise ValueError(f"{ckpt}: not a gan-detect detector checkpoint")
+    module = DetectorModule(hp["config"])
+    module.load_state_dict(state["state_dict"])
+    return module.eval()
+
+
+def propose(
+    cfg: ExperimentConfig,
+    ckpt: str | Path,
+    split: str,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Run a trained detector over a split; write its proposals in the official layouts."""
+    from gan_detect.training import resolve_device
+
+    module = load_detector(ckpt)
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    records = dm.records(split)
+    device = resolve_device(cfg.evaluate.device)
+    dets = run_proposals(
+        module.to(device),
+        records,
+        top_k=cfg.evaluate.top_k,
+        batch_size=cfg.data.val_batch_size if hasattr(cfg.data, "val_batch_size") else 2,
+        device=device,
+        progress=progress,
+    )
+    out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
+    cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    return write_proposals(dets, out, category_ids=cat_ids)
