@@ -70,8 +70,10 @@ def _official_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     tmp -= inter
     with np.errstate(divide="ignore", invalid="ignore"):
         inter /= tmp
-    # Only degenerate (zero or negative area) boxes reach here with 0/0; they overlap nothing.
-    return np.nan_to_num(inter, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    # Degenerate boxes (val has a face with w = -2) can make the union 0. As in MATLAB, a
+    # positive overlap over it stays Inf (and matches); 0/0 where the overlap was zeroed is 0.
+    inter[np.isnan(inter)] = 0.0
+    return inter
 
 
 def _normalize_scores(scores: np.ndarray) -> np.ndarray:
