@@ -116,6 +116,42 @@ def cmd_propose(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_compare(args: Sequence[str]) -> int:
+    from gan_detect.report import write_report
+
+    out = "reports/compare"
+    runs = []
+    for a in args:
+        if a.startswith("--out="):
+            out = a.split("=", 1)[1]
+        else:
+            runs.append(a)
+    print(f"report: {write_report(runs, out)}")
+    return 0
+
+
+def cmd_demo(args: Sequence[str]) -> int:
+    import argparse
+
+    from gan_detect.demo import run_demo
+
+    ap = argparse.ArgumentParser(
+        prog="gan-detect demo", description="the whole chain on generated data"
+    )
+    ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (about a minute; for tests)")
+    ap.add_argument("--seed", type=int, default=0)
+    ns = ap.parse_args(list(args))
+    run_demo(ns.out, quick=ns.quick, seed=ns.seed)
+    return 0
+
+
+def cmd_predict(args: Sequence[str]) -> int:
+    from gan_detect.predict import main as predict_main
+
+    return int(predict_main(list(args)))
+
+
 def cmd_wider_eval(args: Sequence[str]) -> int:
     from gan_detect.wider_eval import main as wider_main
 
@@ -123,10 +159,13 @@ def cmd_wider_eval(args: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Any, str]] = {
+    "demo": (cmd_demo, "the whole chain on generated data: demo [--out DIR] [--quick]"),
     "fit": (cmd_fit, "train a GAN variant: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
     "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
     "propose": (cmd_propose, "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt"),
+    "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out=DIR]"),
+    "predict": (cmd_predict, "boxes for your images: predict --ckpt PIPELINE IMAGES... [--draw]"),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
 }
 

@@ -38,7 +38,10 @@ class DetectionEvaluator:
         self.gt_index = {} if gt is None else {i: n for n, i in enumerate(gt.image_ids)}
         self.gt = gt
         self.wider = WiderFaceAP() if kind == "wider" else None
-        self.coco = CocoMeanAP(max_detection_thresholds=(1, 100, coco_max_dets))
+        # extended_summary keeps COCOeval's precision array: the PR curves of the report.
+        self.coco = CocoMeanAP(
+            max_detection_thresholds=(1, 100, coco_max_dets), extended_summary=True
+        )
         self.num_images = 0
 
     def update(
@@ -101,8 +104,23 @@ class DetectionEvaluator:
                 warnings.simplefilter("ignore")
                 w = self.wider.compute()
             out.update({k: float(v) for k, v in w.items()})
-        out.update(summarize_coco(self.coco.compute()))
+        result = self.coco.compute()
+        out.update(summarize_coco(result))
+        self.last_coco_precision = result.get("precision")
         return out
+
+    def coco_pr_curve(self) -> dict[str, list[float]]:
+        """Class-averaged precision at IoU 0.5 over COCO's 101 recall points (all areas).
+
+        Call after :meth:`compute`; precision is -1 where a class has no ground truth.
+        """
+        prec = getattr(self, "last_coco_precision", None)
+        if prec is None:
+            return {}
+        p = prec[0, :, :, 0, -1].float()  # IoU 0.5, all recall points, classes, area all, max dets
+        valid = (p > -1).float()
+        mean = (p.clamp_min(0) * valid).sum(1) / valid.sum(1).clamp_min(1)
+        return {"recall": np.linspace(0, 1, p.shape[0]).tolist(), "precision": mean.tolist()}
 
 
 def proposals_as_detections(props: dict[str, Tensor], top_k: int) -> dict[str, Tensor]:
@@ -119,11 +137,12 @@ def evaluate_baseline_vs_gan(
     gt: WiderGroundTruth | None = None,
     progress: bool = True,
     coco_max_dets: int = 1000,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Proposals]]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Proposals]], dict[str, Any]]:
     """Run baseline and (when ``variant`` is given) GAN re-scoring over a full-image dataset.
 
     Returns:
-        metrics per method (``baseline``, ``gan``) and detections per method and image id.
+        metrics per method (``baseline``, ``gan``), detections per method and image id, and PR
+        curves per method (``coco_iou50``; for WIDER also ``wider_easy|medium|hard``).
     """
     from tqdm.auto import tqdm
 
@@ -152,7 +171,32 @@ def evaluate_baseline_vs_gan(
             dets[m][image_id] = Proposals(
                 d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
             )
-    return {m: e.compute() for m, e in evals.items()}, dets
+    metrics = {m: e.compute() for m, e in evals.items()}
+    curves: dict[str, dict[str, Any]] = {
+        m: {"coco_iou50": e.coco_pr_curve()} for m, e in evals.items()
+    }
+    if kind == "wider":
+        from gan_detect.metrics import wider_face_pr_curves
+        from gan_detect.metrics.wider_gt import fallback_ground_truth
+
+        if gt is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                boxes = {r.image_id: r.boxes for r in dataset.records}
+                gt_curves = fallback_ground_truth(
+                    boxes, {r.image_id: r.ignore for r in dataset.records}
+                )
+        else:
+            gt_curves = gt
+        for m in methods:
+            pr = wider_face_pr_curves(as_numpy_tree(dets[m]), gt_curves)
+            curves[m].update(
+                {
+                    f"wider_{s}": {"precision": c[:, 0].tolist(), "recall": c[:, 1].tolist()}
+                    for s, c in pr.items()
+                }
+            )
+    return metrics, dets, curves
 
 
 def format_comparison(metrics: dict[str, dict[str, float]]) -> str:

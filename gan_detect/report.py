@@ -1,0 +1,217 @@
+"""``gan-detect compare RUN_DIR...``: a markdown report with PNG plots from finished runs.
+
+Sections: metric table (baseline vs each variant), AP by object-size bucket, PR curves, SR sample
+grids (LR | bicubic | SR | HR with D's scores) and training curves. Every number in the table is
+read from the runs' ``eval/metrics.json``; nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on clusters and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
+WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
+COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "map_tiny")
+TRAIN_KEYS = ("train/loss_g", "train/loss_d", "train/loss_pixel", "train/d_real", "train/d_fake")
+
+
+def _run_name(run: Path, cfg: dict[str, Any]) -> str:
+    v = cfg.get("variant", {}).get("name", "?")
+    d = cfg.get("data", {}).get("name", "?")
+    return f"{v} ({d}) [{run.name}]"
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Read what a finished run wrote: config, eval metrics, PR curves, logs, SR grids."""
+    run = Path(run_dir)
+    metrics_path = run / "eval" / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(
+            f"{metrics_path} not found: run `gan-detect evaluate ... ckpt=...` for {run} first"
+        )
+    from omegaconf import OmegaConf
+
+    cfg_path = run / "config.yaml"
+    cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
+    curves_path = run / "eval" / "pr_curves.json"
+    grids = sorted((run / "val_images").glob("epoch_*.png"))
+    return {
+        "dir": run,
+        "config": cfg,
+        "name": _run_name(run, cfg),  # type: ignore[arg-type]
+        "eval": json.loads(metrics_path.read_text()),
+        "curves": json.loads(curves_path.read_text()) if curves_path.is_file() else {},
+        "train_log": _read_csv(run / "logs" / "metrics.csv"),
+        "grid": grids[-1] if grids else None,
+    }
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v < 0 else f"{100 * v:.2f}"
+
+
+def metric_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown table: baseline and GAN row per run, AP in percent, GAN - baseline deltas."""
+    lines = []
+    for kind, keys in (("WIDER FACE", WIDER_KEYS), ("COCO-style", COCO_KEYS)):
+        rows = [r for r in runs if all(k in r["eval"]["metrics"]["baseline"] for k in keys)]
+        if not rows:
+            continue
+        lines += [
+            f"**{kind} AP (%)**",
+            "",
+            "| run | method | " + " | ".join(keys) + " |",
+            "|---|---|" + "---|" * len(keys),
+        ]
+        for r in rows:
+            m = r["eval"]["metrics"]
+            for method in m:
+                vals = " | ".join(_fmt(m[method][k]) for k in keys)
+                lines.append(f"| {r['name']} | {method} | {vals} |")
+            if "gan" in m:
+                deltas = " | ".join(
+                    f"{100 * (m['gan'][k] - m['baseline'][k]):+.2f}"
+                    if m["gan"][k] >= 0 and m["baseline"][k] >= 0
+                    else "n/a"
+                    for k in keys
+                )
+                lines.append(f"| {r['name']} | GAN - baseline | {deltas} |")
+        if kind == "WIDER FACE" and any(not r["eval"].get("official_wider_settings") for r in rows):
+            lines += [
+                "",
+                "Runs without the official `gt_list` .mat files use face-height settings "
+                "(>50/30/10 px): NOT comparable with published WIDER FACE numbers.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Grouped bars: AP per size bucket (tiny < 16 px, small < 32, medium < 96, large)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], runs, strict=True):
+        m = r["eval"]["metrics"]
+        width = 0.8 / len(m)
+        for j, method in enumerate(m):
+            vals = [max(m[method].get(k, -1), 0) * 100 for k in SIZE_KEYS]
+            ax.bar([i + j * width for i in range(len(SIZE_KEYS))], vals, width, label=method)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SIZE_KEYS))])
+        ax.set_xticklabels(["tiny\n<16", "small\n<32", "medium\n<96", "large"])
+        ax.set_ylabel("AP@[.5:.95] (%)")
+        ax.set_title(r["name"], fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pr_curves(runs: list[dict[str, Any]], path: Path) -> Path:
+    """PR curves per run: WIDER hard setting when present, else COCO class-mean at IoU 0.5."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], runs, strict=True):
+        for method, curves in r["curves"].items():
+            key = "wider_hard" if "wider_hard" in curves else "coco_iou50"
+            c = curves.get(key) or {}
+            if c:
+                ax.plot(c["recall"], c["precision"], label=f"{method} ({key})")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(r["name"], fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Logged GAN losses and D's real/generated probabilities against the training step."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], runs, strict=True):
+        for key in TRAIN_KEYS:
+            pts = [
+                (float(row["step"]), float(row[key]))
+                for row in r["train_log"]
+                if row.get(key) not in (None, "") and row.get("step") not in (None, "")
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=key.split("/")[1])
+        ax.set_xlabel("optimiser step")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_title(r["name"], fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.md`` and its PNGs; returns the report's path."""
+    if not run_dirs:
+        raise ValueError("compare needs at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [
+        "# gan-detect comparison report",
+        "",
+        "Runs: " + ", ".join(f"`{r['dir']}`" for r in runs),
+        "",
+        "## Metrics",
+        "",
+        metric_table(runs),
+    ]
+    for r in runs:
+        e = r["eval"]
+        parts.append(
+            f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
+            f"checkpoint `{e.get('checkpoint')}`"
+        )
+    plot_size_buckets(runs, out / "ap_by_size.png")
+    plot_pr_curves(runs, out / "pr_curves.png")
+    plot_training_curves(runs, out / "training_curves.png")
+    parts += [
+        "",
+        "## AP by object size",
+        "",
+        "![AP by size](ap_by_size.png)",
+        "",
+        "## Precision-recall curves",
+        "",
+        "![PR curves](pr_curves.png)",
+        "",
+        "## Super-resolved samples (LR | bicubic | SR | HR, D's score on SR)",
+        "",
+    ]
+    for i, r in enumerate(runs):
+        if r["grid"] is not None:
+            name = f"sr_grid_{i}.png"
+            shutil.copyfile(r["grid"], out / name)
+            parts += [f"{r['name']}:", "", f"![SR samples]({name})", ""]
+        else:
+            parts += [f"{r['name']}: no SR grid (the run logged no validation)", ""]
+    parts += ["## Training curves", "", "![training curves](training_curves.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(parts))
+    return path
