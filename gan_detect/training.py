@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from gan_detect.data import build_datamodule
@@ -41,9 +43,76 @@ def build_logger(cfg: ExperimentConfig) -> Logger | bool:
     )
 
 
+# Summaries a sweep optimises: W&B keeps their best value, not the last one.
+WANDB_MAX_METRICS: tuple[str, ...] = ("val/ap_hard", "val/map_small")
+
+
+class ResumeCallback(Callback):
+    """Mid-epoch checkpoints: every ``n`` batches and when SIGTERM arrives (as SLURM sends it).
+
+    After each finished batch it tells a :class:`~gan_detect.distributed.ResumableDataLoader` how
+    many batches of the epoch were consumed (Lightning pre-fetches, so the loader cannot know),
+    then writes ``last.ckpt`` when due. Saving at batch end is Lightning's "restarted on train
+    batch end" path: the resumed run continues with the next batch of the same epoch.
+    ``n`` counts batches, not ``global_step`` (which advances once per optimiser).
+    """
+
+    def __init__(self, ckpt_dir: str | Path, every_n_batches: int = 0) -> None:
+        self.path = Path(ckpt_dir) / "last.ckpt"
+        self.every_n_batches = every_n_batches
+        self.saved_on_sigterm = False
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        from gan_detect.distributed import ResumableDataLoader
+
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableDataLoader):
+            loader.mark_consumed(batch_idx + 1)
+        due = self.every_n_batches > 0 and (batch_idx + 1) % self.every_n_batches == 0
+        if self._any_rank_sigterm(trainer):
+            self.saved_on_sigterm = True
+            due = True
+        if due:
+            trainer.save_checkpoint(self.path)
+
+    @staticmethod
+    def _any_rank_sigterm(trainer: L.Trainer) -> bool:
+        flag = bool(trainer.received_sigterm)
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Every rank must agree, or save_checkpoint's barrier would deadlock.
+            t = torch.tensor([int(flag)], device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # SIGTERM outside a train batch (validation, epoch end): save if no other rank waits.
+        if isinstance(exception, SIGTERMException) and not self.saved_on_sigterm:
+            if trainer.world_size == 1:
+                trainer.save_checkpoint(self.path)
+
+
+class WandbSummaryCallback(Callback):
+    """Rank 0 declares ``val/ap_hard`` and ``val/map_small`` as max-summarised W&B metrics."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                for name in WANDB_MAX_METRICS:
+                    lg.experiment.define_metric(name, summary="max")
+
+
 def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"
-    return [
+    callbacks: list[Callback] = [
+        ResumeCallback(ckpt_dir, cfg.trainer.checkpoint_every_n_batches),
         ModelCheckpoint(
             dirpath=str(ckpt_dir),
             filename="epoch{epoch:03d}",
@@ -51,8 +120,11 @@ def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
             save_last=True,
             save_top_k=-1,
             every_n_epochs=1,
-        )
+        ),
     ]
+    if cfg.logger.kind == "wandb":
+        callbacks.append(WandbSummaryCallback())
+    return callbacks
 
 
 def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
@@ -72,6 +144,7 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
+        sync_batchnorm=t.sync_batchnorm,
         default_root_dir=cfg.output_dir,
         logger=build_logger(cfg),
         callbacks=build_callbacks(cfg),
@@ -84,12 +157,65 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
 
 
 def _strategy(cfg: ExperimentConfig) -> Any:
+    """``ddp`` / ``ddp_gan`` -> per-submodule GAN DDP; ``ddp_spawn`` the same, spawned."""
     s = cfg.trainer.strategy
-    if s in ("ddp", "ddp_gan"):
+    if s in ("ddp", "ddp_gan", "ddp_spawn"):
         from gan_detect.distributed import GANDDPStrategy
 
-        return GANDDPStrategy(find_unused_parameters=cfg.trainer.find_unused_parameters)
+        return GANDDPStrategy(
+            find_unused_parameters=cfg.trainer.find_unused_parameters,
+            broadcast_buffers=cfg.trainer.broadcast_buffers,
+            start_method="spawn" if s == "ddp_spawn" else "popen",
+        )
     return s
+
+
+def apply_speed_options(module: GANDetectionModule, cfg: ExperimentConfig) -> None:
+    """``trainer.channels_last`` and ``trainer.compile`` on the generator and discriminator.
+
+    ``nn.Module.compile`` compiles in place, so state_dict keys (and checkpoints) are unchanged.
+    Convolutions follow their weights' memory format, so inputs need no conversion.
+    """
+    t = cfg.trainer
+    nets = [module.variant.generator, module.variant.discriminator]
+    for net in nets:
+        if t.channels_last:
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if t.compile:
+            net.compile()
+
+
+def _launch_rank() -> int:
+    """Global rank from the launcher's environment (before the process group exists)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    if os.environ.get("NODE_RANK", "0") == "0":
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    return -1  # a non-zero node of a multi-node launch
+
+
+def newest_checkpoint(ckpt_path: str | None, run_dir: str | Path) -> str | None:
+    """``ckpt_path`` or a newer SLURM requeue checkpoint (``hpc_ckpt_*.ckpt``) in ``run_dir``."""
+    if ckpt_path is None:
+        return None  # no resume asked for (Lightning itself resumes hpc_ckpt under SLURM)
+    hpc = sorted(Path(run_dir).glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if hpc and hpc[-1].stat().st_mtime > Path(ckpt_path).stat().st_mtime:
+        return str(hpc[-1])
+    return ckpt_path
+
+
+def _resumable_train_data(dm: L.LightningDataModule) -> None:
+    """Make ``dm.train_dataloader()`` return a loader that resumes mid-epoch (see distributed)."""
+    from gan_detect.distributed import make_resumable
+
+    build = dm.train_dataloader
+
+    def train_dataloader() -> Any:
+        return make_resumable(build())
+
+    # Until the DataModules build resumable loaders themselves (a no-op once they do).
+    dm.train_dataloader = train_dataloader  # type: ignore[method-assign]
 
 
 def write_run_config(cfg: ExperimentConfig) -> Path:
@@ -106,12 +232,14 @@ def fit(
 ) -> tuple[GANDetectionModule, L.Trainer]:
     """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given."""
     L.seed_everything(cfg.seed, workers=True)
-    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
+    if _launch_rank() == 0:
         write_run_config(cfg)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    _resumable_train_data(dm)
     module = GANDetectionModule(to_container(cfg))
+    apply_speed_options(module, cfg)
     trainer = build_trainer(cfg, **trainer_overrides)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=newest_checkpoint(ckpt_path, cfg.output_dir))
     return module, trainer
 
 
@@ -196,7 +324,7 @@ def evaluate(
     if kind == "wider" and gt_dir:
         ids = {r.image_id for r in ds.records}
         gt = load_wider_ground_truth(gt_dir).subset(ids)
-    metrics, dets = evaluate_baseline_vs_gan(
+    metrics, dets, curves = evaluate_baseline_vs_gan(
         variant, ds, kind, opts, gt=gt, progress=progress, coco_max_dets=e.coco_max_dets
     )
     cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
@@ -205,6 +333,7 @@ def evaluate(
         if kind == "wider":
             write_wider_tree(per_image, out / method / "wider_txt")
         else:
+            (out / method).mkdir(parents=True, exist_ok=True)
             write_coco_results(per_image, out / method / "detections.json", category_ids=cat_ids)
     save_metrics(
         metrics,
@@ -217,6 +346,7 @@ def evaluate(
             "inference": vars(opts),
         },
     )
+    (out / "pr_curves.json").write_text(json.dumps(curves))
     print(format_comparison(metrics))
     print(f"metrics: {out / 'metrics.json'}")
     logger = build_logger(cfg)
