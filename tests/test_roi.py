@@ -129,6 +129,9 @@ def test_make_lr_geometry_and_range() -> None:
     assert torch.allclose(
         make_lr(torch.full((1, 3, 64, 64), 0.3), 4), torch.full((1, 3, 16, 16), 0.3)
     )
+    ref = F.interpolate(hr, size=(16, 16), mode="bicubic", antialias=True).clamp(-1, 1)
+    assert torch.allclose(lr, ref, atol=1e-5)  # the training LR is torch's antialiased bicubic
+    assert make_lr(torch.zeros(2, 3, 32, 64), 4).shape == (2, 3, 8, 16)
     with pytest.raises(ValueError, match="divisible"):
         make_lr(torch.zeros(1, 3, 30, 30), 4)
 

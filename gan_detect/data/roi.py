@@ -10,11 +10,11 @@ mirroring the crop mirrors the ground-truth offset: a horizontal flip negates ``
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, clip_boxes_to_image, roi_align
@@ -231,8 +231,9 @@ def _crop_resample(img: Tensor, boxes: Tensor, size: int, context: float) -> Ten
     """Shared crop: (C, H, W) in [-1, 1] -> (K, C, size, size) via separable weight matrices.
 
     One loop step per box: weights are built in NumPy (low small-array overhead), the products
-    run in torch (its GEMM is several times faster than NumPy's stacked matmul here). A batched,
-    bucketed version was measured slower: dense weights waste work on padded windows.
+    run in torch (its GEMM is several times faster than NumPy's stacked matmul here). Measured
+    slower on 2 CPU cores: a batched version bucketed by window size (padding waste) and a sparse
+    gather-of-taps version (torch fancy indexing costs more than the dense GEMM it saves).
     """
     sq = square_boxes(boxes.float(), context)
     c = img.shape[0]
@@ -273,14 +274,24 @@ def crop_hr(image: Tensor, boxes: Tensor, hr_size: int, context: float = 1.0) ->
     return _crop_resample(_to_pm1(image), boxes, hr_size, context).clamp_(-1.0, 1.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _downsample_matrix(n_in: int, scale: int) -> Tensor:
+    """(n_in / scale, n_in) antialiased bicubic weights; equal to torch's ``antialias=True``."""
+    return torch.from_numpy(_resample_matrix(0.0, float(n_in), n_in // scale, n_in))
+
+
 def make_lr(hr: Tensor, scale: int) -> Tensor:
-    """(K, 3, H, W) -> (K, 3, H/scale, W/scale): antialiased bicubic downsample, in [-1, 1]."""
+    """(K, 3, H, W) -> (K, 3, H/scale, W/scale): antialiased bicubic downsample, in [-1, 1].
+
+    Same numbers as ``F.interpolate(mode="bicubic", antialias=True)`` (to 1e-7), computed as two
+    small matmuls with cached weights: 2-4x faster for 64 px crops on CPU.
+    """
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"HR size {h}x{w} is not divisible by scale {scale}")
-    size = (h // scale, w // scale)
-    lr = F.interpolate(hr.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
-    return lr.clamp_(-1.0, 1.0)
+    py = _downsample_matrix(h, scale).to(hr.device)
+    px = _downsample_matrix(w, scale).to(hr.device)
+    return (py @ hr.float() @ px.T).clamp_(-1.0, 1.0)
 
 
 def crop_lr_for_inference(
@@ -300,6 +311,9 @@ def crop_lr_for_inference(
     filter standing in for antialiasing), then :func:`make_lr`, so the final LR kernel is the
     training one; ``"roi_align"``: ``roi_align`` straight to ``lr`` (fastest, least faithful);
     ``"exact"``: literally ``make_lr(crop_hr(box, lr * scale), scale)`` (slowest).
+    Measured on a WIDER train image, 600 boxes of 6-200 px, one CPU thread: mean abs difference
+    from the training path 0 / 0.0032 / 0.0082 (range [-1, 1]) and about 0.8 / 0.4 / 0.2 s
+    for exact / roi_align_hr / roi_align on a loaded 2-core EPYC (RESULTS_roi.md).
     """
     if boxes.shape[0] == 0:
         return image.new_zeros((0, 3, lr_size, lr_size))

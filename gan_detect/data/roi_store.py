@@ -9,7 +9,7 @@ Layout of a store directory::
     src_sizes.npy (N, 2) float32   boxes.npy (N, 4) float32   image_index.npy (N,) int64
     image_ids.json        image ids, indexed by image_index
 
-LR is not stored: ``make_lr`` of a 64 px crop costs tens of microseconds and is then exactly the
+LR is not stored: ``make_lr`` of a 64 px crop costs ~0.1 ms on one CPU thread and is then exactly the
 training LR of the (possibly flipped) HR (measured in benchmarks/RESULTS_roi.md).
 """
 
