@@ -1,0 +1,203 @@
+"""Shared pieces of the benchmark scripts: machine description, JSON lines, configs, ROI pairs.
+
+Benchmarks never import from ``tests/``: the ROI generator below is their own (smooth random
+blobs, the LR the bicubic antialiased downsample of the HR, as ``gan_detect.data.roi.make_lr``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from gan_detect.data.batch import RoiBatch
+from gan_detect.data.roi import make_lr
+
+# Classes per variant: tiny_face is face / non-face; SOD-MTGAN gets a few COCO-like classes.
+NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
+DATA_NAME = {"tiny_face": "wider_face", "sod_mtgan": "coco"}
+
+# Network sizes. "small": what a 2-core CPU can time in seconds (ARCHITECTURE section 6);
+# "paper": Table 1 of Bai et al. (64 ch, 8 residual blocks, 256-wide deconvs) + VGG19.
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {
+        "g_channels": 32,
+        "g_res_blocks": 4,
+        "g_upsample_channels": 64,
+        "g_refine_channels": 64,
+        "backbone": "resnet18",
+    },
+    "paper": {
+        "g_channels": 64,
+        "g_res_blocks": 8,
+        "g_upsample_channels": 256,
+        "g_refine_channels": 256,
+        "backbone": "vgg19",
+    },
+    # Smoke-test size only (checks a script's code paths in seconds); never reported.
+    "tiny": {
+        "g_channels": 8,
+        "g_res_blocks": 1,
+        "g_upsample_channels": 16,
+        "g_refine_channels": 16,
+        "backbone": "test_resnet",
+    },
+}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    return str(getattr(mod, "__version__", "?"))
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and cores, GPU name (if CUDA), library versions, torch threads, load average."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "device": gpu or "cpu",
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "lightning": _version("lightning"),
+        "timm": _version("timm"),
+        "torchmetrics": _version("torchmetrics"),
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        # The 2-core dev machine is shared: a high load average means noisy absolute numbers.
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+_MACHINE: dict[str, Any] | None = None
+
+
+def emit(record: dict[str, Any], out: TextIO | None = None) -> None:
+    """Print ``record`` as one JSON line with the machine description under ``machine``."""
+    global _MACHINE
+    if _MACHINE is None:
+        _MACHINE = machine()
+    line = json.dumps({**record, "machine": _MACHINE}, sort_keys=False, default=str)
+    print(line, file=out or sys.stdout, flush=True)
+
+
+def median(xs: list[float]) -> float:
+    """Median (the robust summary on a shared, noisy machine)."""
+    return float(statistics.median(xs))
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """``with timed() as t: ...`` then ``t[0]`` holds the wall seconds (CUDA synchronised)."""
+    out: list[float] = []
+    sync()
+    t0 = time.perf_counter()
+    yield out
+    sync()
+    out.append(time.perf_counter() - t0)
+
+
+def sync() -> None:
+    """Wait for queued CUDA work so wall clocks measure it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def raw_config(variant: str, size: str, batch_size: int, hr_size: int = 64, **over: Any) -> dict:
+    """Raw experiment containers (what ``GANDetectionModule`` takes) for a benchmark run.
+
+    Args:
+        variant: a ``VARIANTS`` name.
+        size: a ``SIZES`` key; ``over`` entries like ``backbone="resnet50"`` replace its values.
+        batch_size: ROIs per step.
+        hr_size: HR crop side in px (LR = hr_size / 4).
+    """
+    if size not in SIZES:
+        raise KeyError(f"unknown size {size!r}; valid: {sorted(SIZES)}")
+    net = {**SIZES[size], **{k: v for k, v in over.items() if v is not None}}
+    return {
+        "variant": {"name": variant, "pretrained": False, **net},
+        "data": {
+            "name": DATA_NAME[variant],
+            "root": "unused",
+            "num_classes": NUM_CLASSES[variant],
+            "hr_size": hr_size,
+            "batch_size": batch_size,
+        },
+        # Milestones past the run: the learning rate is constant while timing.
+        "optim": {"lr_g": 1e-4, "lr_d": 1e-4, "milestones": [1000]},
+        "trainer": {"max_epochs": 1, "accelerator": "auto", "devices": 1},
+        "logger": {"kind": "none"},
+        "output_dir": "unused",
+    }
+
+
+def smooth_rois(n: int, hr_size: int, num_classes: int, seed: int, scale: int = 4) -> RoiBatch:
+    """``n`` synthetic ROI pairs: blurred random discs on a flat colour, random labels and targets.
+
+    Returns:
+        RoiBatch with lr (n, 3, hr/scale, hr/scale), hr (n, 3, hr, hr) in [-1, 1].
+    """
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(
+        torch.linspace(0, 1, hr_size), torch.linspace(0, 1, hr_size), indexing="ij"
+    )
+    base = torch.rand(n, 3, 1, 1, generator=g) * 1.2 - 0.6
+    hr = base.expand(n, 3, hr_size, hr_size).clone()
+    for _ in range(3):
+        c = torch.rand(n, 3, 1, 1, generator=g)
+        disc = (
+            (xx - c[:, 0:1]) ** 2 + (yy - c[:, 1:2]) ** 2 < (0.05 + 0.25 * c[:, 2:3]) ** 2
+        ).float()
+        colour = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
+        hr = hr * (1 - disc) + colour * disc
+    hr = F.avg_pool2d(F.pad(hr, (1, 1, 1, 1), mode="replicate"), 3, stride=1).clamp(-1, 1)
+    labels = torch.randint(0, num_classes + 1, (n,), generator=g)
+    box_targets = torch.randn(n, 4, generator=g) * (labels > 0).float()[:, None]
+    src_sizes = torch.rand(n, 2, generator=g) * 60 + 4
+    return RoiBatch(make_lr(hr, scale), hr, labels, box_targets, src_sizes)
+
+
+class _Pairs(Dataset[RoiBatch]):
+    def __init__(self, b: RoiBatch) -> None:
+        self.b = b
+
+    def __len__(self) -> int:
+        return len(self.b)
+
+    def __getitem__(self, i: int) -> RoiBatch:
+        s = slice(i, i + 1)
+        b = self.b
+        return RoiBatch(b.lr[s], b.hr[s], b.labels[s], b.box_targets[s], b.src_sizes[s])
+
+
+def roi_loader(b: RoiBatch, batch_size: int) -> DataLoader:
+    """In-memory loader over ``b`` (no workers, no shuffle, full batches only)."""
+    return DataLoader(
+        _Pairs(b), batch_size=batch_size, shuffle=False, collate_fn=RoiBatch.collate, drop_last=True
+    )

@@ -1,0 +1,165 @@
+"""Full-image GAN inference speed: 600 proposals on a 1024x768 image -> crops -> G -> D -> NMS.
+
+Per variant: milliseconds per image through ``refine_detections`` (the path ``gan-detect
+evaluate`` takes), the split into LR cropping and the G+D forward (ROIs/s), and peak memory.
+Each variant runs in a fresh (spawned) process so its peak is its own: on CPU the peak resident
+set (``ru_maxrss``; tracemalloc cannot see torch's buffers) next to the resident set after the
+networks are built; on GPU ``torch.cuda.max_memory_allocated`` during inference.
+
+    python benchmarks/inference_speed.py                  # small CPU config
+    python benchmarks/inference_speed.py --paper --repeat 2
+
+Untrained networks (seeded): the time does not depend on the weights; NMS sees ~uniform scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:
+    from _common import emit, median, raw_config, timed
+except ImportError:  # imported as benchmarks.inference_speed
+    from benchmarks._common import emit, median, raw_config, timed
+
+from gan_detect.data.roi import crop_lr_for_inference
+from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.schema import to_experiment_config
+from gan_detect.variants import VARIANTS, build_variant
+
+IMAGE_WH = (1024, 768)
+
+
+def random_proposals(k: int, wh: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
+    """``k`` boxes, sides log-uniform in 6-200 px, inside a ``wh`` image; uniform scores."""
+    g = torch.Generator().manual_seed(seed)
+    w, h = wh
+    side = torch.exp(torch.empty(k, 2).uniform_(1.79, 5.3, generator=g))  # ~6 .. 200 px
+    x0 = torch.rand(k, generator=g) * (w - side[:, 0])
+    y0 = torch.rand(k, generator=g) * (h - side[:, 1])
+    boxes = torch.stack([x0, y0, x0 + side[:, 0], y0 + side[:, 1]], dim=1)
+    return {
+        "boxes": boxes,
+        "scores": torch.rand(k, generator=g),
+        "labels": torch.ones(k, dtype=torch.int64),
+    }
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(
+    raw: dict, proposals: int, repeat: int, warmup: int, threads: int | None, seed: int
+) -> dict[str, Any]:
+    """Time one variant (runs in its own process); returns the JSON record."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = to_experiment_config(raw)
+    torch.manual_seed(seed)
+    variant = build_variant(cfg.variant, cfg.data.num_classes).to(device).eval()
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, IMAGE_WH[1], IMAGE_WH[0], generator=g).to(device)
+    props = {k: v.to(device) for k, v in random_proposals(proposals, IMAGE_WH, seed).items()}
+    opts = InferenceOptions(top_k=proposals, lr_size=raw["data"]["hr_size"] // variant.scale)
+    rss_model = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def crops() -> list[torch.Tensor]:
+        boxes = props["boxes"]
+        return [
+            crop_lr_for_inference(image, boxes[i : i + opts.chunk_size], opts.lr_size)
+            for i in range(0, boxes.shape[0], opts.chunk_size)
+        ]
+
+    lr_chunks = crops()
+    for _ in range(warmup):  # allocator, cudnn autotuning, caches
+        refine_detections(variant, image, props, opts)
+    full, crop, gd = [], [], []
+    n_det = 0
+    for _ in range(repeat):
+        with timed() as t:
+            dets = refine_detections(variant, image, props, opts)
+        full.append(t[0])
+        n_det = int(dets["scores"].numel())
+        with timed() as t:
+            crops()
+        crop.append(t[0])
+        with timed() as t, torch.no_grad():
+            for lr in lr_chunks:
+                variant.refine(lr)
+        gd.append(t[0])
+    rec: dict[str, Any] = {
+        "ms_per_image": round(1000 * median(full), 1),
+        "crop_ms": round(1000 * median(crop), 1),
+        "gd_ms": round(1000 * median(gd), 1),
+        "gd_rois_per_s": round(proposals / median(gd), 1),
+        "image_rois_per_s": round(proposals / median(full), 1),
+        "detections": n_det,
+        "runs_s": [round(x, 3) for x in full],
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        rec["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    else:
+        # ru_maxrss is in KiB on Linux; the process peak includes imports and the networks.
+        rec["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        rec["rss_after_build_mb"] = round(rss_model, 1)
+    return rec
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=sorted(VARIANTS))
+    p.add_argument("--paper", action="store_true", help="paper-sized G (64/8/256) + vgg19")
+    p.add_argument("--size", default=None, help="small | paper | tiny (overrides --paper)")
+    p.add_argument("--backbone", default=None, help="override the size's discriminator trunk")
+    p.add_argument("--hr", type=int, default=64, help="training HR size (LR crop = hr / 4)")
+    p.add_argument("--proposals", type=int, default=600)
+    p.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    size = a.size or ("paper" if a.paper else "small")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ctx = mp.get_context("spawn")  # a fresh process per variant: its own peak memory
+    for name in a.variants:
+        raw = raw_config(name, size, batch_size=1, hr_size=a.hr, backbone=a.backbone)
+        with ctx.Pool(1) as pool:
+            rec = pool.apply(measure, (raw, a.proposals, a.repeat, a.warmup, a.threads, a.seed))
+        emit(
+            {
+                "bench": "inference_speed",
+                "variant": name,
+                "size": size,
+                "backbone": raw["variant"]["backbone"],
+                "g": [
+                    raw["variant"][k] for k in ("g_channels", "g_res_blocks", "g_upsample_channels")
+                ],
+                "image_wh": list(IMAGE_WH),
+                "proposals": a.proposals,
+                "repeat": a.repeat,
+                "warmup": a.warmup,
+                "lr": a.hr // 4,
+                "hr": a.hr,
+                "device": "cuda" if torch.cuda.is_available() else "cpu",
+                **rec,
+            }
+        )
+
+
+if __name__ == "__main__":
+    main()
