@@ -101,6 +101,31 @@ def _time_steps(fn: Any, batches: Any, warmup: int, steps: int) -> tuple[list[fl
     return times, t_warm
 
 
+def _measure_mode(
+    a: argparse.Namespace, raw: dict, b: RoiBatch, device: torch.device, mode: str
+) -> dict[str, Any]:
+    """Training and inference ROIs/s of one variant in one precision mode."""
+    bench = Bench(raw, device, mode, a.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    # Compilation happens in the warm-up (train graphs, then the no_grad graphs).
+    warm = a.warmup + (2 if mode.endswith("compile") else 0)
+    tt, warm_train = _time_steps(bench.train_step, itertools.repeat(b), warm, a.steps)
+    ti, warm_inf = _time_steps(bench.infer, itertools.repeat(b.lr), warm, a.steps)
+    out: dict[str, Any] = {
+        "train_step_ms": round(1000 * median(tt), 2),
+        "train_rois_per_s": round(a.batch / median(tt), 1),
+        "infer_rois_per_s": round(a.batch / median(ti), 1),
+        "warmup_s": round(warm_train + warm_inf, 1),
+        "steps": a.steps,
+    }
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        del bench
+        torch.cuda.empty_cache()
+    return out
+
+
 def precision_modes(
     a: argparse.Namespace, modes: list[str], device: torch.device, deadline: float
 ) -> dict[str, float]:
@@ -122,28 +147,16 @@ def precision_modes(
             if time.perf_counter() > deadline:
                 emit({**rec, "skipped": True, "reason": "time budget spent"})
                 continue
-            bench = Bench(raw, device, mode, a.seed)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            # Compilation happens in the warm-up (train graphs, then the no_grad graphs).
-            warm = a.warmup + (2 if mode.endswith("compile") else 0)
-            tt, warm_train = _time_steps(bench.train_step, itertools.repeat(b), warm, a.steps)
-            ti, warm_inf = _time_steps(bench.infer, itertools.repeat(b.lr), warm, a.steps)
-            rec.update(
-                train_step_ms=round(1000 * median(tt), 2),
-                train_rois_per_s=round(a.batch / median(tt), 1),
-                infer_rois_per_s=round(a.batch / median(ti), 1),
-                warmup_s=round(warm_train + warm_inf, 1),
-                steps=a.steps,
-            )
-            if device.type == "cuda":
-                rec["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            try:
+                rec.update(_measure_mode(a, raw, b, device, mode))
+            except (
+                Exception
+            ) as err:  # one failing mode (e.g. a compile error) must not end the suite
+                emit({**rec, "error": f"{type(err).__name__}: {err}"[:500]})
+                continue
             emit(rec)
             if mode == "bf16":
-                resident[name] = median(tt)
-            del bench
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+                resident[name] = rec["train_step_ms"] / 1000
     return resident
 
 
