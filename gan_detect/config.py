@@ -16,6 +16,8 @@ class VariantConfig:
     """Fields shared by every GAN variant; subclasses add their own and set ``name``."""
 
     name: str = "???"
+    # Super-resolution factor of G; the DataModules make LR = HR / scale (the paper: 4).
+    scale: int = 4
 
 
 @dataclass
@@ -70,6 +72,15 @@ class TrainerConfig:
     deterministic: bool = False
     # Per-submodule DDP escape hatch (see ARCHITECTURE decision 3).
     find_unused_parameters: bool = False
+    # DDP re-broadcasts rank 0's BatchNorm buffers before each synchronised forward.
+    broadcast_buffers: bool = True
+    # BatchNorm statistics over all ranks' samples (Lightning converts BN to SyncBatchNorm).
+    sync_batchnorm: bool = False
+    # Speed: channels-last weights and torch.compile (in place) for G and D.
+    channels_last: bool = False
+    compile: bool = False
+    # Also write last.ckpt every n training batches (0: epoch ends and SIGTERM only).
+    checkpoint_every_n_batches: int = 0
 
 
 @dataclass

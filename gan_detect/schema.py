@@ -93,7 +93,7 @@ def _check(cfg: ExperimentConfig) -> None:
     """Cross-field checks that types alone cannot express."""
     if not isinstance(cfg.variant, VariantConfig) or not isinstance(cfg.data, DataConfig):
         raise ConfigError("config sections 'variant' and 'data' must be mappings")
-    scale = getattr(cfg.variant, "scale", 4)
+    scale = cfg.variant.scale
     if cfg.task not in ("gan", "detector"):
         raise ConfigError(f"config key 'task': must be gan or detector, got {cfg.task!r}")
     if scale not in (2, 4, 8):

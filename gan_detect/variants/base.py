@@ -25,7 +25,6 @@ class GANVariantConfig(VariantConfig):
     discriminator loss (Eq. 9).
     """
 
-    scale: int = 4
     # Generator (Table 1). "x8" is read as 8 residual blocks of 2 convs (SRGAN lineage).
     g_channels: int = 64
     g_res_blocks: int = 8
