@@ -1,0 +1,249 @@
+"""Lightning training and validation of the baseline proposal detector (see ``model.py``).
+
+The config is a plain dict (checkpoints then hold plain containers) validated against
+:class:`DetectorConfig`, whose fields are the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+from torchmetrics.aggregation import SumMetric
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import box_iou
+
+from gan_detect.data.batch import DetectionBatch
+from gan_detect.data.records import Proposals
+from gan_detect.detector.model import build_detector, training_targets
+
+
+@dataclass
+class DetectorConfig:
+    """Every setting of the baseline detector, with its default."""
+
+    arch: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
+    backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
+    num_classes: int = 1  # C, without background
+    pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
+    pretrained_path: str | None = None  # local weights file (offline clusters)
+    frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
+    p2: bool = True  # stride-4 pyramid level (small objects)
+    fpn_channels: int = 256
+    smallest_size: int = 16  # smallest anchor (FCOS: size unit at the finest level), px
+    # Shorter side after resizing; several values = multi-scale training (eval uses the last).
+    min_size: list[int] = field(default_factory=lambda: [800])
+    max_size: int = 1333
+    score_thresh: float = 0.02  # WIDER FACE convention: low threshold, NMS 0.4, up to 750 boxes
+    nms_thresh: float = 0.4
+    detections_per_img: int = 750
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01  # SGD at batch 16 (FCOS / RetinaNet 1x); scale linearly with batch size
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500  # linear warm-up, in optimiser steps (batches)
+    milestones: list[int] = field(default_factory=lambda: [8, 11])  # epochs (1x = 12 epochs)
+    gamma: float = 0.1
+    eval_metric: Literal["wider", "coco"] = "wider"
+    recall_iou: float = 0.5  # val/recall_50: objects found by any detection at this IoU
+    recall_min_size: float = 16.0  # ... counting objects with sqrt(w * h) >= this, px
+
+
+def load_detector_config(config: Mapping[str, Any] | DetectorConfig) -> DetectorConfig:
+    """Validate a plain mapping against :class:`DetectorConfig`.
+
+    Raises:
+        omegaconf.errors.ConfigKeyError / ValidationError: naming an unknown key or a value of
+            the wrong type.
+    """
+    if isinstance(config, DetectorConfig):
+        return config
+    merged = OmegaConf.merge(OmegaConf.structured(DetectorConfig), dict(config))
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, DetectorConfig)
+    return cfg
+
+
+def proposal_recall(
+    preds: Sequence[Mapping[str, Tensor]],
+    targets: Sequence[Mapping[str, Tensor]],
+    iou_thresh: float = 0.5,
+    min_size: float = 16.0,
+) -> tuple[int, int]:
+    """Count ground-truth objects overlapped by a same-label detection at ``iou_thresh``.
+
+    Any detection counts (no one-to-one matching and no score cut), which is what matters for a
+    proposal source: the GAN can only re-score boxes it is given.
+
+    Args:
+        preds: per image ``boxes`` (K, 4) xyxy px and ``labels`` (K,).
+        targets: per image ``boxes`` (M, 4), ``labels`` (M,) and optionally ``ignore`` (M,).
+        min_size: objects with ``sqrt(w * h)`` below this (px) are not counted (COCO's area
+            measure); ignored objects never count.
+
+    Returns:
+        (recalled, counted) object numbers.
+    """
+    hits, total = 0, 0
+    for p, t in zip(preds, targets, strict=True):
+        boxes = t["boxes"].float().reshape(-1, 4)
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
+        keep = (wh[:, 0] * wh[:, 1]).sqrt() >= min_size
+        if "ignore" in t:
+            keep &= ~t["ignore"].bool()
+        boxes, labels = boxes[keep], t["labels"][keep]
+        total += len(boxes)
+        if len(boxes) == 0 or len(p["boxes"]) == 0:
+            continue
+        iou = box_iou(boxes, p["boxes"].float().to(boxes.device))  # (M, K)
+        iou = iou * (labels[:, None] == p["labels"].to(labels.device)[None, :])
+        hits += int((iou.max(dim=1).values >= iou_thresh).sum())
+    return hits, total
+
+
+class DetectorModule(L.LightningModule):
+    """Trains the baseline detector; validation logs ``val/recall_50`` (and COCO mAP).
+
+    Args:
+        config: plain dict of :class:`DetectorConfig` fields (missing keys take the defaults).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg = load_detector_config(config)
+        # Stored resolved and plain, so a checkpoint loads with torch's weights_only default.
+        self.save_hyperparameters({"config": asdict(self.cfg)}, logger=False)
+        c = self.cfg
+        self.model = build_detector(
+            c.arch,
+            c.backbone,
+            num_classes=c.num_classes,
+            pretrained=c.pretrained,
+            pretrained_path=c.pretrained_path,
+            p2=c.p2,
+            fpn_channels=c.fpn_channels,
+            min_size=tuple(c.min_size),
+            max_size=c.max_size,
+            smallest_size=c.smallest_size,
+            score_thresh=c.score_thresh,
+            nms_thresh=c.nms_thresh,
+            detections_per_img=c.detections_per_img,
+            frozen_bn=c.frozen_bn,
+        )
+        self.recall_hits = SumMetric()
+        self.recall_total = SumMetric()
+        self.coco_map: MeanAveragePrecision | None = None
+        if c.eval_metric == "coco":
+            # maxDets raised to the detection budget: dense images would be truncated at 100.
+            max_dets = [1, 10, max(100, c.detections_per_img)]
+            try:
+                self.coco_map = MeanAveragePrecision(
+                    max_detection_thresholds=max_dets, backend="faster_coco_eval"
+                )
+            except ModuleNotFoundError:
+                self.coco_map = MeanAveragePrecision(max_detection_thresholds=max_dets)
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Eval-mode detections: per image ``boxes`` (K, 4) xyxy px, ``scores``, ``labels``."""
+        return self.model(images)  # type: ignore[no-any-return]
+
+    def training_step(self, batch: DetectionBatch, batch_idx: int) -> Tensor:
+        """Sum of the torchvision loss terms; each is logged as ``train/loss_<name>``."""
+        losses = self.model(batch.images, training_targets(batch.targets))
+        total = torch.stack(list(losses.values())).sum()
+        logs = {
+            f"train/{k if k.startswith('loss_') else 'loss_' + k}": v for k, v in losses.items()
+        }
+        logs["train/loss"] = total
+        self.log_dict(logs, prog_bar=False, batch_size=len(batch))
+        return total
+
+    def validation_step(self, batch: DetectionBatch, batch_idx: int) -> None:
+        """Detect and accumulate recall (and COCO mAP) states; metrics sync across ranks."""
+        preds = self.model(batch.images)
+        hits, total = proposal_recall(
+            preds, batch.targets, self.cfg.recall_iou, self.cfg.recall_min_size
+        )
+        self.recall_hits.update(torch.tensor(float(hits), device=self.device))
+        self.recall_total.update(torch.tensor(float(total), device=self.device))
+        if self.coco_map is not None:
+            # Ignored objects enter as COCO crowd regions: matches to them are neither TP nor FP.
+            gts = [
+                {
+                    "boxes": t["boxes"],
+                    "labels": t["labels"],
+                    "iscrowd": t.get("ignore", torch.zeros_like(t["labels"])).long(),
+                }
+                for t in batch.targets
+            ]
+            self.coco_map.update(
+                [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], gts
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/recall_50`` and, for ``eval_metric="coco"``, ``val/map``, ``val/map_small``."""
+        total = float(self.recall_total.compute())
+        hits = float(self.recall_hits.compute())
+        self.recall_hits.reset()
+        self.recall_total.reset()
+        # Recall is undefined without countable objects; nothing is logged then.
+        if total > 0:
+            self.log("val/recall_50", hits / total, sync_dist=False)
+        if self.coco_map is not None:
+            res = self.coco_map.compute()
+            self.coco_map.reset()
+            for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"):
+                self.log(f"val/{key}", float(res[key]))
+        # WIDER FACE easy/medium/hard AP plugs in here for eval_metric="wider": it needs the
+        # per-setting ignore lists of wider_{easy,medium,hard}_val.mat, which DetectionBatch does
+        # not carry, so run gan_detect.metrics (WiderFaceAP) on `run_proposals` output instead,
+        # or update it in validation_step once the batches carry the ground-truth keys.
+
+    def predict(self, images: list[Tensor]) -> list[Proposals]:
+        """Detections for (3, H, W) [0, 1] images as :class:`Proposals` (boxes in input px).
+
+        Uses eval mode without gradients and restores the previous mode.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self.model([im.to(self.device) for im in images])
+        finally:
+            self.train(was_training)
+        return [detections_to_proposals(o) for o in out]
+
+    def configure_optimizers(self) -> Any:
+        """SGD (momentum) or AdamW; linear warm-up per step, then x``gamma`` at epoch milestones."""
+        c = self.cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
+        if c.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        scheds: list[dict[str, Any]] = [
+            {
+                "scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, c.milestones, c.gamma),
+                "interval": "epoch",
+            }
+        ]
+        if c.warmup_steps > 0:
+            warm = torch.optim.lr_scheduler.LinearLR(opt, 1e-3, 1.0, total_iters=c.warmup_steps)
+            scheds.insert(0, {"scheduler": warm, "interval": "step"})
+        return [opt], scheds
+
+
+def detections_to_proposals(det: Mapping[str, Tensor]) -> Proposals:
+    """One torchvision detection dict -> :class:`Proposals`; background (label 0) rows dropped."""
+    keep = det["labels"] > 0
+    return Proposals(
+        det["boxes"][keep].detach().float().cpu().numpy(),
+        det["scores"][keep].detach().float().cpu().numpy(),
+        det["labels"][keep].detach().cpu().numpy(),
+    )

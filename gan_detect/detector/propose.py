@@ -1,0 +1,152 @@
+"""Run the baseline detector over a dataset and write its proposals in the official layouts.
+
+The proposals file is the hand-over point of the pipeline (ARCHITECTURE.md section 1): any
+detector that writes a COCO results JSON or a WIDER per-image txt tree can replace this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from gan_detect.data.batch import DetectionBatch
+from gan_detect.data.full_image import FullImageDataset
+from gan_detect.data.records import ImageRecord, Proposals
+from gan_detect.detector.model import get_postprocess, set_postprocess
+from gan_detect.detector.module import DetectorModule, detections_to_proposals
+
+FORMATS = ("coco", "wider")
+COCO_FILE = "proposals.json"
+WIDER_DIR = "proposals_wider"
+
+
+def run_proposals(
+    model: DetectorModule | nn.Module,
+    dataset_or_records: Dataset[DetectionBatch] | Sequence[ImageRecord],
+    *,
+    top_k: int = 600,
+    score_thresh: float = 0.02,
+    nms_thresh: float | None = None,
+    batch_size: int = 2,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    num_workers: int = 0,
+) -> dict[str, Proposals]:
+    """Detect on every image and keep the ``top_k`` best boxes per image.
+
+    Args:
+        model: a :class:`DetectorModule` or a torchvision detection model from
+            :func:`~gan_detect.detector.model.build_detector`.
+        dataset_or_records: a dataset of one-image :class:`DetectionBatch` items (e.g.
+            :class:`FullImageDataset`) or the image records themselves.
+        top_k: proposals kept per image (the detector's per-image budget is set to it).
+        score_thresh: minimum detector score.
+        nms_thresh: class-wise NMS IoU; ``None`` keeps the model's.
+        device: where the model runs; it is moved there and left there.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{image_id: Proposals}`` with boxes in original image pixels, sorted by score.
+
+    Raises:
+        ValueError: if two images share an id.
+    """
+    net = model.model if isinstance(model, DetectorModule) else model
+    if isinstance(dataset_or_records, Dataset):
+        dataset: Dataset[DetectionBatch] = dataset_or_records
+    else:
+        dataset = FullImageDataset(list(dataset_or_records))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=DetectionBatch.collate,
+    )
+    # Post-processing is changed for this run only and restored afterwards.
+    saved = get_postprocess(net)
+    set_postprocess(net, score_thresh, nms_thresh, top_k)
+    was_training = net.training
+    net.to(device).eval()
+    out: dict[str, Proposals] = {}
+    try:
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="proposals", unit="batch", disable=not progress):
+                dets = net([im.to(device) for im in batch.images])
+                for image_id, det in zip(batch.image_ids, dets, strict=True):
+                    if image_id in out:
+                        raise ValueError(f"image id {image_id!r} occurs twice in the dataset")
+                    out[image_id] = detections_to_proposals(det).top_k(top_k)
+    finally:
+        set_postprocess(net, *saved)
+        net.train(was_training)
+    return out
+
+
+def _formats_for(image_ids: Sequence[str]) -> tuple[str, ...]:
+    """The layouts these ids fit: COCO needs integer ids, WIDER ``event/name`` ids."""
+    fits = []
+    if all(i.isdigit() for i in image_ids):
+        fits.append("coco")
+    if all(len(i.split("/")) == 2 and all(i.split("/")) for i in image_ids):
+        fits.append("wider")
+    return tuple(fits)
+
+
+def write_proposals(
+    dets: Mapping[str, Proposals],
+    out_dir: str | Path,
+    formats: Sequence[str] | None = None,
+    category_ids: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write proposals as a COCO results JSON and/or a WIDER prediction tree.
+
+    Args:
+        dets: ``{image_id: Proposals}`` from :func:`run_proposals` (or any reader).
+        out_dir: created if needed; receives ``proposals.json`` and/or ``proposals_wider/``.
+        formats: ``"coco"`` and/or ``"wider"``; ``None`` writes every layout the ids fit
+            (integer ids: COCO; ``event/name`` ids: WIDER).
+        category_ids: COCO category id of each label 1..C (``category_ids[label - 1]``);
+            ``None`` writes the label itself.
+
+    Returns:
+        ``{format: path written}``.
+
+    Raises:
+        ValueError: for an unknown format, or ids that the asked-for layout cannot hold.
+    """
+    # Lazy import: the readers/writers live in data/ (the one place that knows the formats).
+    from gan_detect.data.proposals import write_coco_results, write_wider_tree
+
+    ids = list(dets)
+    fits = _formats_for(ids)
+    if formats is None:
+        formats = fits
+        if not formats:
+            raise ValueError(
+                "image ids fit neither COCO (integer ids) nor WIDER FACE ('event/name'), e.g. "
+                f"{ids[0]!r}; nothing can be written"
+            )
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown proposal formats {unknown}; expected a subset of {FORMATS}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for fmt in formats:
+        if fmt not in fits:
+            need = "integer ids" if fmt == "coco" else "'event/name' ids"
+            bad = next(i for i in ids if fmt not in _formats_for([i]))
+            raise ValueError(f"format {fmt!r} needs {need}; got image id {bad!r}")
+        if fmt == "coco":
+            written[fmt] = out_dir / COCO_FILE
+            write_coco_results(dets, written[fmt], category_ids)
+        else:
+            written[fmt] = out_dir / WIDER_DIR
+            write_wider_tree(dets, written[fmt])
+    return written
