@@ -9,7 +9,21 @@ from gan_detect.schema import ConfigError, to_experiment_config
 from gan_detect.variants import SODMTGANConfig, TinyFaceConfig
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"
-MAIN = sorted(p for p in EXP.glob("*.yaml") if p.name != "smoke.yaml")
+# Files stacked after an experiment (deltas without a variant or task of their own).
+STACKED = {"smoke.yaml", "demo.yaml"}
+# The paper-scale experiments: pretrained weights on.
+MAIN = sorted(
+    EXP / n for n in ("tiny_face_wider.yaml", "sod_mtgan_coco.yaml", "detector_wider.yaml", "detector_coco.yaml")
+)
+ALL = sorted(p for p in EXP.glob("*.yaml") if p.name not in STACKED)
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_experiment_file_loads_with_the_stacked_files(path: Path) -> None:
+    # real_wider_rescoring.yaml is written to come after smoke.yaml; the others before it.
+    order = [EXP / "smoke.yaml", path] if path.name.startswith("real") else [path, EXP / "smoke.yaml"]
+    cfg = load_config([*order, EXP / "demo.yaml"])
+    assert cfg.variant.backbone == "test_resnet" and cfg.variant.pretrained is False
 
 
 @pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name)
