@@ -26,8 +26,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 class DemoSizes:
     """How much data and training the demo uses (``--quick`` for tests)."""
 
-    train_images: int = 64
-    val_images: int = 24
+    train_images: int = 32
+    val_images: int = 16
     detector_epochs: int = 8
     gan_epochs: int = 4
 
