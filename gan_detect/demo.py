@@ -130,8 +130,12 @@ def run_demo(
         timings[f"{kind}_eval_s"] = time.time() - t
         run_dir = Path(gan_cfg.output_dir)
         dm = build_datamodule(gan_cfg.data, scale=gan_cfg.variant.scale)  # type: ignore[arg-type]
-        pipe = export_pipeline(det_ckpt, run_dir / "checkpoints" / "last.ckpt", run_dir / "pipeline.pt",
-                               dm.class_names())
+        pipe = export_pipeline(
+            det_ckpt,
+            run_dir / "checkpoints" / "last.ckpt",
+            run_dir / "pipeline.pt",
+            dm.class_names(),
+        )
         print(f"=== [{kind}] pipeline for `gan-detect predict --ckpt {pipe}`")
         runs.append(run_dir)
     report = write_report(runs, out / "report")

@@ -247,7 +247,8 @@ def run_predict(
     done, failed = [], []
     bar = tqdm(total=len(paths), desc="predict", disable=not progress)
     for start in range(0, len(paths), batch_size):
-        chunk, images = [], []
+        chunk: list[Path] = []
+        images: list[Image.Image] = []
         for p in paths[start : start + batch_size]:
             try:
                 with Image.open(p) as im:
@@ -257,15 +258,15 @@ def run_predict(
                 failed.append({"path": str(p), "error": f"{type(err).__name__}: {err}"})
                 print(f"warning: skipping unreadable image {p}: {err}", file=sys.stderr)
         dets = pipeline.predict_batch(images) if images else []
-        for p, im, d in zip(chunk, images, dets, strict=True):
+        for p, rgb, d in zip(chunk, images, dets, strict=True):
             stem = out / p.stem
             json_path = stem.with_suffix(".json")
             json_path.write_text(
                 json.dumps(
                     {
                         "image": str(p),
-                        "width": im.width,
-                        "height": im.height,
+                        "width": rgb.width,
+                        "height": rgb.height,
                         "detections": d.to_json(),
                     },
                     indent=1,
@@ -273,7 +274,7 @@ def run_predict(
             )
             entry = {"path": str(p), "json": str(json_path), "num_detections": len(d.scores)}
             if draw:
-                entry["drawn"] = str(draw_detections(im, d, out / f"{p.stem}_boxes.png"))
+                entry["drawn"] = str(draw_detections(rgb, d, out / f"{p.stem}_boxes.png"))
             done.append(entry)
         bar.update(len(paths[start : start + batch_size]))
     bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     """Write ``out_dir/report.md`` and its PNGs; returns the report's path."""
     if not run_dirs:
         raise ValueError("compare needs at least one run directory")

@@ -43,7 +43,7 @@ def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
     parts = [p for p in dotted.split(".")[:-1] if p]
     for p in parts:
         node = node[p]
-    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
 
 
 def merge_with_schema(raw: DictConfig | dict[str, Any]) -> DictConfig:

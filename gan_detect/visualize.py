@@ -54,7 +54,7 @@ def save_sr_grid(
     for i in range(n):
         y = text_h + pad + i * (cell + text_h + pad)
         for c, img in enumerate([lr_up[i], bic[i], sr[i], hr[i]]):
-            tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.NEAREST)
+            tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(tile, (pad + c * (cell + pad), y))
         p = probs[i].detach().float().cpu()
         score = (

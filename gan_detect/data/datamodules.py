@@ -58,7 +58,7 @@ class RoiDataConfig(DataConfig):
 class RoiDataModule(L.LightningDataModule):
     """Base DataModule: records -> ROI stores -> loaders. Subclasses read the records."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # type: ignore[misc]
     Config: ClassVar[type[RoiDataConfig]]
 
     def __init__(self, cfg: RoiDataConfig, scale: int = 4, seed: int = 0) -> None:
@@ -155,11 +155,12 @@ class RoiDataModule(L.LightningDataModule):
 
         if self.train_store is None:
             self.setup("fit")
+        assert self.train_store is not None
         ds = RoiStoreDataset(self.train_store, scale=self.scale, hflip=self.cfg.hflip)
         world, rank = self._world()
         # Our own DistributedSampler (also for one process): seeded by seed + epoch, so a resumed
         # run sees the same order as an uninterrupted one; Lightning calls set_epoch on it.
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[Any] = DistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
         )
         return DataLoader(
@@ -180,8 +181,11 @@ class RoiDataModule(L.LightningDataModule):
         if self.cfg.val_rois:
             if self.val_store is None:
                 self.setup("validate")
+            assert self.val_store is not None
             ds = RoiStoreDataset(self.val_store, scale=self.scale, hflip=False)
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+            sampler: DistributedSampler[Any] = DistributedSampler(
+                ds, num_replicas=world, rank=rank, shuffle=False
+            )
             loaders.append(
                 DataLoader(
                     ds,
@@ -203,7 +207,7 @@ class RoiDataModule(L.LightningDataModule):
         ds = self.detection_dataset(split)
         world, rank = self._world()
         # DistributedSampler pads to equal shards; the WIDER metric de-duplicates by image id.
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[Any] = DistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle
         )
         return DataLoader(
@@ -232,7 +236,7 @@ class WiderFaceDataConfig(RoiDataConfig):
 class WiderFaceDataModule(RoiDataModule):
     """Faces (1 class); invalid faces are ignore regions, never negatives."""
 
-    name = "wider_face"
+    name = "wider_face"  # type: ignore[misc]
     Config = WiderFaceDataConfig
 
     def read_records(self, split: str) -> list[ImageRecord]:
@@ -269,7 +273,7 @@ class CocoDataConfig(RoiDataConfig):
 class CocoDataModule(RoiDataModule):
     """COCO objects; crowd boxes are ignore regions; contiguous labels 1..C by category id."""
 
-    name = "coco"
+    name = "coco"  # type: ignore[misc]
     Config = CocoDataConfig
 
     def __init__(self, cfg: RoiDataConfig, scale: int = 4, seed: int = 0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -138,9 +138,10 @@ class GANVariant(nn.Module, ABC):
         if pixel_only:
             return losses
         sr_out = self.discriminator(fake.sr)
-        losses["loss_adv"] = self.cfg.adv_weight * g_adversarial_loss(
-            sr_out.adv_logits, form=self.cfg.adv_form
+        form: Literal["saturating", "non_saturating"] = (
+            "saturating" if self.cfg.adv_form == "saturating" else "non_saturating"
         )
+        losses["loss_adv"] = self.cfg.adv_weight * g_adversarial_loss(sr_out.adv_logits, form=form)
         losses.update(self.task_losses(batch, None, sr_out, prefix="loss_", generator=True))
         return losses
 

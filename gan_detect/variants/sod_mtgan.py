@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
@@ -63,8 +64,8 @@ class SODMTGAN(GANVariant):
         w_cls = cfg.cls_weight if generator else cfg.d_cls_weight
         w_box = cfg.box_weight if generator else cfg.d_box_weight
         outs = [fake_out] if real_out is None else [real_out, fake_out]
-        cls = sum(classification_loss(o.cls_logits, batch.labels) for o in outs)
-        box = sum(_box(o, batch) for o in outs)
+        cls = torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
+        box = torch.stack([_box(o, batch) for o in outs]).sum()
         return {f"{prefix}cls": w_cls * cls, f"{prefix}box": w_box * box}
 
 
