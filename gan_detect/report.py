@@ -103,10 +103,23 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _panels(n: int) -> tuple[Any, list[Any]]:
+    """One subplot per run, side by side."""
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars: AP per size bucket (tiny < 16 px, small < 32, medium < 96, large)."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
+    fig, axes = _panels(len(runs))
+    for ax, r in zip(axes, runs, strict=True):
         m = r["eval"]["metrics"]
         width = 0.8 / len(m)
         for j, method in enumerate(m):
@@ -117,16 +130,13 @@ def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("AP@[.5:.95] (%)")
         ax.set_title(r["name"], fontsize=8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_pr_curves(runs: list[dict[str, Any]], path: Path) -> Path:
     """PR curves per run: WIDER hard setting when present, else COCO class-mean at IoU 0.5."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
+    fig, axes = _panels(len(runs))
+    for ax, r in zip(axes, runs, strict=True):
         for method, curves in r["curves"].items():
             key = "wider_hard" if "wider_hard" in curves else "coco_iou50"
             c = curves.get(key) or {}
@@ -138,16 +148,13 @@ def plot_pr_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_title(r["name"], fontsize=8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
     """Logged GAN losses and D's real/generated probabilities against the training step."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
+    fig, axes = _panels(len(runs))
+    for ax, r in zip(axes, runs, strict=True):
         for key in TRAIN_KEYS:
             pts = [
                 (float(row["step"]), float(row[key]))
@@ -161,10 +168,7 @@ def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_title(r["name"], fontsize=8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
