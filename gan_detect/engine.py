@@ -64,7 +64,6 @@ class GANDetectionModule(L.LightningModule):
 
     def training_step(self, batch: RoiBatch, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        clip = self.cfg.optim.grad_clip_norm
         warmup = self.in_warmup()
         fake = self.variant.generator(batch.lr)
         logs: dict[str, Tensor] = {}
@@ -75,11 +74,7 @@ class GANDetectionModule(L.LightningModule):
                 loss_d = _sum_losses(d_terms)
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(loss_d)
-                if clip > 0:
-                    self.clip_gradients(
-                        opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm"
-                    )
-                opt_d.step()
+                opt_d.step()  # clips in on_before_optimizer_step
             logs.update({f"train/{k}": v.detach() for k, v in d_terms.items()})
             logs["train/loss_d"] = loss_d.detach()
 
@@ -88,13 +83,18 @@ class GANDetectionModule(L.LightningModule):
             loss_g = _sum_losses(g_terms)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
-            if clip > 0:
-                self.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
             opt_g.step()
         logs.update({f"train/{k}": v.detach() for k, v in g_terms.items()})
         logs["train/loss_g"] = loss_g.detach()
         self.log_dict(logs, prog_bar=False, batch_size=len(batch), sync_dist=False)
         self.log("train/loss_g_step", loss_g.detach(), prog_bar=True, logger=False)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called inside opt.step(), after the precision plugin unscaled 16-mixed gradients:
+        # clipping before opt.step() would clip loss-scaled gradients.
+        clip = self.cfg.optim.grad_clip_norm
+        if clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
         # Schedules are in epochs (global_step counts both optimisers' steps).
