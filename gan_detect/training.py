@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -63,7 +64,11 @@ class ResumeCallback(Callback):
         self.saved_on_sigterm = False
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         from gan_detect.distributed import ResumableDataLoader
@@ -162,11 +167,15 @@ def _strategy(cfg: ExperimentConfig) -> Any:
     if s in ("ddp", "ddp_gan", "ddp_spawn"):
         from gan_detect.distributed import GANDDPStrategy
 
-        return GANDDPStrategy(
-            find_unused_parameters=cfg.trainer.find_unused_parameters,
-            broadcast_buffers=cfg.trainer.broadcast_buffers,
-            start_method="spawn" if s == "ddp_spawn" else "popen",
-        )
+        kwargs: dict[str, Any] = {"find_unused_parameters": cfg.trainer.find_unused_parameters}
+        if not cfg.trainer.broadcast_buffers:
+            # Newer torch renamed the flag (the old name warns).
+            params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+            key = (
+                "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+            )
+            kwargs[key] = False
+        return GANDDPStrategy(start_method="spawn" if s == "ddp_spawn" else "popen", **kwargs)
     return s
 
 
