@@ -11,7 +11,6 @@ runs, so checkpoints, validation and inference see the plain modules (no ``modul
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -285,10 +284,3 @@ def make_resumable(loader: DataLoader[Any]) -> DataLoader[Any]:
         persistent_workers=loader.persistent_workers,
         prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
     )
-
-
-def shard_sizes(num_samples: int, world_size: int, drop_last: bool) -> int:
-    """Samples per rank that ``DistributedSampler`` yields (padding or dropping the remainder)."""
-    if drop_last and num_samples % world_size:
-        return math.ceil((num_samples - world_size) / world_size)
-    return math.ceil(num_samples / world_size)
