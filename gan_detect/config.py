@@ -110,6 +110,9 @@ class EvalConfig:
     device: str = "auto"
     # Detection max per image for COCO AP (>= 1000 for dense scenes; WIDER has 709 faces in one).
     coco_max_dets: int = 1000
+    # `propose`: keep detector boxes scoring at least this (0.02 = the WIDER FACE convention;
+    # lower gives the GAN more candidates from a weak detector).
+    proposal_score_thresh: float = 0.02
 
 
 @dataclass

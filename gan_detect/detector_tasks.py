@@ -105,6 +105,7 @@ def propose(
         module.to(device),
         records,
         top_k=cfg.evaluate.top_k,
+        score_thresh=cfg.evaluate.proposal_score_thresh,
         batch_size=cfg.data.val_batch_size if hasattr(cfg.data, "val_batch_size") else 2,
         device=device,
         progress=progress,
