@@ -358,7 +358,12 @@ def evaluate(
     (out / "pr_curves.json").write_text(json.dumps(curves))
     print(format_comparison(metrics))
     print(f"metrics: {out / 'metrics.json'}")
-    logger = build_logger(cfg)
+    # CSV goes next to the eval outputs: the run's training logs must not be overwritten.
+    logger = (
+        CSVLogger(save_dir=str(out), name="logs", version="")
+        if cfg.logger.kind == "csv"
+        else build_logger(cfg)
+    )
     if logger:
         flat = {f"eval/{m}/{k}": v for m, vals in metrics.items() for k, v in vals.items()}
         logger.log_metrics(flat)  # type: ignore[union-attr]
