@@ -13,7 +13,13 @@ EXP = Path(__file__).resolve().parents[1] / "experiments"
 STACKED = {"smoke.yaml", "demo.yaml"}
 # The paper-scale experiments: pretrained weights on.
 MAIN = sorted(
-    EXP / n for n in ("tiny_face_wider.yaml", "sod_mtgan_coco.yaml", "detector_wider.yaml", "detector_coco.yaml")
+    EXP / n
+    for n in (
+        "tiny_face_wider.yaml",
+        "sod_mtgan_coco.yaml",
+        "detector_wider.yaml",
+        "detector_coco.yaml",
+    )
 )
 ALL = sorted(p for p in EXP.glob("*.yaml") if p.name not in STACKED)
 
@@ -21,7 +27,9 @@ ALL = sorted(p for p in EXP.glob("*.yaml") if p.name not in STACKED)
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_every_experiment_file_loads_with_the_stacked_files(path: Path) -> None:
     # real_wider_rescoring.yaml is written to come after smoke.yaml; the others before it.
-    order = [EXP / "smoke.yaml", path] if path.name.startswith("real") else [path, EXP / "smoke.yaml"]
+    order = (
+        [EXP / "smoke.yaml", path] if path.name.startswith("real") else [path, EXP / "smoke.yaml"]
+    )
     cfg = load_config([*order, EXP / "demo.yaml"])
     assert cfg.variant.backbone == "test_resnet" and cfg.variant.pretrained is False
 
@@ -84,3 +92,16 @@ def test_unknown_variant_lists_the_table() -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothere.yaml"):
         load_config([tmp_path / "nothere.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("gan", "det"), [("tiny_face_wider", "detector_wider"), ("sod_mtgan_coco", "detector_coco")]
+)
+def test_experiment_configs_chain_detector_proposals_into_the_gan(gan: str, det: str) -> None:
+    """Stage 1's output paths are stage 2's inputs (detector -> proposals -> ROI store -> GAN)."""
+    g = load_config([EXP / f"{gan}.yaml"])
+    d = load_config([EXP / f"{det}.yaml"])
+    for split in ("train", "val"):
+        path = getattr(g.data, f"{split}_proposals")
+        assert path.startswith(f"{d.output_dir}/proposals/{split}/"), path
+    assert g.data.name == d.data.name and g.data.root == d.data.root

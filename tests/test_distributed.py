@@ -97,7 +97,8 @@ def smoke_overrides() -> list[str]:
             for k, v in node.items():
                 walk(v, f"{prefix}{k}.")
         else:
-            flat.append(f"{prefix[:-1]}={json.dumps(node) if isinstance(node, list) else node}")
+            text = json.dumps(node) if isinstance(node, list) else "null" if node is None else node
+            flat.append(f"{prefix[:-1]}={text}")
 
     walk(OmegaConf.to_container(OmegaConf.load(EXP / "smoke.yaml")), "")
     return flat
