@@ -206,6 +206,11 @@ def test_fit_logs_losses_and_recall_and_checkpoint_round_trip(tmp_path: Path) ->
     metrics = trainer.callback_metrics
     assert {"train/loss", "train/loss_classification", "train/loss_bbox_regression"} <= set(metrics)
     assert "val/recall_50" in metrics and 0.0 <= float(metrics["val/recall_50"]) <= 1.0
+    # the default eval_metric is WIDER FACE AP; no gt_list masks here -> flagged not official
+    # (-1 marks a setting without faces: nothing here is taller than 50 px)
+    assert all(-1.0 <= float(metrics[f"val/ap_{s}"]) <= 1.0 for s in ("easy", "medium", "hard"))
+    assert 0.0 <= float(metrics["val/ap_hard"]) <= 1.0
+    assert float(metrics["val/official"]) == 0.0
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
     loaded = DetectorModule.load_from_checkpoint(ckpt)

@@ -6,6 +6,7 @@ The config is a plain dict (checkpoints then hold plain containers) validated ag
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from torchvision.ops import box_iou
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.detector.model import build_detector, training_targets
+from gan_detect.metrics.wider_face_ap import WiderFaceAP
 
 
 @dataclass
@@ -147,6 +149,9 @@ class DetectorModule(L.LightningModule):
                 )
             except ModuleNotFoundError:
                 self.coco_map = MeanAveragePrecision(max_detection_thresholds=max_dets)
+        # WIDER FACE AP (official matching; settings by face height unless the targets carry
+        # keep_easy/medium/hard masks, in which case the result is flagged official).
+        self.wider_ap = WiderFaceAP() if c.eval_metric == "wider" else None
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Eval-mode detections: per image ``boxes`` (K, 4) xyxy px, ``scores``, ``labels``."""
@@ -185,8 +190,15 @@ class DetectorModule(L.LightningModule):
                 [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], gts
             )
 
+        if self.wider_ap is not None:
+            self.wider_ap.update(
+                [{k: p[k] for k in ("boxes", "scores")} for p in preds],
+                batch.targets,
+                batch.image_ids,
+            )
+
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/recall_50`` and, for ``eval_metric="coco"``, ``val/map``, ``val/map_small``."""
+        """Log ``val/recall_50``; COCO ``val/map*`` or WIDER ``val/ap_easy|medium|hard``."""
         total = float(self.recall_total.compute())
         hits = float(self.recall_hits.compute())
         self.recall_hits.reset()
@@ -199,10 +211,15 @@ class DetectorModule(L.LightningModule):
             self.coco_map.reset()
             for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"):
                 self.log(f"val/{key}", float(res[key]))
-        # WIDER FACE easy/medium/hard AP plugs in here for eval_metric="wider": it needs the
-        # per-setting ignore lists of wider_{easy,medium,hard}_val.mat, which DetectionBatch does
-        # not carry, so run gan_detect.metrics (WiderFaceAP) on `run_proposals` output instead,
-        # or update it in validation_step once the batches carry the ground-truth keys.
+        if self.wider_ap is not None:
+            with warnings.catch_warnings():
+                # the height fallback warns that it is not the official protocol; the logged
+                # val/official = 0 says so too
+                warnings.simplefilter("ignore")
+                res = self.wider_ap.compute()
+            self.wider_ap.reset()
+            for key, value in res.items():
+                self.log(f"val/{key}", float(value))
 
     def predict(self, images: list[Tensor]) -> list[Proposals]:
         """Detections for (3, H, W) [0, 1] images as :class:`Proposals` (boxes in input px).
