@@ -63,7 +63,7 @@ class GANDetectionModule(L.LightningModule):
         return self.current_epoch < self.cfg.optim.warmup_epochs
 
     def training_step(self, batch: RoiBatch, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc,attr-defined]
         warmup = self.in_warmup()
         fake = self.variant.generator(batch.lr)
         logs: dict[str, Tensor] = {}

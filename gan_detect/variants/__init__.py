@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gan_detect.config import VariantConfig
 from gan_detect.variants.base import GANVariant, GANVariantConfig
 from gan_detect.variants.sod_mtgan import SODMTGAN, SODMTGANConfig
 from gan_detect.variants.tiny_face import TinyFaceConfig, TinyFaceGAN
@@ -20,9 +21,14 @@ def get_variant_class(name: str) -> type[GANVariant]:
         raise KeyError(f"unknown variant {name!r}; valid: {sorted(VARIANTS)}") from None
 
 
-def build_variant(cfg: GANVariantConfig, num_classes: int) -> GANVariant:
-    """``VARIANTS[cfg.name].build(cfg, num_classes)``."""
-    return get_variant_class(cfg.name).build(cfg, num_classes)
+def build_variant(cfg: VariantConfig, num_classes: int) -> GANVariant:
+    """``VARIANTS[cfg.name].build(cfg, num_classes)``; ``cfg`` must be that variant's Config."""
+    cls = get_variant_class(cfg.name)
+    if not isinstance(cfg, cls.Config):
+        raise TypeError(
+            f"variant {cfg.name!r} needs a {cls.Config.__name__}, got {type(cfg).__name__}"
+        )
+    return cls.build(cfg, num_classes)
 
 
 __all__ = [
