@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.evaluation import DetectionEvaluator
@@ -38,6 +39,8 @@ class GANDetectionModule(L.LightningModule):
         self.cfg: ExperimentConfig = to_experiment_config(config)
         self.variant: GANVariant = build_variant(self.cfg.variant, self.cfg.data.num_classes)
         self._val_grid_batch: RoiBatch | None = None
+        self.val_psnr_sr = PeakSignalNoiseRatio(data_range=(-1.0, 1.0))
+        self.val_psnr_bicubic = PeakSignalNoiseRatio(data_range=(-1.0, 1.0))
         self._det_eval: DetectionEvaluator | None = None
         self._wider_gt: WiderGroundTruth | None = None
 
@@ -118,8 +121,10 @@ class GANDetectionModule(L.LightningModule):
         mse_sr = F.mse_loss(fake.sr, batch.hr)
         mse_bic = F.mse_loss(bicubic, batch.hr)
         # PSNR on [0, 1] images: 10 log10(1 / mse), mse scaled by (1/2)^2 from [-1, 1].
-        psnr_sr = 10 * torch.log10(4.0 / mse_sr.clamp_min(1e-10))
-        psnr_bic = 10 * torch.log10(4.0 / mse_bic.clamp_min(1e-10))
+        # torchmetrics accumulates squared errors and counts, so PSNR is that of the whole val
+        # set whatever the batching or the number of DDP ranks (not a mean of batch PSNRs).
+        self.val_psnr_sr.update(fake.sr, batch.hr)
+        self.val_psnr_bicubic.update(bicubic, batch.hr)
         if probs.shape[1] == 1:
             pred = (probs[:, 0] > 0.5).long()
             target = (batch.labels > 0).long()
@@ -131,8 +136,8 @@ class GANDetectionModule(L.LightningModule):
             {
                 "val/mse_sr": mse_sr,
                 "val/mse_bicubic": mse_bic,
-                "val/psnr_sr": psnr_sr,
-                "val/psnr_bicubic": psnr_bic,
+                "val/psnr_sr": self.val_psnr_sr,
+                "val/psnr_bicubic": self.val_psnr_bicubic,
                 "val/cls_acc": acc,
             },
             batch_size=len(batch),
