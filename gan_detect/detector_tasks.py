@@ -35,7 +35,7 @@ def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
-    from gan_detect.training import build_logger
+    from gan_detect.training import build_trainer
 
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
@@ -43,27 +43,14 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
     OmegaConf.save(OmegaConf.create(to_container(cfg)), out / "config.yaml")
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     module = DetectorModule(detector_config(cfg))
-    t = cfg.trainer
+    # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.
+    strategy = cfg.trainer.strategy
     kwargs: dict[str, Any] = dict(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        default_root_dir=str(out),
-        logger=build_logger(cfg),
+        strategy="ddp" if strategy in ("ddp_gan", "ddp") else strategy,
         callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=1)],
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
     )
     kwargs.update(trainer_kw)
-    trainer = L.Trainer(**kwargs)
+    trainer = build_trainer(cfg, **kwargs)
     trainer.fit(
         module,
         train_dataloaders=dm.detection_dataloader("train", shuffle=True),

@@ -116,6 +116,16 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def verdict(metrics: dict[str, dict[str, float]]) -> str:
+    """One sentence: does the GAN beat its baseline on the primary small-object metric?"""
+    if "gan" not in metrics:
+        return "No GAN evaluated (baseline only)."
+    key = "ap_hard" if "ap_hard" in metrics["baseline"] else "map_small"
+    b, g = metrics["baseline"][key], metrics["gan"][key]
+    word = "beats" if g > b else "does NOT beat"
+    return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
+
+
 def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars: AP per size bucket (tiny < 16 px, small < 32, medium < 96, large)."""
     fig, axes = _panels(len(runs))
@@ -191,7 +201,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         e = r["eval"]
         parts.append(
             f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
-            f"checkpoint `{e.get('checkpoint')}`"
+            f"checkpoint `{e.get('checkpoint')}`. {verdict(e['metrics'])}"
         )
     plot_size_buckets(runs, out / "ap_by_size.png")
     plot_pr_curves(runs, out / "pr_curves.png")

@@ -44,6 +44,7 @@ def test_demo_report_has_every_section_and_its_table_equals_the_metrics_files(de
     report = (demo / "report" / "report.md").read_text()
     for s in SECTIONS:
         assert s in report, s
+    assert report.count("the baseline on ") == 2  # one verdict sentence per run
     for png in ("ap_by_size.png", "pr_curves.png", "training_curves.png", "sr_grid_0.png", "sr_grid_1.png"):
         with Image.open(demo / "report" / png) as im:
             assert im.width > 100 and im.height > 100
