@@ -28,7 +28,7 @@ class DemoSizes:
 
     train_images: int = 32
     val_images: int = 16
-    detector_epochs: int = 8
+    detector_epochs: int = 10
     gan_epochs: int = 4
 
     @classmethod
