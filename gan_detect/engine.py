@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from gan_detect.config import EvalConfig
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.evaluation import DetectionEvaluator
 from gan_detect.inference import InferenceOptions, refine_detections
@@ -154,9 +155,10 @@ class GANDetectionModule(L.LightningModule):
                 batch.src_sizes[:k],
             )
 
-    def inference_options(self) -> InferenceOptions:
-        """Inference settings derived from the config (LR size and context match the ROI mining)."""
-        e, d = self.cfg.evaluate, self.cfg.data
+    def inference_options(self, eval_cfg: EvalConfig | None = None) -> InferenceOptions:
+        """Inference settings: LR size and context from this model's ROI mining (they must match
+        what G was trained on); top-K, fusion and NMS from ``eval_cfg`` (default: own config)."""
+        e, d = eval_cfg or self.cfg.evaluate, self.cfg.data
         return InferenceOptions(
             top_k=e.top_k,
             lr_size=int(getattr(d, "hr_size", 64)) // self.variant.scale,

@@ -312,21 +312,14 @@ def evaluate(
             f"evaluate needs proposals for the {split} split: set data.{split}_proposals "
             "(a COCO results JSON or a WIDER txt tree, e.g. from `gan-detect propose`)"
         )
+    e = cfg.evaluate
     variant = None
+    opts = InferenceOptions(top_k=e.top_k)  # the baseline alone needs only top-K
     if ckpt is not None:
         module = load_module(ckpt)
-        variant = module.variant.to(resolve_device(cfg.evaluate.device))
-    e, d = cfg.evaluate, cfg.data
-    opts = InferenceOptions(
-        top_k=e.top_k,
-        lr_size=int(getattr(d, "hr_size", 64)) // cfg.variant.scale,  # type: ignore[attr-defined]
-        context=float(getattr(d, "context", 1.0)),
-        chunk_size=e.chunk_size,
-        score_fusion=e.score_fusion,
-        nms_iou=e.nms_iou,
-        max_detections=e.max_detections,
-        refine_boxes=e.refine_boxes,
-    )
+        variant = module.variant.to(resolve_device(e.device))
+        # LR size and context from the checkpoint (what G was trained on); the rest from cfg.
+        opts = module.inference_options(e)
     kind = "wider" if cfg.data.name == "wider_face" else "coco"
     gt = None
     gt_dir = getattr(cfg.data, "gt_dir", None)
