@@ -83,6 +83,9 @@ def test_cli_fit_then_evaluate_on_generated_faces(faces: Path, tmp_path: Path) -
     assert log.count("train/loss_g") == 1
     # detection metrics of the GAN's re-scoring are logged at validation (height fallback here)
     assert "val/ap_hard" in log and "val/map_small" in log and "val/psnr_sr" in log
+    val = _cli("validate", *common, f"ckpt={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    assert val.returncode == 0, val.stderr[-3000:]
+    assert "val/psnr_sr" in val.stdout and "val/psnr_bicubic" in val.stdout
     ev = _cli(
         "evaluate",
         *common,
