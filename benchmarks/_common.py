@@ -87,6 +87,7 @@ def machine() -> dict[str, Any]:
         "lightning": _version("lightning"),
         "timm": _version("timm"),
         "torchmetrics": _version("torchmetrics"),
+        "numpy": _version("numpy"),
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         # The 2-core dev machine is shared: a high load average means noisy absolute numbers.

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from _common import machine
+except ImportError:  # pragma: no cover
+    from benchmarks._common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_VARIANT = {
@@ -34,19 +38,6 @@ SMOKE_VARIANT = {
     "backbone": "test_resnet",
     "pretrained": False,
 }
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "load_1min": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads_per_rank": torch.get_num_threads(),
-    }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -176,7 +167,7 @@ def write_results(recs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     lines = [
         "# DDP scaling benchmark (CPU, gloo)",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, 1-min load average {m['load_1min']} at the "
+        f"Machine: {m['cpu']}, {m['cores']} cores, 1-min load average {m['loadavg_1m']} at the "
         f"start (other engineers' jobs shared the CPU: numbers are noisy); torch {m['torch']}, "
         f"Python {m['python']}; OMP_NUM_THREADS=1 per rank.",
         f"Command: `python benchmarks/ddp_scaling.py --batch {args.batch} --batches "

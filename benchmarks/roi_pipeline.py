@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -29,29 +27,13 @@ from gan_detect.data.records import ImageRecord
 from gan_detect.data.roi import clip_boxes, crop_hr, crop_lr_for_inference, make_lr
 from gan_detect.data.roi_store import OnTheFlyRoiDataset, RoiStoreDataset, build_roi_store
 
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from _common import machine
+except ImportError:  # pragma: no cover
+    from benchmarks._common import machine
+
 WIDER = Path(os.environ.get("GAN_DETECT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 WIDER_TRAIN = WIDER / "widerface/WIDER_train"
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_1m": os.getloadavg()[0],
-    }
 
 
 def generated_records(root: Path, n: int, seed: int = 0) -> list[ImageRecord]:

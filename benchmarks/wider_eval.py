@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,6 +22,11 @@ import numpy as np
 from gan_detect.data.proposals import read_wider_tree_arrays
 from gan_detect.metrics.wider_face_ap import THRESHOLDS, voc_ap, wider_face_ap
 from gan_detect.metrics.wider_gt import SETTINGS, WiderGroundTruth, load_wider_ground_truth
+
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from _common import machine
+except ImportError:  # pragma: no cover
+    from benchmarks._common import machine
 
 
 def reference_loop_ap(preds: dict[str, np.ndarray], gt: WiderGroundTruth) -> dict[str, float]:
@@ -78,29 +81,6 @@ def reference_loop_ap(preds: dict[str, np.ndarray], gt: WiderGroundTruth) -> dic
             precision, rec = pr[:, 1] / pr[:, 0], pr[:, 1] / count_face
         out[f"ap_{setting}"] = voc_ap(rec, precision)
     return out
-
-
-def machine() -> dict[str, object]:
-    import torch
-    import torchmetrics
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-    }
 
 
 def main() -> None:
