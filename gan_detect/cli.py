@@ -58,27 +58,41 @@ def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _resolve_resume(cfg: ExperimentConfig) -> str | None:
-    if cfg.resume is None:
-        return None
-    if cfg.resume == "auto":
-        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(cfg.resume).is_file():
+    if cfg.resume not in (None, "auto") and not Path(cfg.resume).is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
-    return cfg.resume
+    from gan_detect.training import resume_checkpoint
+
+    return resume_checkpoint(cfg)
+
+
+# 128 + SIGTERM, as a shell reports a process killed by it: `set -e` and SLURM see a failure.
+EXIT_SIGTERM = 143
 
 
 def cmd_fit(args: Sequence[str]) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from gan_detect.training import fit
 
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
-    if cfg.task == "detector":
-        from gan_detect.detector_tasks import fit_detector
+    try:
+        if cfg.task == "detector":
+            from gan_detect.detector_tasks import fit_detector
 
-        print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
-        return 0
-    fit(cfg, ckpt_path=_resolve_resume(cfg))
+            print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
+            return 0
+        fit(cfg, ckpt_path=_resolve_resume(cfg))
+    except SIGTERMException:
+        # Lightning turns SIGTERM into SystemExit(None), i.e. exit 0: a half-trained run would
+        # look finished. last.ckpt was saved first (ResumeCallback).
+        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        print(
+            f"gan-detect fit: stopped by SIGTERM before the end of training; {last} holds the "
+            "state to continue from with resume=auto",
+            file=sys.stderr,
+        )
+        return EXIT_SIGTERM
     return 0
 
 

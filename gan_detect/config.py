@@ -135,5 +135,8 @@ class ExperimentConfig:
     output_dir: str = "runs/${variant.name}_${data.name}"
     # Checkpoint to resume from: a path, "auto" (latest in output_dir/checkpoints) or null.
     resume: str | None = None
+    # A fresh (non-resume) fit refuses an output_dir holding an old run; true deletes that run's
+    # checkpoints and logs first.
+    overwrite: bool = False
     # Checkpoint used by validate / evaluate.
     ckpt: str | None = None

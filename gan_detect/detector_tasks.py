@@ -13,15 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import OmegaConf
 
+from gan_detect.checkpoints import load_checkpoint
 from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
 from gan_detect.detector.module import DetectorConfig, DetectorModule
 from gan_detect.detector.propose import run_proposals, write_proposals
-from gan_detect.schema import to_container
 
 
 def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -35,41 +33,39 @@ def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
-    from gan_detect.training import build_trainer
+    from gan_detect.training import build_trainer, run_folder_guard
 
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(to_container(cfg)), out / "config.yaml")
-    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
-    module = DetectorModule(detector_config(cfg))
-    # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.
-    strategy = cfg.trainer.strategy
-    kwargs: dict[str, Any] = dict(
-        strategy="ddp" if strategy in ("ddp_gan", "ddp") else strategy,
-        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=1)],
-    )
-    kwargs.update(trainer_kw)
-    trainer = build_trainer(cfg, **kwargs)
-    trainer.fit(
-        module,
-        train_dataloaders=dm.detection_dataloader("train", shuffle=True),
-        val_dataloaders=dm.detection_dataloader("val"),
-        ckpt_path=ckpt_path,
-    )
+    with run_folder_guard(cfg):
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        module = DetectorModule(detector_config(cfg))
+        # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.
+        strategy = cfg.trainer.strategy
+        ckpt_cb = ModelCheckpoint(
+            dirpath=str(out / "checkpoints"),
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,  # last.ckpt is always the newest, never last-v1.ckpt
+        )
+        kwargs: dict[str, Any] = dict(
+            strategy="ddp" if strategy in ("ddp_gan", "ddp") else strategy, callbacks=[ckpt_cb]
+        )
+        kwargs.update(trainer_kw)
+        trainer = build_trainer(cfg, **kwargs)
+        trainer.fit(
+            module,
+            train_dataloaders=dm.detection_dataloader("train", shuffle=True),
+            val_dataloaders=dm.detection_dataloader("val"),
+            ckpt_path=ckpt_path,
+        )
     return out / "checkpoints" / "last.ckpt"
 
 
 def load_detector(ckpt: str | Path) -> DetectorModule:
     """Load a trained detector with ``weights_only=True`` (a checkpoint cannot run code)."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"detector checkpoint not found: {ckpt}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    hp = state.get("hyper_parameters", {})
-    if "config" not in hp or "arch" not in hp["config"]:
-        raise ValueError(f"{ckpt}: not a gan-detect detector checkpoint")
-    module = DetectorModule(hp["config"])
+    state = load_checkpoint(ckpt, expect="detector")
+    module = DetectorModule(state["hyper_parameters"]["config"])
     module.load_state_dict(state["state_dict"])
     return module.eval()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,43 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from gan_detect.checkpoints import SafeCheckpointIO, load_checkpoint, newest_loadable
 from gan_detect.data import build_datamodule
 from gan_detect.engine import GANDetectionModule
 from gan_detect.schema import ExperimentConfig, to_container
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes the file here; a resumed run must keep every step logged before.
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                header = f.readline().strip()
+            self.metrics_keys = sorted(k for k in header.split(",") if k)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume (or a restart after SIGKILL).
+
+    A fresh fit never meets an old file: :func:`gan_detect.run_folder.prepare_run_folder` refuses
+    or clears an old run's folder first.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_logger(cfg: ExperimentConfig) -> Logger | bool:
@@ -27,7 +60,7 @@ def build_logger(cfg: ExperimentConfig) -> Logger | bool:
     if lc.kind == "none":
         return False
     if lc.kind == "csv":
-        return CSVLogger(save_dir=str(out), name="logs", version="")
+        return AppendingCSVLogger(save_dir=str(out), name="logs", version="")
     if lc.kind == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -125,6 +158,8 @@ def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
             save_last=True,
             save_top_k=-1,
             every_n_epochs=1,
+            # ResumeCallback writes last.ckpt too: overwrite it, never add last-v1.ckpt.
+            enable_version_counter=False,
         ),
     ]
     if cfg.logger.kind == "wandb":
@@ -156,6 +191,8 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
         # Our DataModules build their own DistributedSampler (seeded per epoch).
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
+        # Atomic saves next to the target; loads always weights_only=True (a resume runs no code).
+        plugins=[SafeCheckpointIO()],
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
@@ -214,6 +251,50 @@ def newest_checkpoint(ckpt_path: str | None, run_dir: str | Path) -> str | None:
     return ckpt_path
 
 
+def resume_checkpoint(cfg: ExperimentConfig) -> str | None:
+    """The checkpoint ``cfg.resume`` names, checked to load and to be of ``cfg.task``'s kind.
+
+    ``resume=auto``: the newest loadable of ``checkpoints/*.ckpt`` and ``hpc_ckpt_*.ckpt`` in
+    ``output_dir`` (an unloadable one, e.g. truncated by a kill, is skipped with a warning naming
+    it); None when there is none (a fresh start). ``resume=PATH``: that file or a newer
+    ``hpc_ckpt``.
+
+    Raises:
+        FileNotFoundError: ``resume=PATH`` does not exist.
+        CheckpointError: ``resume=PATH`` is unreadable or of the other task's kind.
+    """
+    if cfg.resume is None:
+        return None
+    expect = "detector" if cfg.task == "detector" else "gan"
+    out = Path(cfg.output_dir)
+    if cfg.resume == "auto":
+        found = newest_loadable(
+            [*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")],
+            expect,  # type: ignore[arg-type]
+        )
+        return None if found is None else str(found)
+    path = newest_checkpoint(cfg.resume, out) if Path(cfg.resume).is_file() else cfg.resume
+    load_checkpoint(path, expect)  # type: ignore[arg-type]
+    return path
+
+
+@contextlib.contextmanager
+def run_folder_guard(cfg: ExperimentConfig) -> Iterator[None]:
+    """Rank 0: refuse an old run's folder (unless resuming / ``overwrite``), lock it, check that
+    ``checkpoints/`` is writable, write ``config.yaml``; other ranks do nothing."""
+    from gan_detect.run_folder import check_writable, prepare_run_folder, run_lock
+
+    if _launch_rank() != 0:
+        yield
+        return
+    out = Path(cfg.output_dir)
+    with run_lock(out):
+        prepare_run_folder(out, resuming=cfg.resume is not None, overwrite=cfg.overwrite)
+        check_writable(out / "checkpoints")
+        write_run_config(cfg)
+        yield
+
+
 def _resumable_train_data(dm: L.LightningDataModule) -> None:
     """Make ``dm.train_dataloader()`` return a loader that resumes mid-epoch (see distributed)."""
     from gan_detect.distributed import make_resumable
@@ -239,29 +320,28 @@ def write_run_config(cfg: ExperimentConfig) -> Path:
 def fit(
     cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
 ) -> tuple[GANDetectionModule, L.Trainer]:
-    """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given."""
+    """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given.
+
+    Raises:
+        RunFolderError: ``output_dir`` holds another run, is locked, or cannot be written.
+        SIGTERMException: stopped by SIGTERM (``last.ckpt`` was saved first).
+    """
     L.seed_everything(cfg.seed, workers=True)
-    if _launch_rank() == 0:
-        write_run_config(cfg)
-    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
-    _resumable_train_data(dm)
-    module = GANDetectionModule(to_container(cfg))
-    apply_speed_options(module, cfg)
-    trainer = build_trainer(cfg, **trainer_overrides)
-    trainer.fit(module, datamodule=dm, ckpt_path=newest_checkpoint(ckpt_path, cfg.output_dir))
+    with run_folder_guard(cfg):
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        _resumable_train_data(dm)
+        module = GANDetectionModule(to_container(cfg))
+        apply_speed_options(module, cfg)
+        trainer = build_trainer(cfg, **trainer_overrides)
+        ckpt = newest_checkpoint(ckpt_path, cfg.output_dir)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     return module, trainer
 
 
 def load_module(ckpt: str | Path, map_location: str | torch.device = "cpu") -> GANDetectionModule:
     """Load a trained engine safely (``weights_only=True``: a checkpoint cannot run code)."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    state = torch.load(ckpt, map_location=map_location, weights_only=True)
-    hp = state.get("hyper_parameters", {})
-    if "config" not in hp:
-        raise ValueError(f"{ckpt}: not a gan-detect GAN checkpoint (no hyper_parameters.config)")
-    module = GANDetectionModule(hp["config"])
+    state = load_checkpoint(ckpt, expect="gan", map_location=map_location)
+    module = GANDetectionModule(state["hyper_parameters"]["config"])
     module.load_state_dict(state["state_dict"])
     module.eval()
     return module

@@ -1,0 +1,190 @@
+"""Reading and writing checkpoints safely: one loader, atomic saves, clear one-line errors.
+
+Every checkpoint, pipeline or cache file the package reads goes through :func:`read_checkpoint`
+(``torch.load(..., weights_only=True)``, passed explicitly so that neither an old torch default
+nor ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` lets a crafted file run code). Lightning reads and
+writes through :class:`SafeCheckpointIO`, so ``trainer.fit(ckpt_path=...)`` is just as safe and
+every save is atomic next to its target.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from typing_extensions import override
+
+__all__ = [
+    "CheckpointError",
+    "SafeCheckpointIO",
+    "atomic_torch_save",
+    "checkpoint_kind",
+    "load_checkpoint",
+    "newest_loadable",
+    "read_checkpoint",
+]
+
+Kind = Literal["gan", "detector", "pipeline"]
+_NAMES: dict[str, str] = {
+    "gan": "GAN checkpoint (written by `fit` of a GAN config)",
+    "detector": "detector checkpoint (written by `fit` of a task=detector config)",
+    "pipeline": "pipeline file (written by export_pipeline / the demo)",
+}
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format starts with a zip local header
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, unsafe, or of the wrong kind (the message names it)."""
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: empty, truncated, not a PyTorch file, or holds objects a safe load refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a valid gan-detect checkpoint")
+    with path.open("rb") as f:
+        head = f.read(4)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            # A pickle that needs a global (a class, a function): a crafted or foreign file.
+            raise CheckpointError(
+                f"{path}: refused: it holds Python objects that a safe (weights_only) load does "
+                "not allow, so it is not a gan-detect checkpoint (it was not loaded)"
+            ) from None
+        raise CheckpointError(_damaged(path, head, size)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError):
+        raise CheckpointError(_damaged(path, head, size)) from None
+
+
+def _damaged(path: Path, head: bytes, size: int) -> str:
+    if head == _ZIP_MAGIC:
+        return (
+            f"{path}: truncated or damaged checkpoint ({size} bytes; the save was probably "
+            "interrupted), not a valid gan-detect checkpoint"
+        )
+    return f"{path}: not a valid gan-detect checkpoint (not a PyTorch checkpoint file)"
+
+
+def checkpoint_kind(state: Any) -> Kind | None:
+    """``gan`` / ``detector`` / ``pipeline`` from a loaded file's contents; None if foreign."""
+    if not isinstance(state, dict):
+        return None
+    if state.get("format") == "gan-detect-pipeline/1":
+        return "pipeline"
+    hp = state.get("hyper_parameters")
+    cfg = hp.get("config") if isinstance(hp, dict) else None
+    if isinstance(cfg, dict) and isinstance(state.get("state_dict"), dict):
+        if "arch" in cfg:
+            return "detector"
+        if "variant" in cfg:
+            return "gan"
+    return None
+
+
+def load_checkpoint(path: str | Path, expect: Kind | None = None, map_location: Any = "cpu") -> Any:
+    """Read a gan-detect file safely and check it is the ``expect``-ed kind.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable (see :func:`read_checkpoint`), foreign, or the wrong kind,
+            e.g. "this is a detector checkpoint (...), but a GAN checkpoint (...) is expected".
+    """
+    state = read_checkpoint(path, map_location)
+    kind = checkpoint_kind(state)
+    if kind is None:
+        raise CheckpointError(
+            f"{path}: not a gan-detect checkpoint (a PyTorch file without gan-detect's "
+            "hyper_parameters.config and state_dict)"
+        )
+    if expect is not None and kind != expect:
+        raise CheckpointError(
+            f"{path}: this is a {_NAMES[kind]}, but a {_NAMES[expect]} is expected here"
+        )
+    return state
+
+
+def newest_loadable(candidates: Sequence[str | Path], expect: Kind | None) -> Path | None:
+    """The newest (by mtime) of ``candidates`` that loads; each one skipped is named in a warning.
+
+    Used by ``resume=auto``: a ``last.ckpt`` truncated by a kill must not stop the run from
+    resuming at the previous epoch's checkpoint.
+    """
+    files = [Path(c) for c in candidates if Path(c).is_file()]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in files:
+        try:
+            load_checkpoint(p, expect)
+        except CheckpointError as err:
+            warnings.warn(f"resume: skipping {err}", stacklevel=2)
+            continue
+        return p
+    return None
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``<path>.tmp`` in the target's folder, fsync, then rename over ``path``.
+
+    The rename is atomic because the temporary file is on the same file system (Lightning's own
+    save goes through ``$TMPDIR`` and becomes a copy across file systems): a kill or a full disk
+    leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (best effort: not every file system allows it)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic saves and ``weights_only=True`` loads, always."""
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO.save_checkpoint takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+    @override
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        # weights_only is ignored on purpose: a resume must never unpickle code.
+        loc = map_location if map_location is not None else "cpu"
+        state = read_checkpoint(path, loc)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: not a gan-detect checkpoint")
+        return state
