@@ -46,9 +46,39 @@ def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> E
     try:
         parts.append(OmegaConf.from_dotlist(clean))
         raw = OmegaConf.merge(*parts) if parts else OmegaConf.create()
+        _keep_string_overrides_literal(raw, clean)  # type: ignore[arg-type]
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad override: {err}") from None
     return to_experiment_config(raw)  # type: ignore[arg-type]
+
+
+def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) -> None:
+    """Values of string-typed keys keep their literal text (YAML would read ``runs/a #b`` as
+    ``runs/a`` and ``007`` as 7); ``null`` stays null and a quoted value is unquoted."""
+    from omegaconf.nodes import StringNode
+
+    from gan_detect.schema import build_schema
+
+    vname = OmegaConf.select(raw, "variant.name", default=None)
+    if vname is None and OmegaConf.select(raw, "task", default=None) == "detector":
+        vname = "tiny_face"  # as schema.merge_with_schema does for detector configs
+    dname = OmegaConf.select(raw, "data.name", default=None)
+    if vname is None or dname is None:
+        return  # the schema check names the missing key
+    try:
+        schema = build_schema(str(vname), str(dname))
+    except ConfigError:
+        return  # an unknown name: reported by the schema check
+    for item in overrides:
+        key, value = item.split("=", 1)
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(schema, parent_key) if parent_key else schema
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+        if not isinstance(node, StringNode) or value in ("null", "~"):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # quoted on purpose: the text inside
+        OmegaConf.update(raw, key, value, merge=False)
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -190,9 +220,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors (and Lightning's config errors): one line, exit 2."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from gan_detect.checkpoints import CheckpointError
+    from gan_detect.run_folder import RunFolderError
+
+    return (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError,
+            MisconfigurationException)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gan-detect`` console script."""
+    """Entry point of the ``gan-detect`` console script.
+
+    Errors in the user's input print one line ``gan-detect CMD: error: ...`` and exit 2; the
+    traceback is shown with ``--debug`` (anywhere on the command line) or ``GAN_DETECT_DEBUG=1``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("GAN_DETECT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -205,10 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(COMMANDS[name][0](rest) or 0)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"gan-detect {name}: error: {err}", file=sys.stderr)
-        if os.environ.get("GAN_DETECT_DEBUG"):
+    except Exception as err:
+        if debug or not isinstance(err, _user_errors()):
             raise
+        text = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
+        print(f"gan-detect {name}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import Tensor
 
+from gan_detect.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.detector.module import DetectorModule
 from gan_detect.engine import GANDetectionModule
 from gan_detect.inference import InferenceOptions, refine_detections
@@ -59,7 +60,7 @@ def export_pipeline(
     opts: InferenceOptions | None = None,
 ) -> Path:
     """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file."""
-    det = torch.load(detector_ckpt, map_location="cpu", weights_only=True)
+    det = load_checkpoint(detector_ckpt, expect="detector")
     bundle: dict[str, Any] = {
         "format": "gan-detect-pipeline/1",
         "class_names": list(class_names),
@@ -68,7 +69,7 @@ def export_pipeline(
         "inference": asdict(opts or InferenceOptions()),
     }
     if gan_ckpt is not None:
-        gan = torch.load(gan_ckpt, map_location="cpu", weights_only=True)
+        gan = load_checkpoint(gan_ckpt, expect="gan")
         bundle["gan"] = {
             "config": gan["hyper_parameters"]["config"],
             "state_dict": gan["state_dict"],
@@ -79,10 +80,7 @@ def export_pipeline(
             bundle["inference"].update(
                 lr_size=int(data["hr_size"]) // int(scale), context=float(data["context"])
             )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
-    return path
+    return atomic_torch_save(bundle, path)
 
 
 def to_image_tensor(image: Any) -> Tensor:
@@ -145,11 +143,7 @@ class Pipeline:
             path = path / PIPELINE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"pipeline file not found: {path}")
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(bundle, dict) or bundle.get("format") != "gan-detect-pipeline/1":
-            raise ValueError(
-                f"{path}: not a gan-detect pipeline file (see gan_detect.predict.export_pipeline)"
-            )
+        bundle = load_checkpoint(path, expect="pipeline")
         det = DetectorModule(bundle["detector"]["config"])
         det.load_state_dict(bundle["detector"]["state_dict"])
         gan = None
@@ -302,6 +296,9 @@ def main(argv: Sequence[str]) -> int:
         "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
     )
     ns = ap.parse_args(list(argv))
+    for name in ("batch_size", "max_detections"):
+        if getattr(ns, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(ns, name)}")
     pipe = Pipeline.load(
         ns.ckpt,
         device=ns.device,

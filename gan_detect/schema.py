@@ -102,3 +102,31 @@ def _check(cfg: ExperimentConfig) -> None:
         v = getattr(cfg.optim, f.name)
         if isinstance(v, float) and v < 0:
             raise ConfigError(f"config key 'optim.{f.name}': must be >= 0, got {v}")
+    for key, low in _MIN_INTS.items():
+        section, leaf = key.split(".")
+        v = getattr(getattr(cfg, section), leaf, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v < low:
+            if key == "trainer.max_epochs" and v == -1:
+                continue  # Lightning's "no limit"
+            raise ConfigError(f"config key '{key}': must be >= {low}, got {v}")
+
+
+# Integer keys with a lower bound (checked here, so a bad value is one line, not a traceback).
+_MIN_INTS: dict[str, int] = {
+    "data.batch_size": 1,
+    "data.val_batch_size": 1,
+    "data.num_workers": 0,
+    "data.rois_per_image": 1,
+    "data.hr_size": 4,
+    "data.num_classes": 1,
+    "trainer.max_epochs": 0,
+    "trainer.num_nodes": 1,
+    "trainer.check_val_every_n_epoch": 1,
+    "trainer.log_every_n_steps": 1,
+    "trainer.checkpoint_every_n_batches": 0,
+    "evaluate.top_k": 1,
+    "evaluate.max_detections": 1,
+    "evaluate.chunk_size": 1,
+    "evaluate.coco_max_dets": 1,
+    "optim.warmup_epochs": 0,
+}
