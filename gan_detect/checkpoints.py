@@ -61,7 +61,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        if "Unsupported global" in str(err) or "GLOBAL" in str(err):
             # A pickle that needs a global (a class, a function): a crafted or foreign file.
             raise CheckpointError(
                 f"{path}: refused: it holds Python objects that a safe (weights_only) load does "

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.loggers.csv_logs import _ExperimentWriter as _FabricExperimentWriter
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -46,7 +47,7 @@ class AppendingCSVLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> _FabricExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
@@ -384,6 +385,8 @@ def evaluate(
     from gan_detect.metrics import load_wider_ground_truth
 
     out = Path(out_dir or Path(cfg.output_dir) / "eval")
+    # A bad checkpoint fails before the (slow) data set-up.
+    module = load_module(ckpt) if ckpt is not None else None
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     split = cfg.evaluate.split
     ds = dm.detection_dataset(split)
@@ -395,8 +398,7 @@ def evaluate(
     e = cfg.evaluate
     variant = None
     opts = InferenceOptions(top_k=e.top_k)  # the baseline alone needs only top-K
-    if ckpt is not None:
-        module = load_module(ckpt)
+    if module is not None:
         variant = module.variant.to(resolve_device(e.device))
         # LR size and context from the checkpoint (what G was trained on); the rest from cfg.
         opts = module.inference_options(e)
