@@ -72,8 +72,11 @@ def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) ->
     for item in overrides:
         key, value = item.split("=", 1)
         parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(schema, parent_key) if parent_key else schema
-        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+        try:
+            parent = OmegaConf.select(schema, parent_key) if parent_key else schema
+            node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+        except OmegaConfBaseException:
+            continue  # an unknown key: the schema check names it and lists the valid ones
         if not isinstance(node, StringNode) or value in ("null", "~"):
             continue
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":

@@ -43,6 +43,23 @@ def evaluate_wider_tree(
     wanted = set(gt.image_ids)
     missing = sum(1 for i in gt.image_ids if i not in preds)
     extra = sum(1 for i in preds if i not in wanted)
+    # Only "<event>/<name>.txt" is read (as the official tool does): name what else is there.
+    odd_case = [f for f in Path(pred_dir).glob("*/*") if f.suffix.lower() == ".txt" != f.suffix]
+    if odd_case:
+        warnings.warn(
+            f"{len(odd_case)} files under {pred_dir} end in another case of .txt (e.g. "
+            f"{odd_case[0]}) and are not read: rename them to .txt",
+            stacklevel=2,
+        )
+    if gt.image_ids and missing == len(gt):
+        deeper = len(list(Path(pred_dir).glob("*/*/*.txt")))
+        shallow = len(list(Path(pred_dir).glob("*.txt")))
+        raise ValueError(
+            f"{pred_dir}: none of the {len(gt)} ground-truth images has a prediction file "
+            f"({len(preds)} <event>/<name>.txt files read, {len(odd_case)} with a .TXT-like "
+            f"suffix, {deeper} one folder deeper, {shallow} one folder higher): the folder must "
+            "hold <event>/<name>.txt"
+        )
     if missing:
         warnings.warn(
             f"{missing} of {len(gt)} images have no prediction file under {pred_dir}; "

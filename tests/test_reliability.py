@@ -10,6 +10,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -291,3 +292,129 @@ def test_debug_flag_shows_the_traceback() -> None:
 
     with pytest.raises(ConfigError, match="trainer.max_epochs"):
         main(["fit", str(EXP / "tiny_face_wider.yaml"), "trainer.max_epochs=-5", "--debug"])
+
+
+# ---- 9-12: no silent wrong results ----------------------------------------------------------------
+def test_proposals_matching_no_image_fail_with_counts(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.data import build_datamodule
+    from gan_detect.data.proposals import write_wider_tree
+    from gan_detect.data.records import Proposals
+
+    one = Proposals(np.array([[1.0, 2.0, 9.0, 9.0]]), np.array([0.5]), np.ones(1, np.int64))
+    write_wider_tree({"99--Other/x": one}, tmp_path / "other_ids")
+    write_wider_tree({"0--Parade/x": one}, tmp_path / "level" / "tree")  # one level too high
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "other_ids": "proposals read for 1 images, 0 of them match the 4 images",
+        "level": "proposals read for 0 images, 0 of them match the 4 images",
+        "empty": "wrong folder level",
+    }
+    for name, msg in cases.items():
+        cfg = _cfg(faces, tmp_path / "run", f"data.train_proposals={tmp_path / name}")
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=msg):
+            dm.proposals("train")
+    # evaluation: AP 0 with exit 0 before; now one line and exit 2
+    capsys.readouterr()
+    argv = _args(faces, tmp_path / "run", f"data.val_proposals={tmp_path / 'other_ids'}")
+    assert main(["evaluate", *argv]) == 2
+    assert "0 of them match the 2 images" in capsys.readouterr().err
+
+
+def test_unknown_event_is_an_error_naming_the_valid_ones(faces: Path, tmp_path: Path) -> None:
+    from gan_detect.data import build_datamodule
+
+    cfg = _cfg(faces, tmp_path / "run", "data.train_events=[19--Coupel]")
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"data.train_events: unknown WIDER FACE event '19--Coupel'"
+    ):
+        dm.records("train")
+    plain = _cfg(faces, tmp_path / "run")
+    every = build_datamodule(plain.data, scale=plain.variant.scale)  # type: ignore[arg-type]
+    events = sorted({r.image_id.split("/")[0] for r in every.records("train")})
+    with pytest.raises(ValueError) as info:
+        dm.records("train")
+    assert len(events) > 1 and all(e in str(info.value) for e in events)
+    cfg = _cfg(faces, tmp_path / "run", f"data.train_events=[{events[0]}]")
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale)  # type: ignore[arg-type]
+    assert {r.image_id.split("/")[0] for r in dm.records("train")} == {events[0]}
+
+
+def test_wider_eval_on_an_empty_or_wrong_level_folder_fails(tmp_path: Path) -> None:
+    from test_wider_face_ap import PREDS, _write_mats
+
+    from gan_detect.data.proposals import write_wider_tree
+    from gan_detect.data.records import Proposals
+    from gan_detect.wider_eval import evaluate_wider_tree
+
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    _write_mats(gt_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="none of the 3 ground-truth images has a prediction"):
+        evaluate_wider_tree(tmp_path / "empty", gt_dir)
+    dets = {
+        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
+        for i, p in PREDS.items()
+    }
+    write_wider_tree(dets, tmp_path / "up" / "pred")
+    with pytest.raises(ValueError, match="3 one folder deeper"):
+        evaluate_wider_tree(tmp_path / "up", gt_dir)
+    # a .TXT file is reported, not silently skipped
+    pred = tmp_path / "up" / "pred"
+    one = sorted(pred.glob("*/*.txt"))[0]
+    one.rename(one.with_suffix(".TXT"))
+    with pytest.warns(UserWarning, match="another case of .txt"):
+        evaluate_wider_tree(pred, gt_dir)
+    assert main(["wider-eval", str(tmp_path / "empty"), "--gt", str(gt_dir)]) == 2
+
+
+def test_dropped_and_clipped_annotations_are_counted_and_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from gan_detect.data.coco import load_coco_records
+    from gan_detect.data.datamodules import CocoDataConfig, CocoDataModule
+
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [90, 70, 20, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [200, 10, 5, 5], "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 5], "iscrowd": 0},
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(ann))
+    out = load_coco_records(path, tmp_path)
+    assert (out.num_dropped, out.num_outside, out.num_clipped) == (1, 1, 1)
+    np.testing.assert_allclose(out.records[0].boxes, [[90, 70, 100, 80], [5, 5, 15, 15]])
+    c = CocoDataConfig(
+        root=str(tmp_path), num_classes=1, train_annotation_file=str(path),
+        train_image_dir=str(tmp_path),
+    )  # fmt: skip
+    CocoDataModule(c).records("train")
+    err = capsys.readouterr().err
+    assert f"{path}: dropped 1 annotations with zero width or height and 1 wholly" in err
+    assert "clipped 1 that ran over the image border" in err
+    # WIDER: a real zero-size box is reported; the zero-face placeholder rows are not "lost"
+    gt = tmp_path / "gt.txt"
+    gt.write_text(
+        "0--Parade/a.jpg\n2\n10 20 30 40 0 0 0 0 0 0\n5 6 0 8 0 0 0 0 0 0\n"
+        "1--Hand/b.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n"
+    )
+    cfg = load_config(
+        [EXP / "tiny_face_wider.yaml"],
+        [f"data.train_annotation_file={gt}", f"data.train_image_dir={tmp_path}"],
+    )
+    from gan_detect.data import build_datamodule
+
+    build_datamodule(cfg.data, scale=cfg.variant.scale).records("train")  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert f"{gt}: dropped 1 of 3 box rows with zero width or height (besides 1 zero-face" in err

@@ -29,6 +29,8 @@ class CocoRecords:
         category_ids: original COCO category id of label i + 1 at index i (sorted ascending).
         category_id_to_label: COCO category id -> contiguous label 1..C.
         num_dropped: annotations with zero width or height, not turned into boxes.
+        num_outside: annotations entirely outside their image (no area left after clipping).
+        num_clipped: boxes that ran over the image border, clipped to it (kept).
     """
 
     records: list[ImageRecord]
@@ -36,6 +38,8 @@ class CocoRecords:
     category_ids: list[int]
     category_id_to_label: dict[int, int] = field(default_factory=dict)
     num_dropped: int = 0
+    num_outside: int = 0
+    num_clipped: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -89,8 +93,9 @@ def load_coco_records(ann_json: str | Path, image_dir: str | Path) -> CocoRecord
 
     Crowd annotations (``iscrowd=1``) become ``ignore=True`` boxes. Boxes are converted from
     xywh to xyxy = (x, y, x + w, y + h) pixels; zero-width or zero-height boxes are dropped
-    (counted in ``num_dropped``) because no IoU can match them. Width and height come from the
-    JSON; the image files are not opened.
+    (counted in ``num_dropped``) because no IoU can match them. A box running over the image
+    border is clipped to it (``num_clipped``), one wholly outside is dropped (``num_outside``).
+    Width and height come from the JSON; the image files are not opened.
 
     Args:
         ann_json: ``instances_<split>.json``.
@@ -110,27 +115,37 @@ def load_coco_records(ann_json: str | Path, image_dir: str | Path) -> CocoRecord
     category_ids = sorted(coco.getCatIds())
     class_names = [coco.cats[c]["name"] for c in category_ids]
     to_label = {c: i + 1 for i, c in enumerate(category_ids)}
-    records, dropped = [], 0
+    records, dropped, outside, clipped = [], 0, 0, 0
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None))
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
-        dropped += int((~keep).sum())
+        sized = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+        dropped += int((~sized).sum())
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        w, h = float(info["width"]), float(info["height"])
+        if w > 0 and h > 0:  # clip what runs over the border; drop what lies wholly outside
+            inside = xyxy.copy()
+            inside[:, 0::2] = inside[:, 0::2].clip(0, w)
+            inside[:, 1::2] = inside[:, 1::2].clip(0, h)
+            has_area = (inside[:, 2] > inside[:, 0]) & (inside[:, 3] > inside[:, 1])
+            outside += int((sized & ~has_area).sum())
+            clipped += int((sized & has_area & np.any(inside != xyxy, axis=1)).sum())
+            xyxy, sized = inside, sized & has_area
+        keep = sized
         kept = [a for a, k in zip(anns, keep, strict=True) if k]
-        xywh = xywh[keep]
         records.append(
             ImageRecord(
                 image_id=str(img_id),
                 path=str(Path(image_dir) / info["file_name"]),
-                boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+                boxes=xyxy[keep],
                 labels=np.array([to_label[a["category_id"]] for a in kept], np.int64),
                 ignore=np.array([bool(a.get("iscrowd", 0)) for a in kept], bool),
                 width=int(info["width"]),
                 height=int(info["height"]),
             )
         )
-    return CocoRecords(records, class_names, category_ids, to_label, dropped)
+    return CocoRecords(records, class_names, category_ids, to_label, dropped, outside, clipped)
 
 
 def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:

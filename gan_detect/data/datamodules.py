@@ -6,6 +6,7 @@ ROI stores are built once in ``prepare_data`` (rank 0 of each node) and memory-m
 
 from __future__ import annotations
 
+import sys
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,33 @@ class RoiDataConfig(DataConfig):
     val_detection: bool = False
     # Full-image batch size (detection validation, detector training, proposals).
     val_batch_size: int = 2
+
+
+def check_proposals_match(
+    props: dict[str, Proposals], records: list[ImageRecord], source: str
+) -> None:
+    """Fail when no proposal belongs to an image of the split (other ids, a wrong-level tree).
+
+    Images without proposals would silently fall back to ground-truth jitter in training and
+    score AP 0 in evaluation.
+
+    Raises:
+        ValueError: with the counts (images with proposals read, images matched) and id examples.
+    """
+    ids = {r.image_id for r in records}
+    matched = ids.intersection(props)
+    if matched or not records:
+        return
+    hint = (
+        "no proposals at all (an empty file, or a WIDER tree at the wrong folder level: it must "
+        "hold <event>/<name>.txt)"
+        if not props
+        else f"proposal ids look like {sorted(props)[:3]}, image ids like {sorted(ids)[:3]}"
+    )
+    raise ValueError(
+        f"{source}: proposals read for {len(props)} images, 0 of them match the "
+        f"{len(records)} images of the split; {hint}"
+    )
 
 
 class RoiDataModule(L.LightningDataModule):
@@ -106,9 +134,11 @@ class RoiDataModule(L.LightningDataModule):
         path = self.cfg.train_proposals if split == "train" else self.cfg.val_proposals
         if path is None:
             return None
-        return load_proposals(
+        props = load_proposals(
             path, top_k=self.cfg.top_k, category_id_to_label=self.category_id_to_label()
         )
+        check_proposals_match(props, self.records(split), f"data.{split}_proposals={path}")
+        return props
 
     # ---- ROI stores --------------------------------------------------------------------------
     def _store(self, split: str, is_main: bool = True) -> Path:
@@ -240,7 +270,7 @@ class WiderFaceDataModule(RoiDataModule):
     Config = WiderFaceDataConfig
 
     def read_records(self, split: str) -> list[ImageRecord]:
-        from gan_detect.data.wider_face import parse_wider_annotations, wider_split_paths
+        from gan_detect.data.wider_face import read_wider_annotations, wider_split_paths
 
         c = self.cfg
         assert isinstance(c, WiderFaceDataConfig)
@@ -251,11 +281,22 @@ class WiderFaceDataModule(RoiDataModule):
             txt, images = wider_split_paths(c.root, official)
             ann = ann or str(txt)
             img_dir = img_dir or str(images)
-        recs = parse_wider_annotations(ann, img_dir)
+        parsed = read_wider_annotations(ann, img_dir)
+        if parsed.num_zero_size:
+            print(
+                f"{ann}: dropped {parsed.num_zero_size} of {parsed.num_rows} box rows with zero "
+                f"width or height (besides {parsed.num_placeholders} zero-face placeholder rows)",
+                file=sys.stderr,
+            )
+        recs = parsed.records
         events = c.train_events if split == "train" else c.val_events
         if events is not None:
-            keep = set(events)
-            recs = [r for r in recs if r.image_id.split("/")[0] in keep]
+            from gan_detect.data.wider_face import filter_events
+
+            try:  # a typo must not train on 0 images: unknown names are an error
+                recs = filter_events(recs, include=events)
+            except ValueError as err:
+                raise ValueError(f"data.{split}_events: {err}") from None
         return recs
 
 
@@ -293,6 +334,13 @@ class CocoDataModule(RoiDataModule):
                 ann = ann or str(a)
                 img_dir = img_dir or str(i)
             loaded = load_coco_records(ann, img_dir)
+            if loaded.num_dropped or loaded.num_outside or loaded.num_clipped:
+                print(
+                    f"{ann}: dropped {loaded.num_dropped} annotations with zero width or height "
+                    f"and {loaded.num_outside} wholly outside their image; clipped "
+                    f"{loaded.num_clipped} that ran over the image border",
+                    file=sys.stderr,
+                )
             if len(loaded.class_names) != c.num_classes:
                 raise ValueError(
                     f"data.num_classes is {c.num_classes} but {ann} has "

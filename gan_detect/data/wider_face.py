@@ -34,12 +34,20 @@ class WiderAnnotations:
             conventions); this equals the box count of the official ``.mat`` files.
         num_dropped: rows not turned into boxes (w <= 0 or h <= 0, which includes every all-zero
             zero-face row).
+        num_placeholders: the all-zero rows that mark zero-face images (part of ``num_dropped``;
+            a convention, not a lost face).
     """
 
     records: list[ImageRecord]
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     num_rows: int = 0
     num_dropped: int = 0
+    num_placeholders: int = 0
+
+    @property
+    def num_zero_size(self) -> int:
+        """Real box rows dropped for w <= 0 or h <= 0 (placeholders excluded)."""
+        return self.num_dropped - self.num_placeholders
 
 
 class _Lines:
@@ -173,6 +181,8 @@ def read_wider_annotations(
         table_kept = table[keep]
         out.num_rows += len(table)
         out.num_dropped += int((~keep).sum())
+        if count <= 1 and len(table) == 1 and not np.any(table):
+            out.num_placeholders += 1  # "0" + zero row (train) or "1" + zero row (val)
         xywh = table_kept[:, :4]
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         attrs = table_kept[:, 4:].astype(np.int64)
