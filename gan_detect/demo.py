@@ -87,6 +87,7 @@ def run_demo(
             f"seed={seed}",
             "logger.kind=csv",
             f"trainer.enable_progress_bar={str(progress).lower()}",
+            "overwrite=true",  # re-running the demo into the same --out starts it afresh
             *extra,
         ]
         files = [_exp(det_yaml), _exp("smoke.yaml"), _exp("demo.yaml")]
