@@ -226,9 +226,23 @@ def test_crafted_checkpoint_runs_no_code_in_any_command(
         assert "\n" not in err
         assert not marker.exists(), name
     # Lightning's own resume path (trainer.fit(ckpt_path=...)) reads through SafeCheckpointIO
+    from gan_detect.training import build_trainer
+
+    trainer = build_trainer(_cfg(faces, run), logger=False)
+    assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
     with pytest.raises(CheckpointError, match="refused"):
-        SafeCheckpointIO().load_checkpoint(evil, weights_only=False)
+        trainer.strategy.load_checkpoint(evil, weights_only=False)
     assert not marker.exists()
+
+
+def test_every_torch_load_in_the_package_is_weights_only() -> None:
+    import re
+
+    calls = []
+    for f in (ROOT / "gan_detect").rglob("*.py"):
+        calls += [(f.name, m) for m in re.findall(r"torch\.load\(([^)]*)\)", f.read_text())]
+    assert any(f == "checkpoints.py" for f, _ in calls)  # the one safe loader is found
+    assert all("weights_only=True" in args for _, args in calls), calls
 
 
 def test_bad_checkpoint_files_get_one_clear_line(faces: Path, tmp_path: Path) -> None:
