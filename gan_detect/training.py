@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import inspect
 import json
 import os
@@ -27,7 +28,14 @@ from gan_detect.schema import ExperimentConfig, to_container
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted."""
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted.
+
+    With ``resumed`` set, the first row logged (the first step after the checkpoint) drops the
+    file's rows of that step and later: a run killed after its last checkpoint had logged steps
+    that the resumed run logs again, and they must not appear twice.
+    """
+
+    resumed = False
 
     def _check_log_dir_exists(self) -> None:
         # Lightning deletes the file here; a resumed run must keep every step logged before.
@@ -37,6 +45,28 @@ class _AppendingWriter(ExperimentWriter):
                 header = f.readline().strip()
             self.metrics_keys = sorted(k for k in header.split(",") if k)
 
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        if self.resumed and step is not None:
+            self.resumed = False
+            self._drop_rows_from_step(step)
+        super().log_metrics(metrics_dict, step)
+
+    def _drop_rows_from_step(self, step: int) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+        keep = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
+        if len(keep) < len(rows):
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
+            os.replace(tmp, path)
+
 
 class AppendingCSVLogger(CSVLogger):
     """``CSVLogger`` whose ``metrics.csv`` survives a resume (or a restart after SIGKILL).
@@ -44,6 +74,12 @@ class AppendingCSVLogger(CSVLogger):
     A fresh fit never meets an old file: :func:`gan_detect.run_folder.prepare_run_folder` refuses
     or clears an old run's folder first.
     """
+
+    def mark_resumed(self) -> None:
+        """Called when a checkpoint is restored: rows after it are replaced, not duplicated."""
+        writer = self.experiment
+        if isinstance(writer, _AppendingWriter):
+            writer.resumed = True
 
     @property
     @rank_zero_experiment
@@ -126,6 +162,15 @@ class ResumeCallback(Callback):
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             flag = bool(t.item())
         return flag
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Steps logged after this checkpoint (before a kill) are logged again by the resumed run.
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                if isinstance(lg, AppendingCSVLogger):
+                    lg.mark_resumed()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

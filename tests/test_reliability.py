@@ -71,17 +71,34 @@ def _step(path: Path) -> tuple[int, int]:
 def test_last_ckpt_is_the_final_state_after_resume_with_periodic_saves(
     faces: Path, tmp_path: Path
 ) -> None:
+    """4 batches an epoch, a checkpoint every 2; a crash before global batch 7, then resume."""
+    from lightning.pytorch.callbacks import Callback
+
+    from gan_detect.training import build_callbacks
+
+    class Crash(Callback):  # a hard stop (like SIGKILL): only the periodic checkpoint survives
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == 1 and batch_idx == 3:
+                raise RuntimeError("simulated crash")
+
     run = tmp_path / "run"
-    _fit(faces, run, "trainer.max_epochs=1", "trainer.checkpoint_every_n_batches=1")
-    _fit(faces, run, "trainer.max_epochs=2", "trainer.checkpoint_every_n_batches=1", "resume=auto")
+    extra = ["trainer.max_epochs=2", "trainer.checkpoint_every_n_batches=2",
+             "data.rois_per_image=8", "trainer.log_every_n_steps=1"]  # fmt: skip
+    cfg = _cfg(faces, run, *extra)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cfg, callbacks=[*build_callbacks(cfg), Crash()])
+    assert _step(run / "checkpoints" / "last.ckpt") == (1, 12)  # after global batch 6 of 8
+    _fit(faces, run, *extra, "resume=auto")
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]  # no last-v1.ckpt
     assert _step(run / "checkpoints" / "last.ckpt") == _step(run / "checkpoints" / "epoch001.ckpt")
-    assert _step(run / "checkpoints" / "last.ckpt")[0] == 1
-    # 3: the resumed run continued metrics.csv (epoch 0's rows are still there)
+    assert _step(run / "checkpoints" / "last.ckpt") == (1, 16)
+    # 3: metrics.csv continued: every train step once (the re-done step 6 not twice), both vals
     with (run / "logs" / "metrics.csv").open() as f:
-        epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("epoch")}
-    assert {"0", "1"} <= epochs
+        rows = list(csv.DictReader(f))
+    train = [int(r["step"]) for r in rows if r.get("train/loss_g")]
+    val = [int(r["step"]) for r in rows if r.get("val/psnr_sr")]
+    assert train == list(range(8)) and val == [3, 7], (train, val)
     # 4: resume=auto skips (and names) a truncated last.ckpt and takes the newest loadable one
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:5000])
