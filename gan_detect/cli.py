@@ -98,10 +98,6 @@ def _resolve_resume(cfg: ExperimentConfig) -> str | None:
     return resume_checkpoint(cfg)
 
 
-# 128 + SIGTERM, as a shell reports a process killed by it: `set -e` and SLURM see a failure.
-EXIT_SIGTERM = 143
-
-
 def cmd_fit(args: Sequence[str]) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -116,16 +112,15 @@ def cmd_fit(args: Sequence[str]) -> int:
             print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
             return 0
         fit(cfg, ckpt_path=_resolve_resume(cfg))
-    except SIGTERMException:
-        # Lightning turns SIGTERM into SystemExit(None), i.e. exit 0: a half-trained run would
-        # look finished. last.ckpt was saved first (ResumeCallback).
+    except SIGTERMException as err:
+        # training.fit re-raises it with code 143 (Lightning's own is exit 0); last.ckpt is saved.
         last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
         print(
             f"gan-detect fit: stopped by SIGTERM before the end of training; {last} holds the "
             "state to continue from with resume=auto",
             file=sys.stderr,
         )
-        return EXIT_SIGTERM
+        return int(err.code or 143)
     return 0
 
 

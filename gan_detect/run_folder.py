@@ -84,7 +84,10 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def run_lock(out: str | Path) -> Iterator[Path]:
-    """Hold ``out/.gan-detect.lock`` (``PID HOST``) while training; a dead PID's lock is taken.
+    """Hold ``out/.gan-detect.lock`` (``PID HOST [SLURM_JOB_ID]``) while training.
+
+    A lock is taken over (with a warning) when its PID is dead on this host, or when it was
+    left by this same SLURM job before a requeue (possibly on another node).
 
     Raises:
         RunFolderError: another live process holds the lock (its PID and host are named).
@@ -92,7 +95,8 @@ def run_lock(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
-    me = f"{os.getpid()} {socket.gethostname()}\n"
+    job = os.environ.get("SLURM_JOB_ID", "")
+    me = f"{os.getpid()} {socket.gethostname()} {job}".strip() + "\n"
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -101,14 +105,14 @@ def run_lock(out: str | Path) -> Iterator[Path]:
             pid = int(text[0]) if text and text[0].isdigit() else -1
             host = text[1] if len(text) > 1 else "?"
             same_host = host == socket.gethostname()
-            if pid > 0 and (not same_host or _pid_alive(pid)):
+            requeued = bool(job) and len(text) > 2 and text[2] == job
+            if pid > 0 and not requeued and (not same_host or _pid_alive(pid)):
                 raise RunFolderError(
                     f"{lock}: output_dir is in use by another run (PID {pid} on {host}); "
                     "wait for it, or delete the lock file if that process is gone"
                 ) from None
-            warnings.warn(
-                f"{lock}: taking over a stale lock of PID {pid} (no such process)", stacklevel=3
-            )
+            why = "the same SLURM job, requeued" if requeued else "no such process"
+            warnings.warn(f"{lock}: taking over a stale lock of PID {pid} ({why})", stacklevel=3)
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:

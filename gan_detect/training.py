@@ -324,21 +324,32 @@ def resume_checkpoint(cfg: ExperimentConfig) -> str | None:
     return path
 
 
+# 128 + SIGTERM, what a shell reports for a process the signal ended: scripts see a failure.
+EXIT_SIGTERM = 143
+
+
 @contextlib.contextmanager
 def run_folder_guard(cfg: ExperimentConfig) -> Iterator[None]:
     """Rank 0: refuse an old run's folder (unless resuming / ``overwrite``), lock it, check that
-    ``checkpoints/`` is writable, write ``config.yaml``; other ranks do nothing."""
+    ``checkpoints/`` is writable, write ``config.yaml``. Every rank: SIGTERM leaves as
+    ``SIGTERMException(143)`` (a ``SystemExit``), so even a Python caller exits non-zero."""
     from gan_detect.run_folder import check_writable, prepare_run_folder, run_lock
 
-    if _launch_rank() != 0:
-        yield
-        return
-    out = Path(cfg.output_dir)
-    with run_lock(out):
-        prepare_run_folder(out, resuming=cfg.resume is not None, overwrite=cfg.overwrite)
-        check_writable(out / "checkpoints")
-        write_run_config(cfg)
-        yield
+    try:
+        if _launch_rank() != 0:
+            yield
+            return
+        out = Path(cfg.output_dir)
+        with run_lock(out):
+            prepare_run_folder(out, resuming=cfg.resume is not None, overwrite=cfg.overwrite)
+            check_writable(out / "checkpoints")
+            write_run_config(cfg)
+            yield
+    except SIGTERMException as err:
+        # Lightning raises SystemExit(None), exit status 0: a half-trained run would look done.
+        if err.code in (None, 0):
+            raise SIGTERMException(EXIT_SIGTERM) from None
+        raise
 
 
 def _resumable_train_data(dm: L.LightningDataModule) -> None:

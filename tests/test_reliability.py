@@ -172,9 +172,30 @@ def test_sigterm_exits_143_and_resume_finishes_in_last_ckpt(faces: Path, tmp_pat
     assert _step(run / "checkpoints" / "last.ckpt") == _step(run / "checkpoints" / "epoch002.ckpt")
 
 
+def test_sigterm_through_the_python_api_is_systemexit_143(faces: Path, tmp_path: Path) -> None:
+    import signal
+
+    from lightning.pytorch.callbacks import Callback
+
+    from gan_detect.training import build_callbacks
+
+    class Term(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+            signal.raise_signal(signal.SIGTERM)
+
+    cfg = _cfg(faces, tmp_path / "run", "trainer.max_epochs=2")
+    with pytest.raises(SystemExit) as info:
+        fit(cfg, callbacks=[*build_callbacks(cfg), Term()])
+    assert info.value.code == 143  # Lightning's own SIGTERMException has code None: exit 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
 # ---- 5, 6: unwritable checkpoints folder, old run folder, lock ----------------------------------
 def test_run_folder_is_refused_locked_or_unwritable(
-    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    faces: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = tmp_path / "run"
     _fit(faces, run, "trainer.max_epochs=1")
@@ -200,6 +221,16 @@ def test_run_folder_is_refused_locked_or_unwritable(
     with pytest.warns(UserWarning, match="stale lock"), run_lock(run):
         assert (run / LOCK_FILE).read_text().startswith(f"{os.getpid()} ")
     assert not (run / LOCK_FILE).exists()
+    # the same SLURM job, requeued on another node, takes over its own lock
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    (run / LOCK_FILE).write_text(f"{os.getppid()} node-that-died 4242\n")
+    with pytest.warns(UserWarning, match="requeued"), run_lock(run):
+        pass
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: refused
+    (run / LOCK_FILE).write_text(f"{os.getppid()} node-that-died 4242\n")
+    with pytest.raises(RunFolderError, match="node-that-died"), run_lock(run):
+        pass
+    (run / LOCK_FILE).unlink()
     # 5: checkpoints/ cannot be written (a file in its place: fails even as root) -> exit 2
     other = tmp_path / "other"
     other.mkdir()
