@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -339,11 +338,10 @@ def test_string_overrides_keep_their_literal_text() -> None:
 def test_cli_errors_are_one_line_with_exit_2(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with warnings.catch_warnings():
-        try:
-            code = main(argv)
-        except SystemExit as err:  # argparse's own error exit (predict)
-            code = int(err.code or 0)
+    try:
+        code = main(argv)
+    except SystemExit as err:  # argparse's own error exit (predict)
+        code = int(err.code or 0)
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"gan-detect {argv[0]}: error:")
