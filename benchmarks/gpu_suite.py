@@ -80,8 +80,8 @@ class Bench:
 
     def infer(self, lr: torch.Tensor) -> None:
         self.variant.eval()
-        with _autocast(self.device, self.mode):
-            self.variant.refine(lr)
+        with _autocast(self.device, self.mode), torch.no_grad():
+            self.variant.discriminator(self.variant.generator(lr).sr)
 
 
 def _time_steps(fn: Any, batches: Any, warmup: int, steps: int) -> tuple[list[float], float]:
