@@ -8,6 +8,8 @@ faces for one class, COCO-layout shapes for several) and expectations from its i
 from __future__ import annotations
 
 import json
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,3 +197,37 @@ def test_a_fourth_variant_needs_only_its_class_and_a_table_entry(
     assert (240, 320) in _TWO_BOX_CALLS
     log = (tmp_path / "run" / "logs" / "metrics.csv").read_text()
     assert "val/two_box_mean_logit" in log and "train/loss_adv" in log
+
+
+def test_the_readme_example_variant_trains_and_detects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Writing your own variant" code, registered, takes a few engine steps."""
+    import lightning as L
+    from _synth import loader, roi_batch, tiny_config
+
+    from gan_detect.engine import GANDetectionModule
+
+    text = (EXP.parent / "README.md").read_text()
+    section = text.split("## Writing your own variant", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict = {"__name__": "readme_variant"}
+    monkeypatch.setitem(sys.modules, "readme_variant", types.ModuleType("readme_variant"))
+    exec(compile(code, "README.md", "exec"), ns)
+    monkeypatch.setitem(VARIANTS, "my_variant", ns["MyVariant"])
+    module = GANDetectionModule(tiny_config("my_variant"))
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    b = roi_batch(16)
+    trainer.fit(module, loader(b), loader(b, shuffle=False))
+    assert {"train/loss_cls", "train/loss_d_cls", "val/cls_acc"} <= set(trainer.callback_metrics)
+    props = torch.tensor([[1.0, 2, 12, 14], [0, 0, 31, 31], [5, 5, 9, 20]])
+    boxes, scores, labels = module.variant.detect(b.lr[:3], props, (32, 32), True)
+    assert torch.equal(boxes[:, 0], props) and bool(((scores > 0) & (scores < 1)).all())
+    assert boxes.shape == (3, 1, 4) and scores.shape == labels.shape == (3, 1)
