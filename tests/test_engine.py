@@ -44,6 +44,8 @@ def test_fit_runs_each_variant_and_validates_sr_quality(name: str, tmp_path: Pat
         "val/cls_acc",
     ):
         assert key in m, key
+    if not module.variant.has_trainable_generator:  # a fixed bicubic "G" is the bicubic baseline
+        assert float(m["val/psnr_sr"]) == pytest.approx(float(m["val/psnr_bicubic"]))
     # the LR | bicubic | SR | HR grid is written at each validation
     assert (tmp_path / "val_images" / "epoch_000.png").is_file()
 

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _synth import default_num_classes, roi_batch, tiny_config, variant_cases
 
 import gan_detect.variants as variants_pkg
+from gan_detect.data.roi import decode_boxes
+from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
 from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, GANVariantConfig, build_variant
+from gan_detect.variants.common import class_box_candidates, face_accuracy, face_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = variant_cases()  # every (variant, class count it accepts): no per-variant table here
@@ -131,3 +135,53 @@ def test_tiny_face_rejects_multiclass_data() -> None:
     cfg = to_experiment_config(tiny_config("tiny_face"))
     with pytest.raises(ValueError, match="num_classes"):
         build_variant(cfg.variant, 5)
+
+
+@pytest.mark.parametrize("num_classes", [1, 5])
+def test_bicubic_control_has_no_generator_and_the_paper_heads(num_classes: int) -> None:
+    variant, _ = _build("bicubic", num_classes)
+    assert not variant.has_trainable_generator
+    assert list(variant.generator.parameters()) == []
+    b = roi_batch(4, num_classes=num_classes)
+    sr = variant.generator(b.lr).sr
+    want = F.interpolate(b.lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    assert torch.equal(sr, want)
+    d = variant.discriminator(sr)
+    if num_classes == 1:  # tiny-face heads: one face logit, no box head, no box loss
+        assert d.cls_logits.shape == (4, 1) and d.box_deltas is None
+    else:  # SOD-MTGAN heads: (C + 1)-way class, class-specific boxes
+        assert d.cls_logits.shape == (4, 6) and d.box_deltas is not None
+        assert d.box_deltas.shape == (4, 24)
+    terms = variant.discriminator_losses(b, variant.generator(b.lr))
+    assert ("loss_d_box" in terms) == (num_classes > 1)
+    with pytest.raises(RuntimeError, match="no generator"):
+        variant.generator_losses(b, variant.generator(b.lr))
+
+
+def test_class_box_candidates_drop_background_and_use_each_class_slot() -> None:
+    boxes = torch.tensor([[10.0, 10, 30, 50], [0, 0, 8, 8]])
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, -1.0]])  # C = 2, column 0 = background
+    deltas = torch.zeros(2, 3, 4)
+    deltas[:, 0] = 9.0  # background slot: must never be applied
+    deltas[:, 1, 0], deltas[:, 2, 1] = 1.0, -2.0  # class 1 moves in x, class 2 in y
+    out = DiscriminatorOutput(torch.zeros(2), logits, deltas.view(2, 12))
+    got, scores, labels = class_box_candidates(out, boxes, (100, 100), refine_boxes=True)
+    assert torch.allclose(scores, torch.softmax(logits, 1)[:, 1:])
+    assert labels.tolist() == [[1, 2], [1, 2]]
+    for c in (1, 2):
+        assert torch.allclose(got[:, c - 1], decode_boxes(deltas[:, c], boxes).clamp(0, 100))
+    # class-agnostic (N, 4) deltas move every class alike; refine_boxes=False keeps proposals
+    shared = DiscriminatorOutput(torch.zeros(2), logits, deltas[:, 1])
+    got, _, _ = class_box_candidates(shared, boxes, (100, 100), refine_boxes=True)
+    assert torch.allclose(got[:, 0], got[:, 1])
+    kept, _, _ = class_box_candidates(out, boxes, (100, 100), refine_boxes=False)
+    assert torch.equal(kept, boxes[:, None].expand(2, 2, 4))
+
+
+def test_face_candidates_score_is_the_sigmoid_of_the_one_logit() -> None:
+    boxes = torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]])
+    out = DiscriminatorOutput(torch.zeros(2), torch.tensor([[0.0], [2.0]]))
+    got, scores, labels = face_candidates(out, boxes)
+    assert torch.equal(got, boxes[:, None]) and labels.tolist() == [[1], [1]]
+    assert torch.allclose(scores[:, 0], torch.sigmoid(torch.tensor([0.0, 2.0])))
+    assert float(face_accuracy(out, torch.tensor([0, 1]))) == 1.0  # p 0.5 is not a face
