@@ -199,7 +199,9 @@ def test_a_fourth_variant_needs_only_its_class_and_a_table_entry(
     assert "val/two_box_mean_logit" in log and "train/loss_adv" in log
 
 
-def test_the_readme_example_variant_trains_and_detects(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_example_variant_trains_and_detects(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The README's "Writing your own variant" code, registered, takes a few engine steps."""
     import lightning as L
     from _synth import loader, roi_batch, tiny_config
@@ -213,7 +215,7 @@ def test_the_readme_example_variant_trains_and_detects(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "readme_variant", types.ModuleType("readme_variant"))
     exec(compile(code, "README.md", "exec"), ns)
     monkeypatch.setitem(VARIANTS, "my_variant", ns["MyVariant"])
-    module = GANDetectionModule(tiny_config("my_variant"))
+    module = GANDetectionModule(tiny_config("my_variant", output_dir=str(tmp_path)))
     trainer = L.Trainer(
         max_epochs=1,
         limit_train_batches=2,
@@ -223,6 +225,7 @@ def test_the_readme_example_variant_trains_and_detects(monkeypatch: pytest.Monke
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        default_root_dir=str(tmp_path),
     )
     b = roi_batch(16)
     trainer.fit(module, loader(b), loader(b, shuffle=False))
