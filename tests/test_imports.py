@@ -89,3 +89,9 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_package_has_no_import_cycle() -> None:
     assert find_cycle(import_graph()) is None
+
+
+def test_only_the_entry_point_imports_the_cli() -> None:
+    """Library modules (the demo included) get config loading from configload, not from cli."""
+    g = import_graph()
+    assert [m for m, deps in g.items() if "gan_detect.cli" in deps] == ["gan_detect.__main__"]
