@@ -23,10 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.roi import make_lr
+from gan_detect.variants import get_variant_class
 
-# Classes per variant: tiny_face is face / non-face; SOD-MTGAN gets a few COCO-like classes.
-NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
-DATA_NAME = {"tiny_face": "wider_face", "sod_mtgan": "coco"}
+
+def num_classes_for(variant: str) -> int:
+    """A few COCO-like classes (3) when the variant takes them, else face / non-face (1)."""
+    return 3 if get_variant_class(variant).accepts_num_classes(3) else 1
+
 
 # Network sizes. "small": what a 2-core CPU can time in seconds (ARCHITECTURE section 6);
 # "paper": Table 1 of Bai et al. (64 ch, 8 residual blocks, 256-wide deconvs) + VGG19.
@@ -141,12 +144,13 @@ def raw_config(variant: str, size: str, batch_size: int, hr_size: int = 64, **ov
     if size not in SIZES:
         raise KeyError(f"unknown size {size!r}; valid: {sorted(SIZES)}")
     net = {**SIZES[size], **{k: v for k, v in over.items() if v is not None}}
+    n = num_classes_for(variant)
     return {
         "variant": {"name": variant, "pretrained": False, **net},
         "data": {
-            "name": DATA_NAME[variant],
+            "name": "wider_face" if n == 1 else "coco",
             "root": "unused",
-            "num_classes": NUM_CLASSES[variant],
+            "num_classes": n,
             "hr_size": hr_size,
             "batch_size": batch_size,
         },

@@ -65,7 +65,11 @@ class Bench:
         cfg = to_experiment_config(raw)
         torch.manual_seed(seed)
         self.variant: GANVariant = build_variant(cfg.variant, cfg.data.num_classes).to(device)
-        self.opt_g = torch.optim.Adam(self.variant.generator.parameters(), lr=1e-4)
+        self.opt_g = (
+            torch.optim.Adam(self.variant.generator.parameters(), lr=1e-4)
+            if self.variant.has_trainable_generator
+            else None
+        )
         self.opt_d = torch.optim.Adam(self.variant.discriminator.parameters(), lr=1e-4)
         if mode.endswith("compile"):
             # Compiled modules share the parameters; the variant's loss code calls them as before.
@@ -80,8 +84,8 @@ class Bench:
 
     def infer(self, lr: torch.Tensor) -> None:
         self.variant.eval()
-        with _autocast(self.device, self.mode):
-            self.variant.refine(lr)
+        with _autocast(self.device, self.mode), torch.no_grad():
+            self.variant.discriminator(self.variant.generator(lr).sr)
 
 
 def _time_steps(fn: Any, batches: Any, warmup: int, steps: int) -> tuple[list[float], float]:

@@ -98,7 +98,7 @@ def measure(
         crop.append(t[0])
         with timed() as t, torch.no_grad():
             for lr in lr_chunks:
-                variant.refine(lr)
+                variant.discriminator(variant.generator(lr).sr)  # G + D alone
         gd.append(t[0])
     rec: dict[str, Any] = {
         "ms_per_image": round(1000 * median(full), 1),

@@ -103,9 +103,13 @@ def _requires_grad(module: nn.Module, flag: bool) -> None:
 
 
 def plain_step(
-    variant: GANVariant, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, b: RoiBatch
+    variant: GANVariant,
+    opt_g: torch.optim.Optimizer | None,
+    opt_d: torch.optim.Optimizer,
+    b: RoiBatch,
 ) -> None:
-    """The engine's training step without Lightning: D step on detached SR, then G step."""
+    """The engine's training step without Lightning: D step on detached SR, then G step (none
+    when ``opt_g`` is None: a variant without a trainable generator)."""
     g, d = variant.generator, variant.discriminator
     fake = g(b.lr)
     _requires_grad(g, False)  # toggled_optimizer(opt_d) freezes G's parameters
@@ -115,6 +119,8 @@ def plain_step(
     loss_d.backward()
     opt_d.step()
     _requires_grad(g, True)
+    if opt_g is None:
+        return
     _requires_grad(d, False)  # toggled_optimizer(opt_g): no D weight gradients in the G step
     g_terms = variant.generator_losses(b, fake)
     loss_g = torch.stack([v for k, v in g_terms.items() if k.startswith("loss_")]).sum()
@@ -133,7 +139,11 @@ class PlainLoop:
         self.variant = build_variant(cfg.variant, cfg.data.num_classes).to(device).train()
         o = cfg.optim
         betas = (float(o.betas[0]), float(o.betas[1]))
-        self.opt_g = torch.optim.Adam(self.variant.generator.parameters(), lr=o.lr_g, betas=betas)
+        self.opt_g = (
+            torch.optim.Adam(self.variant.generator.parameters(), lr=o.lr_g, betas=betas)
+            if self.variant.has_trainable_generator
+            else None
+        )
         self.opt_d = torch.optim.Adam(
             self.variant.discriminator.parameters(), lr=o.lr_d, betas=betas
         )

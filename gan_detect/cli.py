@@ -1,8 +1,8 @@
 """Command line: ``gan-detect fit|validate|wider-eval ...``.
 
-The only module that reads YAML and ``key=value`` overrides (the form W&B sweep agents pass with
-``${args_no_hyphens}``): files are merged left to right, overrides last, then validated against
-the structured schema.
+Commands read YAML and ``key=value`` overrides (the form W&B sweep agents pass with
+``${args_no_hyphens}``) through :func:`gan_detect.configload.load_config`: files are merged left
+to right, overrides last, then validated against the structured schema.
 """
 
 from __future__ import annotations
@@ -13,75 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from gan_detect.schema import ConfigError, ExperimentConfig, to_container, to_experiment_config
-
-
-def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Merge YAML files (left to right) and ``key=value`` overrides; validate against the schema.
-
-    Raises:
-        ConfigError: unknown key, wrong type or bad value (the key is named, valid keys listed).
-        FileNotFoundError: a config file does not exist.
-    """
-    parts: list[DictConfig] = []
-    for f in files:
-        p = Path(f)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        try:
-            loaded = OmegaConf.load(p)
-        except Exception as err:
-            raise ConfigError(f"{p}: cannot parse YAML: {err}") from None
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        parts.append(loaded)
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides must look like key=value, got {bad}")
-    # Sweep agents may pass --key=value; accept the hyphens as a convenience.
-    clean = [o[2:] if o.startswith("--") else o for o in overrides]
-    try:
-        parts.append(OmegaConf.from_dotlist(clean))
-        raw = OmegaConf.merge(*parts) if parts else OmegaConf.create()
-        _keep_string_overrides_literal(raw, clean)  # type: ignore[arg-type]
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"bad override: {err}") from None
-    return to_experiment_config(raw)  # type: ignore[arg-type]
-
-
-def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) -> None:
-    """Values of string-typed keys keep their literal text (YAML would read ``runs/a #b`` as
-    ``runs/a`` and ``007`` as 7); ``null`` stays null and a quoted value is unquoted."""
-    from omegaconf.nodes import StringNode
-
-    from gan_detect.schema import build_schema
-
-    vname = OmegaConf.select(raw, "variant.name", default=None)
-    if vname is None and OmegaConf.select(raw, "task", default=None) == "detector":
-        vname = "tiny_face"  # as schema.merge_with_schema does for detector configs
-    dname = OmegaConf.select(raw, "data.name", default=None)
-    if vname is None or dname is None:
-        return  # the schema check names the missing key
-    try:
-        schema = build_schema(str(vname), str(dname))
-    except ConfigError:
-        return  # an unknown name: reported by the schema check
-    for item in overrides:
-        key, value = item.split("=", 1)
-        parent_key, _, leaf = key.rpartition(".")
-        try:
-            parent = OmegaConf.select(schema, parent_key) if parent_key else schema
-            node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
-        except OmegaConfBaseException:
-            continue  # an unknown key: the schema check names it and lists the valid ones
-        if not isinstance(node, StringNode) or value in ("null", "~"):
-            continue
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]  # quoted on purpose: the text inside
-        OmegaConf.update(raw, key, value, merge=False)
+from gan_detect.configload import load_config
+from gan_detect.schema import ConfigError, ExperimentConfig, to_container
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gan_detect.cli import load_config
+from gan_detect.configload import load_config
 from gan_detect.data.synthetic import (
     SHAPE_CATEGORIES,
     write_synthetic_faces,

@@ -22,7 +22,7 @@ from gan_detect.inference import InferenceOptions, refine_detections
 from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
 from gan_detect.schema import ExperimentConfig, to_experiment_config
 from gan_detect.variants import GANVariant, build_variant
-from gan_detect.visualize import save_sr_grid
+from gan_detect.visualize import bicubic_upsample, save_sr_grid
 
 
 class GANDetectionModule(L.LightningModule):
@@ -46,33 +46,45 @@ class GANDetectionModule(L.LightningModule):
         self._wider_gt: WiderGroundTruth | None = None
 
     # ---- optimisation ------------------------------------------------------------------------
+    def _roles(self) -> tuple[str, ...]:
+        """Optimiser order: ("g", "d"), or ("d",) for a variant without a trainable generator."""
+        return ("g", "d") if self.variant.has_trainable_generator else ("d",)
+
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
         betas = (float(o.betas[0]), float(o.betas[1]))
-        opt_g = torch.optim.Adam(
-            self.variant.generator.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay
-        )
-        opt_d = torch.optim.Adam(
-            self.variant.discriminator.parameters(),
-            lr=o.lr_d,
-            betas=betas,
-            weight_decay=o.weight_decay,
-        )
-        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(o.milestones), o.gamma)
-        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(o.milestones), o.gamma)
-        return [opt_g, opt_d], [sched_g, sched_d]
+        nets = {"g": (self.variant.generator, o.lr_g), "d": (self.variant.discriminator, o.lr_d)}
+        opts = [
+            torch.optim.Adam(
+                nets[r][0].parameters(), lr=nets[r][1], betas=betas, weight_decay=o.weight_decay
+            )
+            for r in self._roles()
+        ]
+        scheds = [
+            torch.optim.lr_scheduler.MultiStepLR(opt, list(o.milestones), o.gamma) for opt in opts
+        ]
+        return opts, scheds
+
+    def _optimizers_by_role(self) -> dict[str, Any]:
+        opts = self.optimizers()
+        return dict(zip(self._roles(), opts if isinstance(opts, list) else [opts], strict=True))
 
     def in_warmup(self) -> bool:
-        """True during the pixel-loss-only generator warm-up epochs."""
-        return self.current_epoch < self.cfg.optim.warmup_epochs
+        """True during the pixel-loss-only generator warm-up epochs (never without a G to train)."""
+        return self.variant.has_trainable_generator and (
+            self.current_epoch < self.cfg.optim.warmup_epochs
+        )
 
     def training_step(self, batch: RoiBatch, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc,attr-defined]
+        opts = self._optimizers_by_role()
         warmup = self.in_warmup()
-        fake = self.variant.generator(batch.lr)
+        train_g = "g" in opts
+        with torch.set_grad_enabled(train_g):  # a fixed G (bicubic) needs no graph
+            fake = self.variant.generator(batch.lr)
         logs: dict[str, Tensor] = {}
 
         if not warmup:
+            opt_d = opts["d"]
             with self.toggled_optimizer(opt_d):
                 d_terms = self.variant.discriminator_losses(batch, fake.detach())
                 loss_d = _sum_losses(d_terms)
@@ -82,16 +94,19 @@ class GANDetectionModule(L.LightningModule):
             logs.update({f"train/{k}": v.detach() for k, v in d_terms.items()})
             logs["train/loss_d"] = loss_d.detach()
 
-        with self.toggled_optimizer(opt_g):
-            g_terms = self.variant.generator_losses(batch, fake, pixel_only=warmup)
-            loss_g = _sum_losses(g_terms)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
-        logs.update({f"train/{k}": v.detach() for k, v in g_terms.items()})
-        logs["train/loss_g"] = loss_g.detach()
+        if train_g:
+            opt_g = opts["g"]
+            with self.toggled_optimizer(opt_g):
+                g_terms = self.variant.generator_losses(batch, fake, pixel_only=warmup)
+                loss_g = _sum_losses(g_terms)
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(loss_g)
+                opt_g.step()
+            logs.update({f"train/{k}": v.detach() for k, v in g_terms.items()})
+            logs["train/loss_g"] = loss_g.detach()
         self.log_dict(logs, prog_bar=False, batch_size=len(batch), sync_dist=False)
-        self.log("train/loss_g_step", loss_g.detach(), prog_bar=True, logger=False)
+        bar = "loss_g" if train_g else "loss_d"
+        self.log(f"train/{bar}_step", logs[f"train/{bar}"], prog_bar=True, logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called inside opt.step(), after the precision plugin unscaled 16-mixed gradients:
@@ -102,8 +117,9 @@ class GANDetectionModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Schedules are in epochs (global_step counts both optimisers' steps).
-        for sched in self.lr_schedulers():  # type: ignore[union-attr]
-            sched.step()
+        scheds = self.lr_schedulers()
+        for sched in scheds if isinstance(scheds, list) else [scheds]:
+            sched.step()  # type: ignore[union-attr]
 
     # ---- validation --------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -115,10 +131,8 @@ class GANDetectionModule(L.LightningModule):
             raise TypeError(f"unexpected validation batch type {type(batch).__name__}")
 
     def _validate_rois(self, batch: RoiBatch, batch_idx: int) -> None:
-        probs, _, fake = self.variant.refine(batch.lr)
-        bicubic = F.interpolate(
-            batch.lr, scale_factor=self.variant.scale, mode="bicubic", align_corners=False
-        ).clamp(-1, 1)
+        fake = self.variant.generator(batch.lr)
+        bicubic = bicubic_upsample(batch.lr, self.variant.scale)
         mse_sr = F.mse_loss(fake.sr, batch.hr)
         mse_bic = F.mse_loss(bicubic, batch.hr)
         # PSNR on [0, 1] images: 10 log10(1 / mse), mse scaled by (1/2)^2 from [-1, 1].
@@ -126,20 +140,14 @@ class GANDetectionModule(L.LightningModule):
         # set whatever the batching or the number of DDP ranks (not a mean of batch PSNRs).
         self.val_psnr_sr.update(fake.sr, batch.hr)
         self.val_psnr_bicubic.update(bicubic, batch.hr)
-        if probs.shape[1] == 1:
-            pred = (probs[:, 0] > 0.5).long()
-            target = (batch.labels > 0).long()
-        else:
-            pred = probs.argmax(dim=1)
-            target = batch.labels
-        acc = (pred == target).float().mean()
+        stats = self.variant.validation_stats(batch, fake)  # cls_acc and variant-specific keys
         self.log_dict(
             {
                 "val/mse_sr": mse_sr,
                 "val/mse_bicubic": mse_bic,
                 "val/psnr_sr": self.val_psnr_sr,
                 "val/psnr_bicubic": self.val_psnr_bicubic,
-                "val/cls_acc": acc,
+                **{f"val/{k}": v for k, v in stats.items()},
             },
             batch_size=len(batch),
             add_dataloader_idx=False,
@@ -200,13 +208,14 @@ class GANDetectionModule(L.LightningModule):
             self._val_grid_batch = None
 
     def _log_grid(self, batch: RoiBatch) -> None:
-        probs, _, fake = self.variant.refine(batch.lr)
+        with torch.no_grad():
+            sr = self.variant.generator(batch.lr).sr
         out_dir = Path(self.cfg.output_dir) / "val_images"
         path = save_sr_grid(
             batch.lr,
-            fake.sr,
+            sr,
             batch.hr,
-            probs,
+            self.variant.roi_captions(batch.lr),
             batch.labels,
             self.variant.scale,
             out_dir / f"epoch_{self.current_epoch:03d}.png",

@@ -1,8 +1,9 @@
 """Full-image inference: proposals -> LR crops -> G -> D -> re-scored (and refined) detections.
 
 The paper feeds 600 ROIs per image to the GAN (Bai et al., CVPR 2018, section 4.2); boxes are
-re-scored by D's class head and, for SOD-MTGAN, moved by its regression deltas; class-wise NMS
-follows. ROIs go through G and D in chunks so memory stays bounded whatever the proposal count.
+re-scored and (for SOD-MTGAN) moved by the variant's :meth:`~GANVariant.detect`, which owns what
+D's heads mean; score fusion and class-wise NMS follow here, the same for every variant. ROIs go
+through G and D in chunks so memory stays bounded whatever the proposal count.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from gan_detect.data.roi import clip_boxes, crop_lr_for_inference, decode_boxes
+from gan_detect.data.roi import crop_lr_for_inference
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -72,41 +73,19 @@ def refine_detections(
     if boxes.shape[0] == 0:
         return empty
     image = image.to(device)
-    probs_all, deltas_all = [], []
+    h, w = (int(x) for x in image.shape[-2:])
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
     for start in range(0, boxes.shape[0], opts.chunk_size):
         chunk = boxes[start : start + opts.chunk_size]
         lr = crop_lr_for_inference(image, chunk, opts.lr_size, opts.context, scale=variant.scale)
-        probs, deltas, _ = variant.refine(lr)
-        probs_all.append(probs.float())
-        if deltas is not None:
-            deltas_all.append(deltas.float())
-    probs = torch.cat(probs_all)
-    h, w = image.shape[-2:]
-
-    if probs.shape[1] == 1:  # face / non-face: one class, boxes unchanged
-        cls_scores = probs  # (K, 1)
-        cls_boxes = boxes[:, None, :]  # (K, 1, 4)
-    else:  # (C + 1)-way softmax: drop background, one box per class
-        cls_scores = probs[:, 1:]
-        c = cls_scores.shape[1]
-        if deltas_all and opts.refine_boxes:
-            deltas = torch.cat(deltas_all)
-            if deltas.shape[1] == 4:
-                deltas = deltas[:, None, :].expand(-1, c, 4)
-            else:
-                deltas = deltas.view(-1, c + 1, 4)[:, 1:, :]
-            k = boxes.shape[0]
-            decoded = decode_boxes(
-                deltas.reshape(-1, 4), boxes[:, None, :].expand(-1, c, 4).reshape(-1, 4)
-            )
-            cls_boxes = clip_boxes(decoded, (int(h), int(w))).view(k, c, 4)
-        else:
-            cls_boxes = boxes[:, None, :].expand(-1, c, 4)
+        # The variant decides what its heads mean: (k, K', 4) boxes, (k, K') scores and labels.
+        parts.append(variant.detect(lr, chunk, (h, w), opts.refine_boxes))
+    cls_boxes = torch.cat([p[0] for p in parts]).float()
+    cls_scores = torch.cat([p[1] for p in parts]).float()
+    labels = torch.cat([p[2] for p in parts]).long()
 
     if opts.score_fusion == "geometric_mean":
         cls_scores = torch.sqrt(cls_scores.clamp_min(0) * det_scores.clamp(0, 1)[:, None])
-    k, c = cls_scores.shape
-    labels = torch.arange(1, c + 1, device=device).expand(k, c)
     flat_scores, flat_boxes, flat_labels = (
         cls_scores.reshape(-1),
         cls_boxes.reshape(-1, 4),

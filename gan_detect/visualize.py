@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def save_sr_grid(
     lr: Tensor,
     sr: Tensor,
     hr: Tensor,
-    probs: Tensor,
+    captions: Sequence[str],
     labels: Tensor,
     scale: int,
     path: str | Path,
@@ -36,7 +37,7 @@ def save_sr_grid(
 
     Args:
         lr: (N, 3, h, w) in [-1, 1]; sr, hr: (N, 3, s*h, s*w) in [-1, 1].
-        probs: (N, K) D's class probabilities on SR (K = 1: face probability).
+        captions: N texts on D's verdict on SR (the variant's ``roi_captions``).
         labels: (N,) ground-truth labels (0 = background).
     """
     n = min(max_rows, lr.shape[0])
@@ -56,11 +57,8 @@ def save_sr_grid(
         for c, img in enumerate([lr_up[i], bic[i], sr[i], hr[i]]):
             tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(tile, (pad + c * (cell + pad), y))
-        p = probs[i].detach().float().cpu()
-        score = (
-            f"p(face)={p[0]:.2f}" if p.numel() == 1 else f"cls={int(p.argmax())} p={p.max():.2f}"
-        )
-        draw.text((pad, y + cell + 1), f"label={int(labels[i])}  D on SR: {score}", fill="black")
+        caption = f"label={int(labels[i])}  D on SR: {captions[i]}"
+        draw.text((pad, y + cell + 1), caption, fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from gan_detect.data.batch import RoiBatch
+from gan_detect.data.synthetic import SHAPE_CATEGORIES
+from gan_detect.variants import VARIANTS, get_variant_class
 
 TINY_VARIANT: dict[str, Any] = {
     "g_channels": 8,
@@ -20,15 +22,46 @@ TINY_VARIANT: dict[str, Any] = {
 }
 
 
-def tiny_config(variant: str = "tiny_face", **over: Any) -> dict[str, Any]:
+# The class counts tests try: 1 (faces, WIDER FACE layout) and the generated shapes' categories
+# (objects, COCO layout), so in-memory and on-disk tests share one count.
+CLASS_COUNTS = (1, len(SHAPE_CATEGORIES))
+
+
+def class_counts(variant: str) -> list[int]:
+    """The counts of ``CLASS_COUNTS`` the variant accepts (``accepts_num_classes``)."""
+    cls = get_variant_class(variant)
+    counts = [n for n in CLASS_COUNTS if cls.accepts_num_classes(n)]
+    if not counts:
+        raise ValueError(f"variant {variant!r} accepts none of {CLASS_COUNTS} classes")
+    return counts
+
+
+def default_num_classes(variant: str) -> int:
+    """The most classes the variant accepts among ``CLASS_COUNTS`` (multi-class when it can)."""
+    return max(class_counts(variant))
+
+
+def variant_cases() -> list[tuple[str, int]]:
+    """Every (registered variant, class count it accepts) pair, for ``parametrize``."""
+    return [(v, n) for v in sorted(VARIANTS) for n in class_counts(v)]
+
+
+def data_name(num_classes: int) -> str:
+    """Faces are WIDER FACE (one class); several classes are COCO."""
+    return "wider_face" if num_classes == 1 else "coco"
+
+
+def tiny_config(
+    variant: str = "tiny_face", num_classes: int | None = None, **over: Any
+) -> dict[str, Any]:
     """Raw config containers for a tiny CPU experiment (no data on disk needed)."""
-    data_name = "wider_face" if variant == "tiny_face" else "coco"
+    n = default_num_classes(variant) if num_classes is None else num_classes
     cfg: dict[str, Any] = {
         "variant": {"name": variant, **TINY_VARIANT},
         "data": {
-            "name": data_name,
+            "name": data_name(n),
             "root": "unused",
-            "num_classes": 1 if variant == "tiny_face" else 3,
+            "num_classes": n,
             "hr_size": 32,
             "batch_size": 8,
         },

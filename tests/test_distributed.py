@@ -29,6 +29,7 @@ from gan_detect.distributed import (
 from gan_detect.engine import GANDetectionModule
 from gan_detect.schema import to_experiment_config
 from gan_detect.training import build_trainer
+from gan_detect.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -125,9 +126,18 @@ def data_overrides(faces: Path, tmp: Path) -> list[str]:
     ]
 
 
+FACE_VARIANTS = [v for v in sorted(VARIANTS) if VARIANTS[v].accepts_num_classes(1)]
+
+
 @pytest.mark.slow
-def test_two_process_ddp_keeps_ranks_identical_and_shards_data(faces: Path, tmp_path: Path) -> None:
-    """2 gloo ranks via the CLI: same weights, disjoint shards, whole-val-set metrics, same config."""
+@pytest.mark.parametrize("name", FACE_VARIANTS)
+def test_two_process_ddp_keeps_ranks_identical_and_shards_data(
+    name: str, faces: Path, tmp_path: Path
+) -> None:
+    """2 gloo ranks via the CLI: same weights, disjoint shards, whole-val-set metrics, same config.
+
+    Every variant that takes one-class data runs on the face experiment (``variant.name=...``
+    stacked on it, as a sweep or an ablation would)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "out"
@@ -139,6 +149,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_shards_data(faces: Path, tmp_
         str(EXP / "tiny_face_wider.yaml"),
         *smoke_overrides(),
         *data_overrides(faces, tmp_path),
+        f"variant.name={name}",
         f"output_dir={run}",
         "optim.grad_clip_norm=1.0",
         "trainer.strategy=ddp",
@@ -161,8 +172,18 @@ def test_two_process_ddp_keeps_ranks_identical_and_shards_data(faces: Path, tmp_
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
-    # Each network had its own DDP wrapper during the training step.
-    assert r0["wrapped"] == {"generator": "SubmoduleDDP", "discriminator": "SubmoduleDDP"}
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    module = GANDetectionModule(ckpt["hyper_parameters"]["config"])
+    assert module.variant.name == name
+    # Each trainable network had its own DDP wrapper during the training step (a generator
+    # without parameters has none: there is nothing to all-reduce).
+    trainable = {
+        n
+        for n, c in module.variant.named_children()
+        if any(p.requires_grad for p in c.parameters())
+    }
+    assert "discriminator" in trainable
+    assert r0["wrapped"] == {n: "SubmoduleDDP" for n in sorted(trainable)}
     # Gradients were all-reduced: after the G and D steps both ranks hold the same weights.
     assert r0["g"] == r1["g"] and r0["d"] == r1["d"]
     # Disjoint shards; the effective batch is the sum over ranks (2 x 8 ROIs per step).
@@ -178,9 +199,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_shards_data(faces: Path, tmp_
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.optim.lr_g == 0.0003 and saved.variant.adv_weight == 0.002
     # The checkpoint has the single-process keys (no DDP "module." prefixes).
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not [k for k in ckpt["state_dict"] if ".module." in k or k.startswith("module.")]
-    module = GANDetectionModule(ckpt["hyper_parameters"]["config"])
     module.load_state_dict(ckpt["state_dict"])  # strict: same keys as a 1-process model
     # Validation SR metrics covered the whole val set: equal to a 1-process validation. (Only
     # per-ROI means compare: val/psnr_* average per-batch PSNRs, and shards batch differently.)
@@ -192,6 +211,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_shards_data(faces: Path, tmp_
         [
             *smoke_overrides(),
             *data_overrides(faces, tmp_path),
+            f"variant.name={name}",
             f"output_dir={run}",
             "logger.kind=none",
         ],

@@ -8,14 +8,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from _synth import loader, roi_batch, tiny_config
+from _synth import default_num_classes, loader, roi_batch, tiny_config
 
 from gan_detect.engine import GANDetectionModule
 from gan_detect.schema import to_experiment_config
 from gan_detect.training import build_trainer, load_module
 from gan_detect.variants import VARIANTS
-
-NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
 
 
 def _trainer(cfg_raw: dict, tmp_path: Path, **kw) -> L.Trainer:
@@ -31,14 +29,14 @@ def _trainer(cfg_raw: dict, tmp_path: Path, **kw) -> L.Trainer:
 def test_fit_runs_each_variant_and_validates_sr_quality(name: str, tmp_path: Path) -> None:
     raw = tiny_config(name, output_dir=str(tmp_path))
     module = GANDetectionModule(raw)
-    b = roi_batch(32, num_classes=NUM_CLASSES[name])
+    b = roi_batch(32, num_classes=default_num_classes(name))
     trainer = _trainer(raw, tmp_path, max_epochs=1)
     trainer.fit(module, train_dataloaders=loader(b), val_dataloaders=loader(b, shuffle=False))
     m = trainer.callback_metrics
+    g_keys = ("train/loss_g", "train/loss_adv") if module.variant.has_trainable_generator else ()
     for key in (
-        "train/loss_g",
+        *g_keys,
         "train/loss_d",
-        "train/loss_adv",
         "train/d_real",
         "train/d_fake",
         "val/psnr_sr",
@@ -46,6 +44,8 @@ def test_fit_runs_each_variant_and_validates_sr_quality(name: str, tmp_path: Pat
         "val/cls_acc",
     ):
         assert key in m, key
+    if not module.variant.has_trainable_generator:  # a fixed bicubic "G" is the bicubic baseline
+        assert float(m["val/psnr_sr"]) == pytest.approx(float(m["val/psnr_bicubic"]))
     # the LR | bicubic | SR | HR grid is written at each validation
     assert (tmp_path / "val_images" / "epoch_000.png").is_file()
 
@@ -54,9 +54,9 @@ class _SpyModule(GANDetectionModule):
     """Records parameter snapshots around each optimiser step."""
 
     def configure_optimizers(self):
-        (opt_g, opt_d), scheds = super().configure_optimizers()
+        opts, scheds = super().configure_optimizers()
         self.events: list[tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
-        for tag, opt in (("g", opt_g), ("d", opt_d)):
+        for tag, opt in zip(self._roles(), opts, strict=True):
             orig = opt.step
 
             def step(*a, _orig=orig, _tag=tag, **k):
@@ -66,7 +66,7 @@ class _SpyModule(GANDetectionModule):
                 return out
 
             opt.step = step
-        return [opt_g, opt_d], scheds
+        return opts, scheds
 
     def _snap(self) -> dict[str, dict[str, torch.Tensor]]:
         return {
@@ -83,11 +83,12 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_d_step_leaves_g_alone_and_g_step_leaves_d_alone(name: str, tmp_path: Path) -> None:
     raw = tiny_config(name)
     module = _SpyModule(raw)
-    b = roi_batch(16, num_classes=NUM_CLASSES[name])
+    b = roi_batch(16, num_classes=default_num_classes(name))
     trainer = _trainer(raw, tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, train_dataloaders=loader(b))
     tags = [e[0] for e in module.events]
-    assert tags == ["d", "g", "d", "g"]  # D step, then G step, each batch
+    # D step, then G step, each batch; only D steps without a trainable generator.
+    assert tags == (["d", "g"] * 2 if module.variant.has_trainable_generator else ["d", "d"])
     for tag, before, after in module.events:
         other = "g" if tag == "d" else "d"
         assert _same(before[other], after[other]), f"{tag} step changed {other}"
@@ -128,9 +129,10 @@ def test_short_fit_beats_bicubic_on_held_out_pairs(tmp_path: Path) -> None:
     assert mse_sr < 0.9 * mse_bic, (mse_sr, mse_bic)
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
-    raw = tiny_config("sod_mtgan", **{"optim.milestones": [1], "optim.grad_clip_norm": 1.0})
-    b = roi_batch(32, num_classes=3, seed=5)
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_interrupted_and_resumed_run_matches_uninterrupted(name: str, tmp_path: Path) -> None:
+    raw = tiny_config(name, **{"optim.milestones": [1], "optim.grad_clip_norm": 1.0})
+    b = roi_batch(32, num_classes=default_num_classes(name), seed=5)
 
     def run(max_epochs: int, root: Path, ckpt: str | None = None, module=None):
         L.seed_everything(0)
@@ -160,12 +162,16 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> No
     )
     for (k, a), (_, c) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a.float(), c.float(), atol=1e-6), k
-    # both schedulers stepped once per epoch: lr = 1e-3 * 0.1 after the milestone at epoch 1
+    # every scheduler stepped once per epoch: lr = 1e-3 * 0.1 after the milestone at epoch 1
+    assert len(t.optimizers) == len(resumed._roles())
     assert all(abs(o.param_groups[0]["lr"] - 1e-4) < 1e-12 for o in t.optimizers)
 
 
-def test_checkpoint_holds_both_optimisers_and_loads_with_weights_only(tmp_path: Path) -> None:
-    raw = tiny_config("tiny_face", output_dir=str(tmp_path))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_checkpoint_holds_every_optimiser_and_loads_with_weights_only(
+    name: str, tmp_path: Path
+) -> None:
+    raw = tiny_config(name, output_dir=str(tmp_path))
     module = GANDetectionModule(raw)
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -179,10 +185,11 @@ def test_checkpoint_holds_both_optimisers_and_loads_with_weights_only(tmp_path: 
         limit_val_batches=0,
         limit_train_batches=2,
     )
-    t.fit(module, train_dataloaders=loader(roi_batch(16)))
+    t.fit(module, train_dataloaders=loader(roi_batch(16, num_classes=default_num_classes(name))))
     ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert len(ckpt["optimizer_states"]) == 2 and len(ckpt["lr_schedulers"]) == 2
-    assert ckpt["hyper_parameters"]["config"]["variant"]["name"] == "tiny_face"
+    n_opt = 2 if module.variant.has_trainable_generator else 1  # G (if trained) and D
+    assert len(ckpt["optimizer_states"]) == n_opt and len(ckpt["lr_schedulers"]) == n_opt
+    assert ckpt["hyper_parameters"]["config"]["variant"]["name"] == name
     loaded = load_module(tmp_path / "last.ckpt")
     for (k, a), (_, c) in zip(
         module.state_dict().items(), loaded.state_dict().items(), strict=True

@@ -6,19 +6,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from _synth import roi_batch, tiny_config
+import torch.nn.functional as F
+from _synth import default_num_classes, roi_batch, tiny_config, variant_cases
 
 import gan_detect.variants as variants_pkg
+from gan_detect.data.roi import decode_boxes
+from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
 from gan_detect.schema import to_experiment_config
-from gan_detect.variants import VARIANTS, build_variant
+from gan_detect.variants import VARIANTS, GANVariantConfig, build_variant
+from gan_detect.variants.common import class_box_candidates, face_accuracy, face_candidates
 
-NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
 ROOT = Path(__file__).resolve().parents[1]
+CASES = variant_cases()  # every (variant, class count it accepts): no per-variant table here
 
 
-def _build(name: str):
-    cfg = to_experiment_config(tiny_config(name))
+def _build(name: str, num_classes: int | None = None):
+    cfg = to_experiment_config(tiny_config(name, num_classes))
     return build_variant(cfg.variant, cfg.data.num_classes), cfg
 
 
@@ -27,54 +31,76 @@ def test_config_name_file_name_and_table_key_agree(name: str) -> None:
     cls = VARIANTS[name]
     assert cls.name == name == cls.Config().name
     assert (Path(variants_pkg.__file__).parent / f"{name}.py").is_file()
-    assert any(
-        f"name: {name}" in p.read_text() for p in (ROOT / "experiments").glob(f"{name}_*.yaml")
-    )
+    assert issubclass(cls.Config, GANVariantConfig)  # the shared options stack on any variant
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_generator_is_4x_and_heads_have_documented_shapes(name: str) -> None:
-    variant, cfg = _build(name)
-    b = roi_batch(4, hr_size=32, num_classes=NUM_CLASSES[name])
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_generator_is_4x_and_detect_has_documented_shapes(name: str, num_classes: int) -> None:
+    variant, cfg = _build(name, num_classes)
+    variant.eval()
+    b = roi_batch(5, hr_size=32, num_classes=num_classes)
     out = variant.generator(b.lr)
-    assert out.sr.shape == b.hr.shape == (4, 3, 32, 32)
-    assert b.lr.shape[-1] * 4 == out.sr.shape[-1]
-    d = variant.discriminator(out.sr)
-    k = 1 if name == "tiny_face" else NUM_CLASSES[name] + 1
-    assert d.adv_logits.shape == (4,)
-    assert d.cls_logits.shape == (4, k)
-    if name == "tiny_face":
-        assert d.box_deltas is None
-    else:
-        assert d.box_deltas is not None and d.box_deltas.shape == (4, 4 * k)
+    assert out.sr.shape == b.hr.shape == (5, 3, 32, 32)
+    assert variant.scale == 4 and b.lr.shape[-1] * 4 == out.sr.shape[-1]
+    assert variant.discriminator(out.sr).adv_logits.shape == (5,)
+    boxes = torch.tensor([[10.0, 10, 30, 40]]).repeat(5, 1) + torch.arange(5.0)[:, None]
+    cand_boxes, scores, labels = variant.detect(b.lr, boxes, (60, 50), refine_boxes=True)
+    n, k = scores.shape
+    assert n == 5 and k >= 1 and cand_boxes.shape == (5, k, 4) and labels.shape == (5, k)
+    assert labels.dtype == torch.int64 and 1 <= labels.min() and labels.max() <= num_classes
+    assert ((scores >= 0) & (scores <= 1)).all()
+    # refined boxes stay inside the (H, W) = (60, 50) image
+    assert (cand_boxes[..., 0::2] <= 50).all() and (cand_boxes[..., 1::2] <= 60).all()
+    assert (cand_boxes >= 0).all()
+    unrefined, _, _ = variant.detect(b.lr, boxes, (60, 50), refine_boxes=False)
+    assert torch.equal(unrefined, boxes[:, None, :].expand(5, k, 4))
+    stats = variant.validation_stats(b, out)
+    assert "cls_acc" in stats and 0.0 <= float(stats["cls_acc"]) <= 1.0
+    assert len(variant.roi_captions(b.lr)) == 5
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_losses_are_finite_weighted_loss_terms_and_reach_both_networks(name: str) -> None:
-    variant, _ = _build(name)
-    b = roi_batch(6, num_classes=NUM_CLASSES[name])
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_losses_are_finite_weighted_loss_terms_and_reach_the_trained_networks(
+    name: str, num_classes: int
+) -> None:
+    variant, _ = _build(name, num_classes)
+    b = roi_batch(6, num_classes=num_classes)
     fake = variant.generator(b.lr)
     d_terms = variant.discriminator_losses(b, fake.detach())
-    g_terms = variant.generator_losses(b, fake)
-    for terms in (d_terms, g_terms):
-        losses = {k: v for k, v in terms.items() if k.startswith("loss_")}
-        assert losses and all(torch.isfinite(v) for v in losses.values())
-    assert {"loss_pixel", "loss_adv", "loss_cls"} <= set(g_terms)
     assert {"loss_d_adv", "loss_d_cls"} <= set(d_terms)
-    if name == "sod_mtgan":
-        assert "loss_box" in g_terms and "loss_d_box" in d_terms
-    sum(v for k, v in g_terms.items() if k.startswith("loss_")).backward()
-    assert any(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in variant.generator.parameters()
-    )
+    nets = [variant.discriminator]
+    terms = [d_terms]
+    if variant.has_trainable_generator:
+        g_terms = variant.generator_losses(b, fake)
+        assert {"loss_pixel", "loss_adv", "loss_cls"} <= set(g_terms)
+        nets.append(variant.generator)
+        terms.append(g_terms)
+    else:
+        assert not any(p.requires_grad for p in variant.generator.parameters())
+    for t in terms:
+        losses = {k: v for k, v in t.items() if k.startswith("loss_")}
+        assert losses and all(torch.isfinite(v) for v in losses.values())
+    for net, t in zip(nets, terms, strict=True):
+        variant.zero_grad(set_to_none=True)
+        sum(v for k, v in t.items() if k.startswith("loss_")).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_pixel_only_warmup_has_no_adversarial_term(name: str) -> None:
     variant, _ = _build(name)
-    b = roi_batch(4, num_classes=NUM_CLASSES[name])
+    if not variant.has_trainable_generator:
+        pytest.skip(f"{name} has no generator to warm up")
+    b = roi_batch(4, num_classes=default_num_classes(name))
     terms = variant.generator_losses(b, variant.generator(b.lr), pixel_only=True)
     assert set(terms) == {"loss_pixel", "loss_pixel_coarse"}
+
+
+def test_sod_mtgan_heads_have_the_class_and_box_layout() -> None:
+    variant, _ = _build("sod_mtgan", 3)
+    d = variant.discriminator(variant.generator(roi_batch(4, num_classes=3).lr).sr)
+    assert d.cls_logits.shape == (4, 4)
+    assert d.box_deltas is not None and d.box_deltas.shape == (4, 16)
 
 
 def test_sod_mtgan_task_terms_alone_put_gradients_on_the_generator() -> None:
@@ -109,3 +135,53 @@ def test_tiny_face_rejects_multiclass_data() -> None:
     cfg = to_experiment_config(tiny_config("tiny_face"))
     with pytest.raises(ValueError, match="num_classes"):
         build_variant(cfg.variant, 5)
+
+
+@pytest.mark.parametrize("num_classes", [1, 5])
+def test_bicubic_control_has_no_generator_and_the_paper_heads(num_classes: int) -> None:
+    variant, _ = _build("bicubic", num_classes)
+    assert not variant.has_trainable_generator
+    assert list(variant.generator.parameters()) == []
+    b = roi_batch(4, num_classes=num_classes)
+    sr = variant.generator(b.lr).sr
+    want = F.interpolate(b.lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    assert torch.equal(sr, want)
+    d = variant.discriminator(sr)
+    if num_classes == 1:  # tiny-face heads: one face logit, no box head, no box loss
+        assert d.cls_logits.shape == (4, 1) and d.box_deltas is None
+    else:  # SOD-MTGAN heads: (C + 1)-way class, class-specific boxes
+        assert d.cls_logits.shape == (4, 6) and d.box_deltas is not None
+        assert d.box_deltas.shape == (4, 24)
+    terms = variant.discriminator_losses(b, variant.generator(b.lr))
+    assert ("loss_d_box" in terms) == (num_classes > 1)
+    with pytest.raises(RuntimeError, match="no generator"):
+        variant.generator_losses(b, variant.generator(b.lr))
+
+
+def test_class_box_candidates_drop_background_and_use_each_class_slot() -> None:
+    boxes = torch.tensor([[10.0, 10, 30, 50], [0, 0, 8, 8]])
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, -1.0]])  # C = 2, column 0 = background
+    deltas = torch.zeros(2, 3, 4)
+    deltas[:, 0] = 9.0  # background slot: must never be applied
+    deltas[:, 1, 0], deltas[:, 2, 1] = 1.0, -2.0  # class 1 moves in x, class 2 in y
+    out = DiscriminatorOutput(torch.zeros(2), logits, deltas.view(2, 12))
+    got, scores, labels = class_box_candidates(out, boxes, (100, 100), refine_boxes=True)
+    assert torch.allclose(scores, torch.softmax(logits, 1)[:, 1:])
+    assert labels.tolist() == [[1, 2], [1, 2]]
+    for c in (1, 2):
+        assert torch.allclose(got[:, c - 1], decode_boxes(deltas[:, c], boxes).clamp(0, 100))
+    # class-agnostic (N, 4) deltas move every class alike; refine_boxes=False keeps proposals
+    shared = DiscriminatorOutput(torch.zeros(2), logits, deltas[:, 1])
+    got, _, _ = class_box_candidates(shared, boxes, (100, 100), refine_boxes=True)
+    assert torch.allclose(got[:, 0], got[:, 1])
+    kept, _, _ = class_box_candidates(out, boxes, (100, 100), refine_boxes=False)
+    assert torch.equal(kept, boxes[:, None].expand(2, 2, 4))
+
+
+def test_face_candidates_score_is_the_sigmoid_of_the_one_logit() -> None:
+    boxes = torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]])
+    out = DiscriminatorOutput(torch.zeros(2), torch.tensor([[0.0], [2.0]]))
+    got, scores, labels = face_candidates(out, boxes)
+    assert torch.equal(got, boxes[:, None]) and labels.tolist() == [[1], [1]]
+    assert torch.allclose(scores[:, 0], torch.sigmoid(torch.tensor([0.0, 2.0])))
+    assert float(face_accuracy(out, torch.tensor([0, 1]))) == 1.0  # p 0.5 is not a face

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from gan_detect.config import VariantConfig
 from gan_detect.variants.base import GANVariant, GANVariantConfig
+from gan_detect.variants.bicubic import BicubicControl
 from gan_detect.variants.sod_mtgan import SODMTGAN, SODMTGANConfig
 from gan_detect.variants.tiny_face import TinyFaceConfig, TinyFaceGAN
 
 VARIANTS: dict[str, type[GANVariant]] = {
     "tiny_face": TinyFaceGAN,
     "sod_mtgan": SODMTGAN,
+    "bicubic": BicubicControl,  # the "no GAN" control: bicubic SR, D only
 }
 
 

@@ -15,6 +15,9 @@ from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
 from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
 
+# Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
+Candidates = tuple[Tensor, Tensor, Tensor]
+
 
 @dataclass
 class GANVariantConfig(VariantConfig):
@@ -58,10 +61,15 @@ class GANVariantConfig(VariantConfig):
 
 
 class GANVariant(nn.Module, ABC):
-    """A generator, a discriminator and the loss recipe that trains them together.
+    """A generator, a discriminator, the loss recipe that trains them and what D's heads mean.
 
-    Subclasses set ``name`` and ``Config`` and implement :meth:`build`, plus any extra loss terms.
-    Loss dicts hold already-weighted ``loss_*`` tensors; the engine only sums and logs them.
+    Subclasses set ``name`` and ``Config`` and implement :meth:`build` (from the Config),
+    :meth:`task_losses` (the paper's class / box terms), :meth:`candidates` (D's heads ->
+    scored, labelled boxes) and :meth:`validation_stats`; :meth:`accepts_num_classes` says which
+    datasets fit. The engine, inference, evaluation and ``predict`` use only these. Loss dicts
+    hold already-weighted ``loss_*`` tensors; the engine only sums and logs them. A generator
+    without trainable parameters (``has_trainable_generator`` False) gets no optimiser, no G step
+    and no DDP wrapper.
     """
 
     name: ClassVar[str]
@@ -77,10 +85,22 @@ class GANVariant(nn.Module, ABC):
         self.discriminator = discriminator
         self.hparams_: dict[str, Any] = dict(vars(cfg))
         self.cfg = cfg
+        # Read once at build: Lightning's toggled_optimizer freezes parameters inside a step.
+        self._trainable_g = any(p.requires_grad for p in generator.parameters())
 
     @property
     def scale(self) -> int:
         return int(self.generator.scale)
+
+    @property
+    def has_trainable_generator(self) -> bool:
+        """False when G has no trainable parameters (then only D is optimised)."""
+        return self._trainable_g
+
+    @classmethod
+    def accepts_num_classes(cls, num_classes: int) -> bool:
+        """Whether :meth:`build` takes data with ``num_classes`` object classes (tests use it)."""
+        return num_classes >= 1
 
     @classmethod
     @abstractmethod
@@ -156,25 +176,55 @@ class GANVariant(nn.Module, ABC):
     ) -> dict[str, Tensor]:
         """The paper-specific terms (classification; box regression) on HR and/or SR outputs."""
 
-    # ---- inference -----------------------------------------------------------------------------
+    # ---- what the heads mean (inference, validation) -------------------------------------------
     @torch.no_grad()
-    def refine(self, lr_rois: Tensor) -> tuple[Tensor, Tensor | None, GeneratorOutput]:
-        """Super-resolve ROIs and score them with D.
+    def detect(
+        self, lr_rois: Tensor, boxes: Tensor, image_size: tuple[int, int], refine_boxes: bool
+    ) -> Candidates:
+        """Super-resolve ROIs, run D, and turn its heads into scored, labelled candidates.
 
         Args:
-            lr_rois: (N, 3, h, w) in [-1, 1].
+            lr_rois: (N, 3, h, w) in [-1, 1], the LR crops of ``boxes``.
+            boxes: (N, 4) xyxy proposal boxes in image pixels.
+            image_size: (H, W) of the image, for clipping refined boxes.
+            refine_boxes: apply the box head's deltas when the variant has one.
 
         Returns:
-            probs (N, K): face probability (K = 1, sigmoid) or class softmax (K = C + 1);
-            box_deltas (N, 4K) / (N, 4) or None; the generator output.
+            boxes (N, K', 4), scores (N, K') in [0, 1], labels (N, K') int64 in 1..C: every
+            candidate before score fusion and NMS (K' = 1 for face heads, C for class heads).
         """
-        fake = self.generator(lr_rois)
-        out = self.discriminator(fake.sr)
-        if out.cls_logits.shape[1] == 1:
-            probs = torch.sigmoid(out.cls_logits)
-        else:
-            probs = torch.softmax(out.cls_logits, dim=1)
-        return probs, out.box_deltas, fake
+        out = self.discriminator(self.generator(lr_rois).sr)
+        return self.candidates(out, boxes, image_size, refine_boxes)
+
+    @abstractmethod
+    def candidates(
+        self,
+        out: DiscriminatorOutput,
+        boxes: Tensor,
+        image_size: tuple[int, int],
+        refine_boxes: bool,
+    ) -> Candidates:
+        """D's output on N SR crops -> ``(boxes (N,K',4), scores (N,K'), labels (N,K'))``
+        (see :mod:`gan_detect.variants.common` for the papers' two layouts)."""
+
+    @abstractmethod
+    def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        """Scalar statistics of D on ``fake.sr`` (N, 3, H, W) vs ``batch.labels`` (N,), logged as
+        ``val/<key>`` (``cls_acc`` at least)."""
+
+    @torch.no_grad()
+    def roi_captions(self, lr_rois: Tensor) -> list[str]:
+        """One short text per ROI (N, 3, h, w) for the validation image grid: D's top class."""
+        n = lr_rois.shape[0]
+        side = float(lr_rois.shape[-1] * self.scale)
+        unit = lr_rois.new_tensor([0.0, 0.0, side, side]).expand(n, 4)
+        _, scores, labels = self.detect(lr_rois, unit, (int(side), int(side)), False)
+        best = scores.argmax(dim=1)
+        rows = torch.arange(n, device=scores.device)
+        return [
+            f"cls={int(lab)} p={float(p):.2f}"
+            for lab, p in zip(labels[rows, best].tolist(), scores[rows, best].tolist(), strict=True)
+        ]
 
 
 def _split_output(

@@ -13,9 +13,15 @@ from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
+from gan_detect.models.generator import GeneratorOutput
 from gan_detect.models.losses import box_regression_loss, classification_loss
-from gan_detect.variants.base import GANVariant, GANVariantConfig
-from gan_detect.variants.tiny_face import _build_discriminator, _build_generator
+from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
+from gan_detect.variants.common import (
+    build_discriminator,
+    build_generator,
+    class_box_accuracy,
+    class_box_candidates,
+)
 
 
 @dataclass
@@ -46,10 +52,10 @@ class SODMTGAN(GANVariant):
             raise TypeError(f"sod_mtgan needs an SODMTGANConfig, got {type(cfg).__name__}")
         if num_classes < 1:
             raise ValueError(f"data.num_classes must be >= 1, got {num_classes}")
-        disc = _build_discriminator(
+        disc = build_discriminator(
             cfg, num_classes + 1, box_head=True, class_agnostic_box=cfg.class_agnostic_box
         )
-        return cls(_build_generator(cfg), disc, cfg)
+        return cls(build_generator(cfg), disc, cfg)
 
     def task_losses(
         self,
@@ -67,6 +73,18 @@ class SODMTGAN(GANVariant):
         cls = torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
         box = torch.stack([_box(o, batch) for o in outs]).sum()
         return {f"{prefix}cls": w_cls * cls, f"{prefix}box": w_box * box}
+
+    def candidates(
+        self,
+        out: DiscriminatorOutput,
+        boxes: Tensor,
+        image_size: tuple[int, int],
+        refine_boxes: bool,
+    ) -> Candidates:
+        return class_box_candidates(out, boxes, image_size, refine_boxes)
+
+    def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        return {"cls_acc": class_box_accuracy(self.discriminator(fake.sr), batch.labels)}
 
 
 def _box(out: DiscriminatorOutput, batch: RoiBatch) -> Tensor:

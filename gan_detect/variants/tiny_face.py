@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
-from gan_detect.models.discriminator import DiscriminatorOutput, MultiTaskDiscriminator
-from gan_detect.models.generator import SRGenerator
+from gan_detect.models.discriminator import DiscriminatorOutput
+from gan_detect.models.generator import GeneratorOutput
 from gan_detect.models.losses import classification_loss
-from gan_detect.variants.base import GANVariant, GANVariantConfig
+from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
+from gan_detect.variants.common import (
+    build_discriminator,
+    build_generator,
+    face_accuracy,
+    face_candidates,
+)
 
 
 @dataclass
@@ -36,7 +42,11 @@ class TinyFaceGAN(GANVariant):
             raise ValueError(
                 f"tiny_face is a face/non-face variant: data.num_classes must be 1, got {num_classes}"
             )
-        return cls(_build_generator(cfg), _build_discriminator(cfg, 1, box_head=False), cfg)
+        return cls(build_generator(cfg), build_discriminator(cfg, 1, box_head=False), cfg)
+
+    @classmethod
+    def accepts_num_classes(cls, num_classes: int) -> bool:
+        return num_classes == 1
 
     def task_losses(
         self,
@@ -52,30 +62,14 @@ class TinyFaceGAN(GANVariant):
             loss = loss + classification_loss(real_out.cls_logits, batch.labels)
         return {f"{prefix}cls": w * loss}
 
+    def candidates(
+        self,
+        out: DiscriminatorOutput,
+        boxes: Tensor,
+        image_size: tuple[int, int],
+        refine_boxes: bool,
+    ) -> Candidates:
+        return face_candidates(out, boxes)  # no box head: boxes stay as proposed
 
-def _build_generator(cfg: GANVariantConfig) -> SRGenerator:
-    return SRGenerator(
-        scale=cfg.scale,
-        channels=cfg.g_channels,
-        num_res_blocks=cfg.g_res_blocks,
-        convs_per_block=cfg.g_convs_per_block,
-        upsample_channels=cfg.g_upsample_channels,
-        refine_channels=cfg.g_refine_channels,
-        refinement=cfg.g_refinement,
-        output_activation=cfg.g_output_activation,
-        bicubic_skip=cfg.g_bicubic_skip,
-    )
-
-
-def _build_discriminator(
-    cfg: GANVariantConfig, num_cls_logits: int, box_head: bool, class_agnostic_box: bool = False
-) -> MultiTaskDiscriminator:
-    return MultiTaskDiscriminator(
-        backbone=cfg.backbone,
-        num_cls_logits=num_cls_logits,
-        box_head=box_head,
-        class_agnostic_box=class_agnostic_box,
-        pretrained=cfg.pretrained,
-        pretrained_path=cfg.pretrained_path,
-        remove_last_pool=cfg.remove_last_pool,
-    )
+    def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        return {"cls_acc": face_accuracy(self.discriminator(fake.sr), batch.labels)}

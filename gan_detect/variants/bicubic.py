@@ -1,0 +1,125 @@
+"""The "no GAN" control: bicubic up-sampling instead of a generator; D alone is trained.
+
+It isolates what super-resolution adds. The LR crop is bicubic up-sampled to the HR size
+(``F.interpolate`` bicubic, clamped to [-1, 1]) and D keeps the heads and D-step losses of the
+matching paper variant: tiny-face (one class: real/SR + face/non-face logit; Bai et al., CVPR 2018)
+or SOD-MTGAN ((C + 1)-way class and box heads; ECCV 2018). Generator terms (pixel, adversarial
+and task losses through G) do not exist: there is no G step, no G optimiser, no MSE warm-up.
+Stack it on any experiment: ``gan-detect fit experiments/tiny_face_wider.yaml variant.name=bicubic``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gan_detect.data.batch import RoiBatch
+from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
+from gan_detect.models.generator import Generator, GeneratorOutput
+from gan_detect.models.losses import box_regression_loss, classification_loss
+from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
+from gan_detect.variants.common import (
+    build_discriminator,
+    class_box_accuracy,
+    class_box_candidates,
+    face_accuracy,
+    face_candidates,
+)
+
+
+@dataclass
+class BicubicConfig(GANVariantConfig):
+    """The shared options (the ``g_*`` and generator-loss weights are unused: there is no G).
+
+    With several classes D gets SOD-MTGAN's box head, weighted by ``d_box_weight``.
+    """
+
+    name: str = "bicubic"
+    d_box_weight: float = 1.0
+    class_agnostic_box: bool = False
+
+
+class BicubicUpsampler(Generator):
+    """A parameter-free "generator": (N, 3, h, w) -> (N, 3, s*h, s*w) bicubic in [-1, 1]."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, lr: Tensor) -> GeneratorOutput:
+        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return GeneratorOutput(sr=up.clamp(-1, 1))
+
+
+class BicubicControl(GANVariant):
+    """D trained on HR vs bicubic crops with the paper heads; no trainable generator."""
+
+    name = "bicubic"
+    Config = BicubicConfig
+
+    def __init__(self, discriminator: Discriminator, cfg: BicubicConfig, num_classes: int):
+        super().__init__(BicubicUpsampler(cfg.scale), discriminator, cfg)
+        self.num_classes = num_classes
+
+    @classmethod
+    def build(cls, cfg: GANVariantConfig, num_classes: int) -> BicubicControl:
+        if not isinstance(cfg, BicubicConfig):
+            raise TypeError(f"bicubic needs a BicubicConfig, got {type(cfg).__name__}")
+        if num_classes < 1:
+            raise ValueError(f"data.num_classes must be >= 1, got {num_classes}")
+        if num_classes == 1:  # tiny-face heads
+            disc = build_discriminator(cfg, 1, box_head=False)
+        else:  # SOD-MTGAN heads
+            disc = build_discriminator(
+                cfg, num_classes + 1, box_head=True, class_agnostic_box=cfg.class_agnostic_box
+            )
+        return cls(disc, cfg, num_classes)
+
+    def task_losses(
+        self,
+        batch: RoiBatch,
+        real_out: DiscriminatorOutput | None,
+        fake_out: DiscriminatorOutput,
+        prefix: str,
+        generator: bool,
+    ) -> dict[str, Tensor]:
+        """D-step class terms on HR and bicubic (and box terms with several classes)."""
+        cfg = self.cfg
+        assert isinstance(cfg, BicubicConfig)
+        outs = [fake_out] if real_out is None else [real_out, fake_out]
+        cls = torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
+        terms = {f"{prefix}cls": cfg.d_cls_weight * cls}
+        if self.num_classes > 1:
+            box = torch.stack([_box(o, batch) for o in outs]).sum()
+            terms[f"{prefix}box"] = cfg.d_box_weight * box
+        return terms
+
+    def generator_losses(
+        self, batch: RoiBatch, fake: GeneratorOutput, pixel_only: bool = False
+    ) -> dict[str, Tensor]:
+        raise RuntimeError("the bicubic control has no generator to train (no G step)")
+
+    def candidates(
+        self,
+        out: DiscriminatorOutput,
+        boxes: Tensor,
+        image_size: tuple[int, int],
+        refine_boxes: bool,
+    ) -> Candidates:
+        if self.num_classes == 1:
+            return face_candidates(out, boxes)
+        return class_box_candidates(out, boxes, image_size, refine_boxes)
+
+    def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
+        out = self.discriminator(fake.sr)
+        accuracy = face_accuracy if self.num_classes == 1 else class_box_accuracy
+        return {"cls_acc": accuracy(out, batch.labels)}
+
+
+def _box(out: DiscriminatorOutput, batch: RoiBatch) -> Tensor:
+    if out.box_deltas is None:
+        raise RuntimeError("bicubic discriminator has no box head")
+    return box_regression_loss(out.box_deltas, batch.labels, batch.box_targets)

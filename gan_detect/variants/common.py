@@ -1,0 +1,99 @@
+"""Public pieces a variant may reuse: G / D builders and the two papers' head semantics.
+
+Head semantics turn one :class:`DiscriminatorOutput` on N ROIs into detection candidates
+``(boxes (N, K', 4), scores (N, K'), labels (N, K') int64 1..C)`` and a validation accuracy:
+
+- face heads (Bai et al., CVPR 2018): one sigmoid logit, K' = 1, the proposal box is kept;
+- class + box heads (SOD-MTGAN, ECCV 2018): a (C + 1)-way softmax (0 = background, dropped),
+  K' = C, each class moves the proposal by its own (or a shared) Fast R-CNN delta.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gan_detect.data.roi import clip_boxes, decode_boxes
+from gan_detect.models.discriminator import DiscriminatorOutput, MultiTaskDiscriminator
+from gan_detect.models.generator import SRGenerator
+from gan_detect.variants.base import Candidates, GANVariantConfig
+
+__all__ = [
+    "build_discriminator",
+    "build_generator",
+    "class_box_accuracy",
+    "class_box_candidates",
+    "face_accuracy",
+    "face_candidates",
+]
+
+
+def build_generator(cfg: GANVariantConfig) -> SRGenerator:
+    """The Table 1 generator from the shared ``g_*`` options."""
+    return SRGenerator(
+        scale=cfg.scale,
+        channels=cfg.g_channels,
+        num_res_blocks=cfg.g_res_blocks,
+        convs_per_block=cfg.g_convs_per_block,
+        upsample_channels=cfg.g_upsample_channels,
+        refine_channels=cfg.g_refine_channels,
+        refinement=cfg.g_refinement,
+        output_activation=cfg.g_output_activation,
+        bicubic_skip=cfg.g_bicubic_skip,
+    )
+
+
+def build_discriminator(
+    cfg: GANVariantConfig, num_cls_logits: int, box_head: bool, class_agnostic_box: bool = False
+) -> MultiTaskDiscriminator:
+    """A timm trunk (``cfg.backbone``) with real/SR, ``num_cls_logits`` class and box heads."""
+    return MultiTaskDiscriminator(
+        backbone=cfg.backbone,
+        num_cls_logits=num_cls_logits,
+        box_head=box_head,
+        class_agnostic_box=class_agnostic_box,
+        pretrained=cfg.pretrained,
+        pretrained_path=cfg.pretrained_path,
+        remove_last_pool=cfg.remove_last_pool,
+    )
+
+
+def face_candidates(out: DiscriminatorOutput, boxes: Tensor) -> Candidates:
+    """One sigmoid face logit: (N, 1, 4) unchanged boxes, (N, 1) p(face), (N, 1) labels = 1."""
+    scores = torch.sigmoid(out.cls_logits.float())[:, :1]
+    labels = torch.ones_like(scores, dtype=torch.int64)
+    return boxes[:, None, :], scores, labels
+
+
+def class_box_candidates(
+    out: DiscriminatorOutput, boxes: Tensor, image_size: tuple[int, int], refine_boxes: bool
+) -> Candidates:
+    """(C + 1)-way softmax, background dropped: one candidate per class (K' = C).
+
+    Boxes are the proposal moved by that class's delta (class-specific (N, 4(C+1)) or shared
+    (N, 4) deltas) and clipped to ``image_size`` (H, W); unchanged without ``refine_boxes``.
+    """
+    scores = torch.softmax(out.cls_logits.float(), dim=1)[:, 1:]  # (N, C)
+    n, c = scores.shape
+    labels = torch.arange(1, c + 1, device=scores.device).expand(n, c)
+    proposals = boxes[:, None, :].expand(n, c, 4)
+    if not refine_boxes or out.box_deltas is None:
+        return proposals, scores, labels
+    deltas = out.box_deltas.float()
+    if deltas.shape[1] == 4:  # class-agnostic: the same move for every class
+        deltas = deltas[:, None, :].expand(n, c, 4)
+    else:
+        deltas = deltas.view(n, c + 1, 4)[:, 1:, :]
+    decoded = decode_boxes(deltas.reshape(-1, 4), proposals.reshape(-1, 4))
+    return clip_boxes(decoded, image_size).view(n, c, 4), scores, labels
+
+
+def face_accuracy(out: DiscriminatorOutput, labels: Tensor) -> Tensor:
+    """Scalar: share of ROIs where p(face) > 0.5 agrees with ``labels`` (N,) > 0."""
+    pred = out.cls_logits[:, 0] > 0
+    return (pred == (labels > 0)).float().mean()
+
+
+def class_box_accuracy(out: DiscriminatorOutput, labels: Tensor) -> Tensor:
+    """Scalar: share of ROIs whose (C + 1)-way argmax equals ``labels`` (N,) (0 = background)."""
+    return (out.cls_logits.argmax(dim=1) == labels).float().mean()
