@@ -7,6 +7,7 @@ label names and inference options: it is all ``predict`` needs. It is read with
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import sys
@@ -283,25 +284,8 @@ def run_predict(
     return summary
 
 
-def main(argv: Sequence[str]) -> int:
-    """``gan-detect predict --ckpt PIPELINE IMAGES... [--out DIR] [--draw] ...``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="gan-detect predict", description="detect objects in images")
-    ap.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    ap.add_argument("--ckpt", required=True, help="pipeline.pt, or a run directory holding one")
-    ap.add_argument("--out", default="predictions", help="output folder (default predictions/)")
-    ap.add_argument(
-        "--draw", action="store_true", help="also write each image with its boxes drawn"
-    )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    ap.add_argument("--score-threshold", type=float, default=0.3)
-    ap.add_argument("--max-detections", type=int, default=750)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument(
-        "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
-    )
-    ns = ap.parse_args(list(argv))
+def run_cli(ns: argparse.Namespace) -> int:
+    """``gan-detect predict`` on parsed arguments (``gan_detect.cli.predict_parser``)."""
     pipe = Pipeline.load(
         ns.ckpt,
         device=ns.device,
@@ -312,3 +296,10 @@ def main(argv: Sequence[str]) -> int:
     s = run_predict(pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size)
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
     return 0 if s["processed"] or not s["failed"] else 1
+
+
+def main(argv: Sequence[str]) -> int:
+    """``gan-detect predict --ckpt PIPELINE IMAGES... [--out DIR] [--draw] ...``."""
+    from gan_detect.cli import predict_parser
+
+    return run_cli(predict_parser().parse_args(list(argv)))
