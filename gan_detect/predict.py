@@ -97,7 +97,10 @@ def to_image_tensor(image: Any) -> Tensor:
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
             raise ValueError(f"numpy image must be (H, W), (H, W, 1|3|4); got {arr.shape}")
         arr = arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr, 3, axis=2)
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # PIL's and memory-mapped arrays: torch warns on those
+            arr = arr.copy()
+        t = torch.from_numpy(arr).permute(2, 0, 1)
         return t.float().div(255.0) if arr.dtype == np.uint8 else t.float()
     if isinstance(image, Tensor):
         t = image
