@@ -56,8 +56,9 @@ def workdir(demo: Path, tmp_path: Path) -> Path:
     (tmp_path / "experiments").symlink_to(README.parent / "experiments")
     photos = tmp_path / "my_photos"
     photos.mkdir()
-    for p in sorted((demo / "data" / "faces" / "val").rglob("*.jpg"))[:2]:
+    for p in sorted((demo / "data" / "faces" / "WIDER_val").rglob("*.jpg"))[:2]:
         shutil.copy(p, photos / p.name)
+    assert len(list(photos.iterdir())) == 2
     return tmp_path
 
 
