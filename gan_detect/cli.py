@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan_detect.config import ExperimentConfig
+from gan_detect.quiet import VERBOSE_ENV, quiet_lightning
 from gan_detect.schema import ConfigError, to_container, to_experiment_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -430,16 +431,24 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: gan-detect COMMAND [args]   (gan-detect COMMAND --help for details)", ""]
+    lines = ["usage: gan-detect [--verbose] COMMAND [args]   (COMMAND --help for details)", ""]
     lines += ["commands:"]
     lines += [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest."]
+    lines += [
+        "",
+        "--verbose (or GAN_DETECT_VERBOSE=1): also Lightning's tips, hardware lines, summaries.",
+        "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gan-detect`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:  # anywhere: config commands take every other word as a file
+        argv.remove("--verbose")
+        os.environ[VERBOSE_ENV] = "1"  # inherited by DDP ranks and subprocesses
+    quiet_lightning()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

@@ -133,7 +133,13 @@ def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
 
 
 def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
-    """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks)."""
+    """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks).
+
+    Lightning's tips, hardware lines and model summary only with ``--verbose`` (``quiet.py``).
+    """
+    from gan_detect.quiet import quiet_lightning, verbose
+
+    quiet_lightning()
     t = cfg.trainer
     kwargs: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
@@ -156,6 +162,7 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
         # Our DataModules build their own DistributedSampler (seeded per epoch).
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
+        enable_model_summary=verbose(),
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
