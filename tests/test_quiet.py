@@ -43,7 +43,9 @@ def test_verbose_restores_lightning_messages(monkeypatch: pytest.MonkeyPatch) ->
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # the default filter order: ours were added first
             quiet_lightning()
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning)
+            warnings.warn(
+                "`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1
+            )
         assert not caught
     monkeypatch.setenv(VERBOSE_ENV, "1")
     quiet_lightning()
