@@ -199,6 +199,15 @@ class GANDetectionModule(L.LightningModule):
             self._log_grid(self._val_grid_batch)
             self._val_grid_batch = None
 
+    def _class_names(self) -> list[str] | None:
+        """The DataModule's label names (for the SR grid), when training with one."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(dm, "class_names", None)
+        try:
+            return list(names()) if callable(names) else None
+        except Exception:  # names are a nicety of a picture; never fail validation for them
+            return None
+
     def _log_grid(self, batch: RoiBatch) -> None:
         probs, _, fake = self.variant.refine(batch.lr)
         out_dir = Path(self.cfg.output_dir) / "val_images"
@@ -210,6 +219,7 @@ class GANDetectionModule(L.LightningModule):
             batch.labels,
             self.variant.scale,
             out_dir / f"epoch_{self.current_epoch:03d}.png",
+            class_names=self._class_names(),
         )
         logger = self.logger
         if logger is not None and hasattr(logger, "log_image"):

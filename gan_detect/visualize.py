@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,29 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     )
 
 
+def label_name(label: int, class_names: Sequence[str] | None) -> str:
+    """``background`` for 0, the class name of ``label`` (1..C) where known, else the number."""
+    if label == 0:
+        return "background"
+    if class_names is not None and 1 <= label <= len(class_names):
+        return str(class_names[label - 1])
+    return str(label)
+
+
+def grid_caption(label: int, probs: Tensor, class_names: Sequence[str] | None = None) -> str:
+    """Text under one grid row: the true label and D's verdict on the SR crop.
+
+    Args:
+        probs: (K,) face probability (K = 1) or softmax over background + C classes.
+    """
+    p = probs.detach().float().cpu()
+    if p.numel() == 1:
+        score = f"p(face)={float(p[0]):.2f}"
+    else:
+        score = f"{label_name(int(p.argmax()), class_names)} {float(p.max()):.2f}"
+    return f"true: {label_name(label, class_names)}  D: {score}"
+
+
 def save_sr_grid(
     lr: Tensor,
     sr: Tensor,
@@ -31,6 +55,7 @@ def save_sr_grid(
     scale: int,
     path: str | Path,
     max_rows: int = 8,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a PNG: one row per ROI, columns LR (nearest) | bicubic | SR | HR, scores underneath.
 
@@ -38,7 +63,9 @@ def save_sr_grid(
         lr: (N, 3, h, w) in [-1, 1]; sr, hr: (N, 3, s*h, s*w) in [-1, 1].
         probs: (N, K) D's class probabilities on SR (K = 1: face probability).
         labels: (N,) ground-truth labels (0 = background).
+        class_names: name of label i + 1 at index i; without them labels print as numbers.
     """
+
     n = min(max_rows, lr.shape[0])
     size = hr.shape[-1]
     lr_up = F.interpolate(lr[:n].float(), scale_factor=scale, mode="nearest")
@@ -56,11 +83,8 @@ def save_sr_grid(
         for c, img in enumerate([lr_up[i], bic[i], sr[i], hr[i]]):
             tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(tile, (pad + c * (cell + pad), y))
-        p = probs[i].detach().float().cpu()
-        score = (
-            f"p(face)={p[0]:.2f}" if p.numel() == 1 else f"cls={int(p.argmax())} p={p.max():.2f}"
-        )
-        draw.text((pad, y + cell + 1), f"label={int(labels[i])}  D on SR: {score}", fill="black")
+        caption = grid_caption(int(labels[i]), probs[i], class_names)
+        draw.text((pad, y + cell + 1), caption, fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
