@@ -28,7 +28,7 @@ from gan_detect.data.roi import make_lr
 NUM_CLASSES = {"tiny_face": 1, "sod_mtgan": 3}
 DATA_NAME = {"tiny_face": "wider_face", "sod_mtgan": "coco"}
 
-# Network sizes. "small": what a 2-core CPU can time in seconds (ARCHITECTURE section 6);
+# Network sizes. "small": what a 2-core CPU can time in seconds (docs/design.md §5);
 # "paper": Table 1 of Bai et al. (64 ch, 8 residual blocks, 256-wide deconvs) + VGG19.
 SIZES: dict[str, dict[str, Any]] = {
     "small": {

@@ -35,28 +35,31 @@ def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
-    from gan_detect.training import build_trainer
+    from gan_detect.training import build_trainer, new_run_folder
 
     L.seed_everything(cfg.seed, workers=True)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(to_container(cfg)), out / "config.yaml")
-    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
-    module = DetectorModule(detector_config(cfg))
-    # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.
-    strategy = cfg.trainer.strategy
-    kwargs: dict[str, Any] = dict(
-        strategy="ddp" if strategy in ("ddp_gan", "ddp") else strategy,
-        callbacks=[ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=1)],
-    )
-    kwargs.update(trainer_kw)
-    trainer = build_trainer(cfg, **kwargs)
-    trainer.fit(
-        module,
-        train_dataloaders=dm.detection_dataloader("train", shuffle=True),
-        val_dataloaders=dm.detection_dataloader("val"),
-        ckpt_path=ckpt_path,
-    )
+    with new_run_folder(cfg.output_dir):
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(to_container(cfg)), out / "config.yaml")
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        module = DetectorModule(detector_config(cfg))
+        # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.
+        strategy = cfg.trainer.strategy
+        kwargs: dict[str, Any] = dict(
+            strategy="ddp" if strategy in ("ddp_gan", "ddp") else strategy,
+            callbacks=[
+                ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=1)
+            ],
+        )
+        kwargs.update(trainer_kw)
+        trainer = build_trainer(cfg, **kwargs)
+        trainer.fit(
+            module,
+            train_dataloaders=dm.detection_dataloader("train", shuffle=True),
+            val_dataloaders=dm.detection_dataloader("val"),
+            ckpt_path=ckpt_path,
+        )
     return out / "checkpoints" / "last.ckpt"
 
 

@@ -1,7 +1,7 @@
 """The one LightningModule that trains any GAN variant: manual optimisation, D step then G step.
 
 Follows Lightning's GAN example (``toggled_optimizer``, ``manual_backward``) with the fixes from
-LESSONS.md: one D forward on cat(real, fake), schedules in epochs, ``clip_gradients``.
+docs/design.md §3: one D forward on cat(real, fake), schedules in epochs, ``clip_gradients``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,19 +246,37 @@ def write_run_config(cfg: ExperimentConfig) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def new_run_folder(output_dir: str | Path) -> Iterator[None]:
+    """Remove a run folder that this run created if it fails before writing more than its
+    ``config.yaml`` (a bad data path, a missing proposals file): a failed start leaves no
+    half-made run behind. A run that wrote checkpoints or logs is kept (it can be resumed)."""
+    out = Path(output_dir)
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and _launch_rank() == 0 and out.is_dir():
+            files = [p for p in out.rglob("*") if p.is_file()]
+            if all(p == out / "config.yaml" for p in files):
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def fit(
     cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
 ) -> tuple[GANDetectionModule, L.Trainer]:
     """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given."""
     L.seed_everything(cfg.seed, workers=True)
-    if _launch_rank() == 0:
-        write_run_config(cfg)
-    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
-    _resumable_train_data(dm)
-    module = GANDetectionModule(to_container(cfg))
-    apply_speed_options(module, cfg)
-    trainer = build_trainer(cfg, **trainer_overrides)
-    trainer.fit(module, datamodule=dm, ckpt_path=newest_checkpoint(ckpt_path, cfg.output_dir))
+    with new_run_folder(cfg.output_dir):
+        if _launch_rank() == 0:
+            write_run_config(cfg)
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        _resumable_train_data(dm)
+        module = GANDetectionModule(to_container(cfg))
+        apply_speed_options(module, cfg)
+        trainer = build_trainer(cfg, **trainer_overrides)
+        trainer.fit(module, datamodule=dm, ckpt_path=newest_checkpoint(ckpt_path, cfg.output_dir))
     return module, trainer
 
 

@@ -87,3 +87,31 @@ def test_readme_block_runs(index: int, workdir: Path) -> None:
         )
         assert res.returncode == 0, f"README block {index}: {cmd[1:]}\n{res.stderr[-3000:]}"
         assert "Traceback" not in res.stderr, res.stderr[-3000:]
+
+
+_REF = re.compile(
+    r"docs/design\.md(?:\S*)?(?:,| ) ?(?:decisions? )?((?:§\d+|D\d+)(?:(?:, | and |-)(?:§\d+|D\d+))*)"
+)
+
+
+def test_design_references_resolve_and_no_stale_ones_remain() -> None:
+    root = README.parent
+    design = (root / "docs" / "design.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\.", design, re.M))
+    decisions = set(re.findall(r"^- \*\*D(\d+)\.", design, re.M))
+    assert len(sections) >= 6 and len(decisions) >= 12
+    files = [root / "README.md", *root.glob("experiments/*.yaml"), *root.glob("benchmarks/*")]
+    files += [*root.glob("gan_detect/**/*.py")]
+    checked = 0
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        for stale in ("ARCHITECTURE", "LESSONS"):
+            assert stale not in text, f"{f}: cites {stale}, which is not in the repository"
+        for m in _REF.finditer(text):
+            for ref in re.findall(r"§(\d+)|D(\d+)", m.group(1)):
+                sec, dec = ref
+                assert (sec in sections) if sec else (dec in decisions), (f, m.group(0))
+                checked += 1
+    assert checked >= 10

@@ -51,7 +51,7 @@ class GANVariantConfig(VariantConfig):
     # -log D(G(x)), same fixed point, usable gradients when D wins early. Default: non_saturating.
     adv_form: str = "non_saturating"
     # Pixel loss only on ROIs whose source box side (min of w, h) is at least this many pixels:
-    # a tiny object's HR crop is an upsampled blur (ARCHITECTURE decision 5). 0 = all ROIs.
+    # a tiny object's HR crop is an upsampled blur (docs/design.md, D5). 0 = all ROIs.
     pixel_loss_min_size: float = 0.0
     # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
     pixel_loss_on_background: bool = True
@@ -107,7 +107,7 @@ class GANVariant(nn.Module, ABC):
     def discriminate_real_fake(
         self, batch: RoiBatch, fake: GeneratorOutput
     ) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
-        """One D forward on cat(real, fake) (ARCHITECTURE decision 2); split back into two."""
+        """One D forward on cat(real, fake) (docs/design.md, D2); split back into two."""
         n = batch.hr.shape[0]
         out = self.discriminator(torch.cat([batch.hr, fake.sr], dim=0))
         return _split_output(out, n)
