@@ -115,3 +115,22 @@ def test_design_references_resolve_and_no_stale_ones_remain() -> None:
                 assert (sec in sections) if sec else (dec in decisions), (f, m.group(0))
                 checked += 1
     assert checked >= 10
+
+
+def test_readme_report_tables_have_the_shape_report_md_prints() -> None:
+    from gan_detect.report import COCO_KEYS, WIDER_KEYS, metric_table
+
+    def run(keys: tuple[str, ...]) -> dict:
+        m = {k: 0.5 for k in keys}
+        return {"name": "r", "eval": {"metrics": {"baseline": m, "gan": m}}}
+
+    printed = metric_table([run(WIDER_KEYS + COCO_KEYS)])
+    headers = [ln for ln in printed.splitlines() if ln.startswith("| run |")]
+    titles = [ln for ln in printed.splitlines() if ln.startswith("**")]
+    text = README.read_text()
+    for line in headers + titles:
+        assert line in text, f"README lacks the report's line {line!r}"
+    methods = {ln.split("|")[2].strip() for ln in printed.splitlines() if ln.startswith("| r |")}
+    assert methods == {"baseline", "gan", "GAN - baseline"}
+    for m in methods:
+        assert f"[faces] | {m} |" in text
