@@ -101,3 +101,28 @@ def test_config_show_keys_lists_type_default_and_value(capsys: pytest.CaptureFix
 def test_config_show_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "variant.adv_wieght=1"]) == 2
     assert "adv_wieght" in capsys.readouterr().err
+
+
+def test_wider_eval_prints_three_decimals_and_names_the_official_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from test_wider_face_ap import EXPECTED, PREDS, _write_mats
+
+    from gan_detect.data.proposals import Proposals, write_wider_tree
+
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    _write_mats(gt_dir)
+    dets = {
+        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
+        for i, p in PREDS.items()
+    }
+    write_wider_tree(dets, pred_dir)
+    out_json = tmp_path / "r.json"
+    assert main(["wider-eval", str(pred_dir), "--gt", str(gt_dir), "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert f"{100 * EXPECTED['ap_hard']:8.3f}" in text  # e.g. 73.827, not 73.83
+    assert "settings: official eval_tools gt_list" in text
+    saved = json.loads(out_json.read_text())
+    assert saved["official_gt_list"] is True and "official" not in saved
