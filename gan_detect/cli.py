@@ -112,8 +112,11 @@ def _experiment_files() -> list[tuple[str, str]]:
     out = []
     for p in sorted(EXPERIMENTS.glob("*.yaml")):
         first = next((ln for ln in p.read_text().splitlines() if ln.startswith("#")), "# ")
-        desc = first.lstrip("# ").strip().split(". ")[0].rstrip(":.")
-        out.append((f"experiments/{p.name}", desc if len(desc) <= 60 else desc[:57] + "..."))
+        # The first sentence of the file's header comment, without its parenthesis.
+        desc = first.lstrip("# ").strip().split(". ")[0].split(" (")[0].rstrip(":.")
+        if len(desc) > 56:
+            desc = desc[:53].rsplit(" ", 1)[0] + " ..."
+        out.append((f"experiments/{p.name}", desc))
     return out
 
 
@@ -140,7 +143,7 @@ def _groups() -> list[tuple[str, str]]:
 def config_epilog() -> str:
     """The shared part of the config-driven commands' help: files, groups, keys, how to list."""
     lines = ["config files (stack them left to right; later files and key=value win):"]
-    lines += [f"  {p:36s} {d}" for p, d in _experiment_files()] or ["  (no experiments/ folder)"]
+    lines += [f"  {p:39s} {d}" for p, d in _experiment_files()] or ["  (no experiments/ folder)"]
     lines += ["", "config groups (set any key as group.key=value):"]
     lines += [f"  {g:10s} {d}" for g, d in _groups()]
     lines += ["", "common keys:"]
@@ -242,17 +245,29 @@ def predict_parser() -> argparse.ArgumentParser:
     """Arguments of ``gan-detect predict`` (here so that ``--help`` needs no torch)."""
     ap = _parser("predict", PREDICT_HELP)
     ap.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    ap.add_argument("--ckpt", required=True, help="pipeline.pt, or a run directory holding one")
-    ap.add_argument("--out", default="predictions", help="output folder (default predictions/)")
+    ap.add_argument(
+        "--ckpt", required=True, metavar="PIPELINE", help="pipeline.pt, or a run folder holding one"
+    )
+    ap.add_argument(
+        "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
+    )
     ap.add_argument(
         "--draw", action="store_true", help="also write each image with its boxes drawn"
     )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    ap.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda, cuda:1 ...")
     ap.add_argument(
-        "--score-threshold", type=float, default=0.3, help="drop boxes scoring less (default 0.3)"
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="drop boxes scoring less (default 0.3)",
     )
-    ap.add_argument("--max-detections", type=int, default=750, help="per image (default 750)")
-    ap.add_argument("--batch-size", type=int, default=4, help="images per forward (default 4)")
+    ap.add_argument(
+        "--max-detections", type=int, default=750, metavar="N", help="per image (default 750)"
+    )
+    ap.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="images per forward (default 4)"
+    )
     ap.add_argument(
         "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
     )
@@ -277,7 +292,9 @@ def wider_eval_parser() -> argparse.ArgumentParser:
 def demo_parser() -> argparse.ArgumentParser:
     """Arguments of ``gan-detect demo``."""
     ap = _parser("demo", DEMO_HELP)
-    ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    ap.add_argument(
+        "--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)"
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -287,8 +304,9 @@ def demo_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="seed of the generated data and of every training run (default 0); the same seed "
-        "gives the same data and, on one machine, the same numbers",
+        metavar="N",
+        help="seed of the generated data and of every training run (default 0); another seed "
+        "gives other images and another initialisation, the same seed the same images",
     )
     return ap
 
@@ -298,7 +316,10 @@ def compare_parser() -> argparse.ArgumentParser:
     ap = _parser("compare", COMPARE_HELP)
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="evaluated run folders")
     ap.add_argument(
-        "--out", default="reports/compare", help="report folder (default reports/compare)"
+        "--out",
+        default="reports/compare",
+        metavar="DIR",
+        help="report folder (default reports/compare)",
     )
     return ap
 

@@ -64,7 +64,7 @@ def test_compare_help_is_help_and_demo_help_explains_seed(helps: dict) -> None:
     assert "RUN_DIR" in helps["help"]["compare"]["text"]
     assert "metrics.json not found" not in helps["help"]["compare"]["text"]
     demo = " ".join(helps["help"]["demo"]["text"].split())
-    assert "--seed SEED seed of the generated data and of every training run" in demo
+    assert "--seed N seed of the generated data and of every training run" in demo
     assert "outputs:" in helps["help"]["predict"]["text"]
 
 
