@@ -195,7 +195,8 @@ EVALUATE_HELP = """\
 Baseline vs GAN re-scoring on evaluate.split: the detector's own scores against D's re-scored
 (and, for SOD-MTGAN, re-localised) proposals, with the official WIDER FACE protocol / COCO AP.
 
-inputs:  the run's config files + ckpt=PATH (a GAN checkpoint; default OUTPUT_DIR/checkpoints/last.ckpt).
+inputs:  the run's config files + ckpt=PATH (a GAN checkpoint;
+         default OUTPUT_DIR/checkpoints/last.ckpt).
 outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-detect compare`
          turns run folders into a report."""
 

@@ -4,7 +4,8 @@ Mark a block by putting ``<!-- readme-test -->`` on the line before its opening 
 blocks run as a script; bash blocks run line by line (``\\`` continuations joined, comments
 dropped) with ``gan-detect`` meaning this interpreter's ``python -m gan_detect``. Both run in a
 scratch folder where ``runs/demo`` is the session's quick demo and ``my_photos/`` holds two of its
-images (``experiments/`` is the checkout's), so the README's paths are the ones a new user has after ``gan-detect demo``.
+images (``experiments/`` is the checkout's): the README's paths are the ones a new user has
+after ``gan-detect demo``.
 """
 
 from __future__ import annotations
