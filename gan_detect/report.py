@@ -197,13 +197,13 @@ def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         ax_loss, ax_prob = axes[0][col], axes[1][col]
         for key in LOSS_KEYS:
             xs, ys = _series(r["train_log"], key)
-            if xs:
-                ax_loss.plot(xs, ys, label=key.split("/")[1])
+            if xs:  # markers: a short run logs only a few points, a lone one has no line
+                ax_loss.plot(xs, ys, label=key.split("/")[1], marker="." if len(xs) < 30 else None)
         for key in PROB_KEYS:
             xs, ys = _series(r["train_log"], key)
             if xs:
                 label = {"d_real": "D(real HR)", "d_fake": "D(G(LR))"}.get(key.split("/")[1], key)
-                ax_prob.plot(xs, ys, label=label)
+                ax_prob.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
         ax_loss.set_yscale("symlog", linthresh=1e-3)  # losses span decades; symlog allows 0
         ax_loss.set_ylabel("loss (log scale)")
         ax_loss.set_title(r["name"], fontsize=8)
