@@ -69,6 +69,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": f"{root}:{path}".rstrip(":")}
 
 
+@pytest.mark.slow  # 20-40 s a block on the loaded 2-core machine: each loads torch and a pipeline
 @pytest.mark.parametrize("index", range(len(readme_blocks())))
 def test_readme_block_runs(index: int, workdir: Path) -> None:
     lang, code = readme_blocks()[index]
