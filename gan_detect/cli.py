@@ -129,10 +129,14 @@ def _groups() -> list[tuple[str, str]]:
         "data": "the DataModule (data.name: wider_face or coco), ROI mining and loaders",
         "detector": "the baseline proposal detector (task=detector)",
     }
+    cls = {
+        "optim": c.OptimConfig,
+        "trainer": c.TrainerConfig,
+        "logger": c.LoggerConfig,
+        "evaluate": c.EvalConfig,
+    }
     rows = []
     for f in dataclasses.fields(ExperimentConfig):
-        cls = {"optim": c.OptimConfig, "trainer": c.TrainerConfig, "logger": c.LoggerConfig}
-        cls |= {"evaluate": c.EvalConfig}
         if f.name in docs:
             rows.append((f.name, docs[f.name]))
         elif f.name in cls:
