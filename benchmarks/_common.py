@@ -31,7 +31,7 @@ def num_classes_for(variant: str) -> int:
     return 3 if get_variant_class(variant).accepts_num_classes(3) else 1
 
 
-# Network sizes. "small": what a 2-core CPU can time in seconds (ARCHITECTURE section 6);
+# Network sizes. "small": what a 2-core CPU can time in seconds (docs/design.md §5);
 # "paper": Table 1 of Bai et al. (64 ch, 8 residual blocks, 256-wide deconvs) + VGG19.
 SIZES: dict[str, dict[str, Any]] = {
     "small": {

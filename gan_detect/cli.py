@@ -1,20 +1,29 @@
-"""Command line: ``gan-detect fit|validate|wider-eval ...``.
+"""Command line: ``gan-detect fit|validate|evaluate|propose|demo|compare|predict|config ...``.
 
 Commands read YAML and ``key=value`` overrides (the form W&B sweep agents pass with
 ``${args_no_hyphens}``) through :func:`gan_detect.configload.load_config`: files are merged left
 to right, overrides last, then validated against the structured schema.
+
+Argument parsing and ``--help`` happen before torch or Lightning is imported (every command
+imports its heavy modules inside its function), so ``gan-detect CMD --help`` answers in well under
+a second.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from gan_detect.configload import load_config
-from gan_detect.schema import ConfigError, ExperimentConfig, to_container
+from gan_detect.config import ExperimentConfig
+from gan_detect.configload import load_config, load_raw_config
+from gan_detect.quiet import VERBOSE_ENV, quiet_lightning
+from gan_detect.schema import ConfigError, to_container
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -31,19 +40,289 @@ def _resolve_resume(cfg: ExperimentConfig) -> str | None:
     return resume_checkpoint(cfg)
 
 
+# --- help texts (no torch: only the config dataclasses and the experiments/ folder are read) ---
+
+# Keys most runs set; `gan-detect config show FILES --keys` lists all of them.
+COMMON_KEYS = [
+    ("data.root", "dataset folder (WIDER FACE or COCO layout)"),
+    ("output_dir", "run folder: checkpoints, config.yaml, logs, eval/"),
+    ("trainer.max_epochs", "epochs"),
+    ("trainer.devices / trainer.accelerator", "e.g. devices=4 accelerator=gpu"),
+    ("trainer.precision", "32-true, bf16-mixed, 16-mixed"),
+    ("data.batch_size", "ROIs (or images for the detector) per batch"),
+    ("optim.lr_g / optim.lr_d", "Adam learning rates of G and D"),
+    ("data.train_proposals / data.val_proposals", "proposal files (COCO JSON or WIDER tree)"),
+    ("logger.kind", "csv, wandb, tensorboard or none"),
+    ("resume", "auto or a checkpoint path"),
+    ("ckpt", "checkpoint for validate / evaluate / propose"),
+    ("evaluate.split / evaluate.score_fusion", "split to evaluate; d_only or geometric_mean"),
+]
+
+
+def _experiment_files() -> list[tuple[str, str]]:
+    """``(relative path, first comment line)`` of each YAML file in experiments/."""
+    if not EXPERIMENTS.is_dir():
+        return []
+    out = []
+    for p in sorted(EXPERIMENTS.glob("*.yaml")):
+        first = next((ln for ln in p.read_text().splitlines() if ln.startswith("#")), "# ")
+        # The first sentence of the file's header comment, without its parenthesis.
+        desc = first.lstrip("# ").strip().split(". ")[0].split(" (")[0].rstrip(":.")
+        if len(desc) > 56:
+            desc = desc[:53].rsplit(" ", 1)[0] + " ..."
+        out.append((f"experiments/{p.name}", desc))
+    return out
+
+
+def _groups() -> list[tuple[str, str]]:
+    """Top-level config groups with the first line of their dataclass docstring."""
+    from gan_detect import config as c
+
+    docs = {
+        "variant": "the GAN variant (variant.name: tiny_face or sod_mtgan) and its networks",
+        "data": "the DataModule (data.name: wider_face or coco), ROI mining and loaders",
+        "detector": "the baseline proposal detector (task=detector)",
+    }
+    cls = {
+        "optim": c.OptimConfig,
+        "trainer": c.TrainerConfig,
+        "logger": c.LoggerConfig,
+        "evaluate": c.EvalConfig,
+    }
+    rows = []
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name in docs:
+            rows.append((f.name, docs[f.name]))
+        elif f.name in cls:
+            rows.append((f.name, (cls[f.name].__doc__ or "").strip().splitlines()[0]))
+    return rows
+
+
+def config_epilog() -> str:
+    """The shared part of the config-driven commands' help: files, groups, keys, how to list."""
+    lines = ["config files (stack them left to right; later files and key=value win):"]
+    lines += [f"  {p:39s} {d}" for p, d in _experiment_files()] or ["  (no experiments/ folder)"]
+    lines += ["", "config groups (set any key as group.key=value):"]
+    lines += [f"  {g:10s} {d}" for g, d in _groups()]
+    lines += ["", "common keys:"]
+    lines += [f"  {k:42s} {d}" for k, d in COMMON_KEYS]
+    lines += [
+        "",
+        "every key with its type and default:  gan-detect config show CONFIG.yaml... --keys",
+        "the resolved config (YAML):           gan-detect config show CONFIG.yaml... [key=value]",
+    ]
+    return "\n".join(lines)
+
+
+def _parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"gan-detect {prog}",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = _parser(prog, description, config_epilog())
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG.yaml | key=value",
+        help="YAML files merged left to right, then key=value overrides",
+    )
+    return p
+
+
+FIT_HELP = """\
+Train a GAN variant on ROIs mined from proposals (task=gan, the default), or the baseline
+proposal detector (task=detector, experiments/detector_*.yaml).
+
+inputs:  config files + key=value overrides; the dataset under data.root; proposal files.
+outputs: OUTPUT_DIR/config.yaml (the resolved config), checkpoints/last.ckpt (+ best),
+         logs/ (CSV or W&B), val_images/ (LR | bicubic | SR | HR grids).
+example: gan-detect fit experiments/tiny_face_wider.yaml data.root=/data/widerface"""
+
+VALIDATE_HELP = """\
+Run the validation loop of a trained checkpoint and print its metrics (AP, D accuracy, losses).
+
+inputs:  the run's config files + ckpt=PATH (a checkpoint written by fit).
+outputs: printed metric table (nothing written)."""
+
+EVALUATE_HELP = """\
+Baseline vs GAN re-scoring on evaluate.split: the detector's own scores against D's re-scored
+(and, for SOD-MTGAN, re-localised) proposals, with the official WIDER FACE protocol / COCO AP.
+
+inputs:  the run's config files + ckpt=PATH (a GAN checkpoint;
+         default OUTPUT_DIR/checkpoints/last.ckpt).
+outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-detect compare`
+         turns run folders into a report."""
+
+PROPOSE_HELP = """\
+Write a trained detector's proposals for one split, in the official layouts (WIDER txt tree,
+COCO results JSON): the input of the GAN stage (data.train_proposals / data.val_proposals).
+
+inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train].
+outputs: OUTPUT_DIR/proposals/SPLIT/ (paths printed)."""
+
+DEMO_HELP = """\
+The whole chain on generated data, with the same code and configs as a real run: generated faces
+(WIDER layout) and shapes (COCO layout) -> baseline detector -> proposals -> ROI stores ->
+tiny-face GAN and SOD-MTGAN -> baseline vs GAN re-scoring -> report.
+
+outputs: OUT/report/report.md, OUT/{faces,objects}/ (runs with pipeline.pt for predict),
+         OUT/data/ (the generated datasets), OUT/timings.json."""
+
+COMPARE_HELP = """\
+Side-by-side report of finished runs (each evaluated with `gan-detect evaluate`): metric table,
+AP by object size, PR curves, SR samples and training curves.
+
+inputs:  run folders holding eval/metrics.json.
+outputs: OUT/report.md and its figures."""
+
+PREDICT_HELP = """\
+Boxes for your images: the detector's proposals re-scored by the GAN of a pipeline file
+(OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.predict.export_pipeline).
+
+inputs:  image files, folders (searched recursively) or globs.
+outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label names),
+         OUT/summary.json (processed and failed images), with --draw OUT/<relative path>_boxes.png.
+         Unreadable, corrupt or oversized images are reported and skipped; exit 1 when no image
+         was found or none could be read."""
+
+WIDER_EVAL_HELP = """\
+Official WIDER FACE easy / medium / hard AP (the eval_tools protocol) of a prediction txt tree
+<event>/<name>.txt against the ground-truth .mat files."""
+
+CONFIG_HELP = """\
+Print the resolved config (YAML) of config files + key=value overrides, as fit would use it, or
+with --keys every key with its type, default and value. Without files, the defaults of
+variant.name=tiny_face / data.name=wider_face (override them to see another variant's keys)."""
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect predict`` (here so that ``--help`` needs no torch)."""
+    ap = _parser("predict", PREDICT_HELP)
+    ap.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    ap.add_argument(
+        "--ckpt", required=True, metavar="PIPELINE", help="pipeline.pt, or a run folder holding one"
+    )
+    ap.add_argument(
+        "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
+    )
+    ap.add_argument(
+        "--draw", action="store_true", help="also write each image with its boxes drawn"
+    )
+    ap.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda, cuda:1 ...")
+    ap.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="drop boxes scoring less (default 0.3)",
+    )
+    ap.add_argument(
+        "--max-detections", type=int, default=750, metavar="N", help="per image (default 750)"
+    )
+    ap.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="images per forward (default 4)"
+    )
+    ap.add_argument(
+        "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
+    )
+    return ap
+
+
+def wider_eval_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect wider-eval`` (here so that ``--help`` needs no torch)."""
+    p = _parser("wider-eval", WIDER_EVAL_HELP)
+    p.add_argument("pred_dir", type=Path, help="prediction tree: <event>/<name>.txt")
+    p.add_argument("--gt", type=Path, required=True, help="folder with the wider_*_val.mat files")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="optional text file, one 'event/name' per line: evaluate only these",
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the result dict here")
+    return p
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect demo``."""
+    ap = _parser("demo", DEMO_HELP)
+    ap.add_argument(
+        "--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)"
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes (about a minute; for tests): the APs are near 0 at this size",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the generated data and of every training run (default 0); another seed "
+        "gives other images and another initialisation, the same seed the same images",
+    )
+    return ap
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect compare``."""
+    ap = _parser("compare", COMPARE_HELP)
+    ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="evaluated run folders")
+    ap.add_argument(
+        "--out",
+        default="reports/compare",
+        metavar="DIR",
+        help="report folder (default reports/compare)",
+    )
+    return ap
+
+
+def config_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect config show``."""
+    ap = _parser("config", CONFIG_HELP, config_epilog())
+    ap.add_argument("action", choices=["show"], help="show: print the resolved config")
+    ap.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value")
+    ap.add_argument(
+        "--keys", action="store_true", help="list every key with its type, default and value"
+    )
+    return ap
+
+
+# --- commands ---
+
+
+def _config_args(
+    parser: argparse.ArgumentParser, args: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Files and overrides of a config-driven command; ``-h`` prints help and exits 0.
+
+    Not ``parser.parse_args``: sweep agents may pass ``--key=value``, which argparse would reject.
+    """
+    if any(a in ("-h", "--help") for a in args):
+        parser.print_help()
+        raise SystemExit(0)
+    return _split_args(args)
+
+
 def cmd_fit(args: Sequence[str]) -> int:
+    files, overrides = _config_args(_config_parser("fit", FIT_HELP), args)
+    cfg = load_config(files, overrides)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from gan_detect.training import fit
-
-    files, overrides = _split_args(args)
-    cfg = load_config(files, overrides)
     try:
         if cfg.task == "detector":
             from gan_detect.detector_tasks import fit_detector
 
             print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
             return 0
+        from gan_detect.training import fit
+
         fit(cfg, ckpt_path=_resolve_resume(cfg))
     except SIGTERMException as err:
         # training.fit re-raises it with code 143 (Lightning's own is exit 0); last.ckpt is saved.
@@ -58,12 +337,12 @@ def cmd_fit(args: Sequence[str]) -> int:
 
 
 def cmd_validate(args: Sequence[str]) -> int:
-    from gan_detect.training import validate
-
-    files, overrides = _split_args(args)
+    files, overrides = _config_args(_config_parser("validate", VALIDATE_HELP), args)
     cfg = load_config(files, overrides)
     if cfg.ckpt is None:
         raise ConfigError("validate needs ckpt=PATH (a checkpoint written by fit)")
+    from gan_detect.training import validate
+
     metrics = validate(cfg, cfg.ckpt)
     for k, v in sorted(metrics.items()):
         print(f"{k:28s} {v:.4f}")
@@ -71,83 +350,91 @@ def cmd_validate(args: Sequence[str]) -> int:
 
 
 def cmd_evaluate(args: Sequence[str]) -> int:
+    files, overrides = _config_args(_config_parser("evaluate", EVALUATE_HELP), args)
+    cfg = load_config(files, overrides)
     from gan_detect.training import evaluate
 
-    files, overrides = _split_args(args)
-    cfg = load_config(files, overrides)
     evaluate(cfg, cfg.ckpt)
     return 0
 
 
 def cmd_propose(args: Sequence[str]) -> int:
-    from gan_detect.detector_tasks import propose
-
-    files, overrides = _split_args(args)
+    files, overrides = _config_args(_config_parser("propose", PROPOSE_HELP), args)
     cfg = load_config(files, overrides)
     if cfg.ckpt is None:
         raise ConfigError("propose needs ckpt=PATH (a detector checkpoint)")
+    from gan_detect.detector_tasks import propose
+
     for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split).items():
         print(f"{fmt}: {path}")
     return 0
 
 
 def cmd_compare(args: Sequence[str]) -> int:
+    ns = compare_parser().parse_args(list(args))
     from gan_detect.report import write_report
 
-    out = "reports/compare"
-    runs = []
-    for a in args:
-        if a.startswith("--out="):
-            out = a.split("=", 1)[1]
-        else:
-            runs.append(a)
-    print(f"report: {write_report(runs, out)}")
+    print(f"report: {write_report(ns.runs, ns.out)}")
     return 0
 
 
 def cmd_demo(args: Sequence[str]) -> int:
-    import argparse
-
+    ns = demo_parser().parse_args(list(args))
     from gan_detect.demo import run_demo
 
-    ap = argparse.ArgumentParser(
-        prog="gan-detect demo", description="the whole chain on generated data"
-    )
-    ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (about a minute; for tests)")
-    ap.add_argument("--seed", type=int, default=0)
-    ns = ap.parse_args(list(args))
     run_demo(ns.out, quick=ns.quick, seed=ns.seed)
     return 0
 
 
 def cmd_predict(args: Sequence[str]) -> int:
-    from gan_detect.predict import main as predict_main
+    parser = predict_parser()
+    ns = parser.parse_args(list(args))
+    for name in ("batch_size", "max_detections"):
+        if getattr(ns, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(ns, name)}")
+    from gan_detect.predict import run_cli
 
-    return int(predict_main(list(args)))
+    return int(run_cli(ns))
 
 
 def cmd_wider_eval(args: Sequence[str]) -> int:
-    from gan_detect.wider_eval import main as wider_main
+    ns = wider_eval_parser().parse_args(list(args))
+    from gan_detect.wider_eval import run_cli
 
-    return int(wider_main(list(args)))
+    return int(run_cli(ns))
 
 
-COMMANDS: dict[str, tuple[Any, str]] = {
-    "demo": (cmd_demo, "the whole chain on generated data: demo [--out DIR] [--quick]"),
-    "fit": (cmd_fit, "train a GAN variant: fit CONFIG.yaml... [key=value ...]"),
+def cmd_config(args: Sequence[str]) -> int:
+    ns = config_parser().parse_intermixed_args(list(args))
+    from gan_detect.config_show import format_keys, resolved_yaml
+
+    files, overrides = _split_args(ns.args)
+    print(format_keys(files, overrides) if ns.keys else resolved_yaml(files, overrides), end="")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "demo": (cmd_demo, "the whole chain on generated data: demo [--out DIR] [--quick] [--seed N]"),
+    "fit": (cmd_fit, "train a GAN variant or the detector: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
     "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
     "propose": (cmd_propose, "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt"),
-    "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out=DIR]"),
+    "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out DIR]"),
     "predict": (cmd_predict, "boxes for your images: predict --ckpt PIPELINE IMAGES... [--draw]"),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
+    "config": (cmd_config, "print the resolved config: config show CONFIG.yaml... [--keys]"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: gan-detect COMMAND [args]", "", "commands:"]
+    lines = ["usage: gan-detect [--verbose] COMMAND [args]   (COMMAND --help for details)", ""]
+    lines += ["commands:"]
     lines += [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [
+        "",
+        "--verbose (or GAN_DETECT_VERBOSE=1): also Lightning's tips, hardware lines, summaries.",
+        "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest.",
+    ]
     return "\n".join(lines)
 
 
@@ -171,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("GAN_DETECT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if "--verbose" in argv:  # anywhere: config commands take every other word as a file
+        argv.remove("--verbose")
+        os.environ[VERBOSE_ENV] = "1"  # inherited by DDP ranks and subprocesses
+    quiet_lightning()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -178,11 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gan-detect: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate", "evaluate", "propose"):
-        print(COMMANDS[name][1])
-        return 0
     try:
         return int(COMMANDS[name][0](rest) or 0)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except Exception as err:
         if debug or not isinstance(err, _user_errors()):
             raise
@@ -191,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["load_config", "main", "to_container"]
+__all__ = ["load_config", "load_raw_config", "main", "to_container"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -70,7 +70,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     deterministic: bool = False
-    # Per-submodule DDP escape hatch (see ARCHITECTURE decision 3).
+    # Per-submodule DDP escape hatch (docs/design.md, D3).
     find_unused_parameters: bool = False
     # DDP re-broadcasts rank 0's BatchNorm buffers before each synchronised forward.
     broadcast_buffers: bool = True

@@ -14,14 +14,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_detect.schema import ConfigError, ExperimentConfig, to_experiment_config
 
-__all__ = ["load_config"]
+__all__ = ["load_config", "load_raw_config"]
 
 
-def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Merge YAML files (left to right) and ``key=value`` overrides; validate against the schema.
+def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge YAML files (left to right) and ``key=value`` overrides, not yet validated; values of
+    string-typed keys keep their literal text.
 
     Raises:
-        ConfigError: unknown key, wrong type or bad value (the key is named, valid keys listed).
+        ConfigError: a file is not YAML or not a mapping, or an override is malformed.
         FileNotFoundError: a config file does not exist.
     """
     parts: list[DictConfig] = []
@@ -47,7 +48,17 @@ def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> E
         _keep_string_overrides_literal(raw, clean)  # type: ignore[arg-type]
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad override: {err}") from None
-    return to_experiment_config(raw)  # type: ignore[arg-type]
+    return raw  # type: ignore[return-value]
+
+
+def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Merge YAML files (left to right) and ``key=value`` overrides; validate against the schema.
+
+    Raises:
+        ConfigError: unknown key, wrong type or bad value (the key is named, valid keys listed).
+        FileNotFoundError: a config file does not exist.
+    """
+    return to_experiment_config(load_raw_config(files, overrides))
 
 
 def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) -> None:
@@ -80,4 +91,3 @@ def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) ->
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]  # quoted on purpose: the text inside
         OmegaConf.update(raw, key, value, merge=False)
-

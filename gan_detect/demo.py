@@ -142,11 +142,24 @@ def run_demo(
     report = write_report(runs, out / "report")
     timings["total_s"] = time.time() - t0
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    _summary(runs, report, timings)
+    _summary(runs, report, timings, quick)
     return report
 
 
-def _summary(runs: list[Path], report: Path, timings: dict[str, float]) -> None:
+def quick_note() -> str:
+    """What a ``--quick`` run's near-zero numbers mean (printed under its summary)."""
+    q = DemoSizes.quick()
+    return (
+        f"  --quick: {q.detector_epochs} detector epoch(s) and {q.gan_epochs} GAN epochs on "
+        f"{q.train_images} images check that every stage runs;\n"
+        "  APs near 0 and 'NOT better' are expected at this size. `gan-detect demo` (no --quick)\n"
+        "  trains long enough for the numbers to mean something (a few minutes on a CPU)."
+    )
+
+
+def _summary(
+    runs: list[Path], report: Path, timings: dict[str, float], quick: bool = False
+) -> None:
     print("\n=== summary (generated data; small CPU networks)")
     for run in runs:
         m = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
@@ -161,4 +174,6 @@ def _summary(runs: list[Path], report: Path, timings: dict[str, float]) -> None:
         verdict = "better" if m["gan"][keys[-1]] > m["baseline"][keys[-1]] else "NOT better"
         print(f"  {run.name:8s} GAN re-scoring is {verdict} than the baseline on {keys[-1]}")
     print(f"  total time {timings['total_s']:.0f} s")
+    if quick:
+        print(quick_note())
     print(f"report: {report}")

@@ -33,11 +33,11 @@ def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
-    from gan_detect.training import build_trainer, run_folder_guard
+    from gan_detect.training import build_trainer, new_run_folder, run_folder_guard
 
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
-    with run_folder_guard(cfg):
+    with new_run_folder(cfg.output_dir), run_folder_guard(cfg):
         dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
         module = DetectorModule(detector_config(cfg))
         # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.

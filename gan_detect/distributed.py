@@ -1,6 +1,6 @@
 """Scale-out pieces: per-submodule DDP for the GAN, and a sampler/loader that resume mid-epoch.
 
-Why a custom strategy (ARCHITECTURE decision 3, LESSONS "GANs under DDP in Lightning"): Lightning's
+Why a custom strategy (docs/design.md, D3 and §3): Lightning's
 ``DDPStrategy`` wraps the whole LightningModule in one ``DistributedDataParallel``. In the G step
 ``toggled_optimizer`` freezes D, so D's parameters never receive gradients and the reducer fails
 ("parameters that were not used in producing the loss"). :class:`GANDDPStrategy` instead wraps

@@ -1,7 +1,7 @@
 """The one LightningModule that trains any GAN variant: manual optimisation, D step then G step.
 
 Follows Lightning's GAN example (``toggled_optimizer``, ``manual_backward``) with the fixes from
-LESSONS.md: one D forward on cat(real, fake), schedules in epochs, ``clip_gradients``.
+docs/design.md §3: one D forward on cat(real, fake), schedules in epochs, ``clip_gradients``.
 """
 
 from __future__ import annotations
@@ -207,6 +207,15 @@ class GANDetectionModule(L.LightningModule):
             self._log_grid(self._val_grid_batch)
             self._val_grid_batch = None
 
+    def _class_names(self) -> list[str] | None:
+        """The DataModule's label names (for the SR grid), when training with one."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(dm, "class_names", None)
+        try:
+            return list(names()) if callable(names) else None
+        except Exception:  # names are a nicety of a picture; never fail validation for them
+            return None
+
     def _log_grid(self, batch: RoiBatch) -> None:
         with torch.no_grad():
             sr = self.variant.generator(batch.lr).sr
@@ -215,10 +224,11 @@ class GANDetectionModule(L.LightningModule):
             batch.lr,
             sr,
             batch.hr,
-            self.variant.roi_captions(batch.lr),
+            self.variant.roi_captions(batch.lr, self._class_names()),
             batch.labels,
             self.variant.scale,
             out_dir / f"epoch_{self.current_epoch:03d}.png",
+            class_names=self._class_names(),
         )
         logger = self.logger
         if logger is not None and hasattr(logger, "log_image"):

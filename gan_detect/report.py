@@ -126,20 +126,35 @@ def verdict(metrics: dict[str, dict[str, float]]) -> str:
     return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
 
 
+def _legend(ax: Any) -> None:
+    """A legend only where something was drawn (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
-    """Grouped bars: AP per size bucket (tiny < 16 px, small < 32, medium < 96, large)."""
+    """Grouped bars: AP per size bucket (tiny < 16 px, small < 32, medium < 96, large).
+
+    A bucket without ground-truth objects (AP -1 in metrics.json) is marked n/a, not drawn as 0.
+    """
     fig, axes = _panels(len(runs))
     for ax, r in zip(axes, runs, strict=True):
         m = r["eval"]["metrics"]
         width = 0.8 / len(m)
+        top = max([100 * m[mt].get(k, -1) for mt in m for k in SIZE_KEYS] + [1.0])
         for j, method in enumerate(m):
-            vals = [max(m[method].get(k, -1), 0) * 100 for k in SIZE_KEYS]
-            ax.bar([i + j * width for i in range(len(SIZE_KEYS))], vals, width, label=method)
+            raw = [m[method].get(k, -1) for k in SIZE_KEYS]
+            xs = [i + j * width for i in range(len(SIZE_KEYS))]
+            ax.bar(xs, [max(v, 0) * 100 for v in raw], width, label=method)
+            for x, v in zip(xs, raw, strict=True):
+                if v < 0:
+                    ax.text(x, 0.02 * top, "n/a", ha="center", va="bottom", fontsize=7)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SIZE_KEYS))])
         ax.set_xticklabels(["tiny\n<16", "small\n<32", "medium\n<96", "large"])
         ax.set_ylabel("AP@[.5:.95] (%)")
+        ax.set_ylim(0, 1.15 * top)
         ax.set_title(r["name"], fontsize=8)
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, path)
 
 
@@ -157,27 +172,48 @@ def plot_pr_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_title(r["name"], fontsize=8)
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, path)
 
 
+LOSS_KEYS = tuple(k for k in TRAIN_KEYS if "/loss_" in k)
+PROB_KEYS = tuple(k for k in TRAIN_KEYS if k not in LOSS_KEYS)
+
+
+def _series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
+    pts = [
+        (float(row["step"]), float(row[key]))
+        for row in rows
+        if row.get(key) not in (None, "") and row.get("step") not in (None, "")
+    ]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
 def plot_training_curves(runs: list[dict[str, Any]], path: Path) -> Path:
-    """Logged GAN losses and D's real/generated probabilities against the training step."""
-    fig, axes = _panels(len(runs))
-    for ax, r in zip(axes, runs, strict=True):
-        for key in TRAIN_KEYS:
-            pts = [
-                (float(row["step"]), float(row[key]))
-                for row in r["train_log"]
-                if row.get(key) not in (None, "") and row.get("step") not in (None, "")
-            ]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, label=key.split("/")[1])
-        ax.set_xlabel("optimiser step")
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_title(r["name"], fontsize=8)
-        ax.legend(fontsize=7)
+    """Per run: the GAN losses (top, log axis) and D's mean probability of "real" on real and
+    generated images (bottom, 0-1), against the training step."""
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.5 * len(runs), 5.6), squeeze=False)
+    for col, r in enumerate(runs):
+        ax_loss, ax_prob = axes[0][col], axes[1][col]
+        for key in LOSS_KEYS:
+            xs, ys = _series(r["train_log"], key)
+            if xs:  # markers: a short run logs only a few points, a lone one has no line
+                ax_loss.plot(xs, ys, label=key.split("/")[1], marker="." if len(xs) < 30 else None)
+        for key in PROB_KEYS:
+            xs, ys = _series(r["train_log"], key)
+            if xs:
+                label = {"d_real": "D(real HR)", "d_fake": "D(G(LR))"}.get(key.split("/")[1], key)
+                ax_prob.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+        ax_loss.set_yscale("symlog", linthresh=1e-3)  # losses span decades; symlog allows 0
+        ax_loss.set_ylabel("loss (log scale)")
+        ax_loss.set_title(r["name"], fontsize=8)
+        ax_prob.set_ylabel("D's probability of real")
+        ax_prob.set_ylim(-0.02, 1.02)
+        ax_prob.set_xlabel("optimiser step")
+        for ax in (ax_loss, ax_prob):
+            _legend(ax)
+            if not ax.get_legend_handles_labels()[0]:
+                ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 

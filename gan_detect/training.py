@@ -7,6 +7,7 @@ import csv
 import inspect
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,13 @@ def build_callbacks(cfg: ExperimentConfig) -> list[Callback]:
 
 
 def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
-    """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks)."""
+    """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks).
+
+    Lightning's tips, hardware lines and model summary only with ``--verbose`` (``quiet.py``).
+    """
+    from gan_detect.quiet import quiet_lightning, verbose
+
+    quiet_lightning()
     t = cfg.trainer
     kwargs: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
@@ -239,6 +246,7 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
         num_sanity_val_steps=0,
         # Atomic saves next to the target; loads always weights_only=True (a resume runs no code).
         plugins=[SafeCheckpointIO()],
+        enable_model_summary=verbose(),
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
@@ -374,6 +382,23 @@ def write_run_config(cfg: ExperimentConfig) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def new_run_folder(output_dir: str | Path) -> Iterator[None]:
+    """Remove a run folder that this run created if it fails before writing more than its
+    ``config.yaml`` (a bad data path, a missing proposals file): a failed start leaves no
+    half-made run behind. A run that wrote checkpoints or logs is kept (it can be resumed)."""
+    out = Path(output_dir)
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and _launch_rank() == 0 and out.is_dir():
+            files = [p for p in out.rglob("*") if p.is_file()]
+            if all(p == out / "config.yaml" for p in files):
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def fit(
     cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
 ) -> tuple[GANDetectionModule, L.Trainer]:
@@ -384,7 +409,7 @@ def fit(
         SIGTERMException: stopped by SIGTERM (``last.ckpt`` was saved first).
     """
     L.seed_everything(cfg.seed, workers=True)
-    with run_folder_guard(cfg):
+    with new_run_folder(cfg.output_dir), run_folder_guard(cfg):
         dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
         _resumable_train_data(dm)
         module = GANDetectionModule(to_container(cfg))

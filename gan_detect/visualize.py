@@ -23,6 +23,21 @@ def _to_uint8(x: Tensor) -> np.ndarray:
     )
 
 
+def label_name(label: int, class_names: Sequence[str] | None) -> str:
+    """``background`` for 0, the class name of ``label`` (1..C) where known, else the number."""
+    if label == 0:
+        return "background"
+    if class_names is not None and 1 <= label <= len(class_names):
+        return str(class_names[label - 1])
+    return str(label)
+
+
+def grid_caption(label: int, verdict: str, class_names: Sequence[str] | None = None) -> str:
+    """Text under one grid row: the true label and D's verdict on the SR crop (the variant's
+    ``roi_captions``, e.g. ``"triangle 0.60"``)."""
+    return f"true: {label_name(label, class_names)}  D: {verdict}"
+
+
 def save_sr_grid(
     lr: Tensor,
     sr: Tensor,
@@ -32,6 +47,7 @@ def save_sr_grid(
     scale: int,
     path: str | Path,
     max_rows: int = 8,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a PNG: one row per ROI, columns LR (nearest) | bicubic | SR | HR, scores underneath.
 
@@ -39,7 +55,9 @@ def save_sr_grid(
         lr: (N, 3, h, w) in [-1, 1]; sr, hr: (N, 3, s*h, s*w) in [-1, 1].
         captions: N texts on D's verdict on SR (the variant's ``roi_captions``).
         labels: (N,) ground-truth labels (0 = background).
+        class_names: name of label i + 1 at index i; without them labels print as numbers.
     """
+
     n = min(max_rows, lr.shape[0])
     size = hr.shape[-1]
     lr_up = F.interpolate(lr[:n].float(), scale_factor=scale, mode="nearest")
@@ -57,7 +75,7 @@ def save_sr_grid(
         for c, img in enumerate([lr_up[i], bic[i], sr[i], hr[i]]):
             tile = Image.fromarray(_to_uint8(img)).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(tile, (pad + c * (cell + pad), y))
-        caption = f"label={int(labels[i])}  D on SR: {captions[i]}"
+        caption = grid_caption(int(labels[i]), captions[i], class_names)
         draw.text((pad, y + cell + 1), caption, fill="black")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

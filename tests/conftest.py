@@ -1,8 +1,11 @@
-"""Shared fixtures: offline W&B, small configs, generated ROI pairs."""
+"""Shared fixtures: offline W&B, seeding, and one quick demo run per session."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +19,22 @@ def _seed() -> None:
     import lightning as L
 
     L.seed_everything(0, workers=True)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``gan-detect demo --quick`` once per test session (test_demo.py, test_readme.py)."""
+    out = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    res = subprocess.run(
+        [sys.executable, "-m", "gan_detect", "demo", "--quick", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "=== summary" in res.stdout and f"report: {out / 'report' / 'report.md'}" in res.stdout
+    (out / "demo_stdout.txt").write_text(res.stdout)
+    (out / "demo_stderr.txt").write_text(res.stderr)
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,17 +16,6 @@ from gan_detect.report import COCO_KEYS, WIDER_KEYS, write_report
 
 SECTIONS = ["## Metrics", "## AP by object size", "## Precision-recall curves",
             "## Super-resolved samples", "## Training curves"]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    res = subprocess.run([sys.executable, "-m", "gan_detect", "demo", "--quick", "--out", str(out)],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-4000:]
-    assert "=== summary" in res.stdout and f"report: {out / 'report' / 'report.md'}" in res.stdout
-    return out
 
 
 def _table_values(report: str) -> dict[tuple[str, str, int], list[str]]:

@@ -23,7 +23,7 @@ from gan_detect.data.records import ImageRecord, Proposals
 
 @dataclass
 class RoiDataConfig(DataConfig):
-    """Options shared by the WIDER FACE and COCO DataModules (ROI mining: ARCHITECTURE 3.5-3.6)."""
+    """Options shared by the WIDER FACE and COCO DataModules (ROI mining: docs/design.md, D5-D6)."""
 
     train_split: str = "train"
     val_split: str = "val"

@@ -1,5 +1,5 @@
 """ROI mining for the GAN refiner (Bai et al., CVPR 2018; Zhang et al., ECCV 2018): proposal
-labelling, Fast R-CNN box coding and sampling, and the LR/HR crops (ARCHITECTURE decisions 5, 6).
+labelling, Fast R-CNN box coding and sampling, and the LR/HR crops (docs/design.md, D5, D6).
 
 Crop geometry, shared by training and inference: a box is enlarged by ``context`` around its
 centre and made square on its longer side (side = ``context * max(w, h)``), so the object keeps
@@ -49,7 +49,7 @@ def label_proposals(
     bg_iou_low: float = 0.0,
     ignore_iou: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Label (K, 4) xyxy proposals against (M, 4) ground truth (ARCHITECTURE decision 6).
+    """Label (K, 4) xyxy proposals against (M, 4) ground truth (docs/design.md, D6).
 
     Rules, in order: (1) if the best-overlapping GT over *all* GT is an ignored one with
     IoU >= ``ignore_iou`` and it overlaps strictly more than every non-ignored GT -> -1 (never a

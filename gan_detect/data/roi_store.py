@@ -1,5 +1,5 @@
 """The on-disk ROI store: HR crops mined once per image (gan_detect.data.roi), as sharded uint8
-arrays plus per-ROI metadata, and the Datasets that read it (ARCHITECTURE section 1, decision 5).
+arrays plus per-ROI metadata, and the Datasets that read it (docs/design.md §1, D5).
 
 Layout of a store directory::
 

@@ -2,7 +2,7 @@
 
 Both papers re-score a baseline detector's proposals (MB-FCN on ResNet-50 for WIDER FACE, Bai et
 al. CVPR 2018; Faster R-CNN / FPN for COCO, Zhang et al. ECCV 2018). This file builds a comparable
-detector from maintained parts, with the small-object recipe of LESSONS.md item 4: a stride-4 (P2)
+detector from maintained parts, with the small-object recipe of docs/design.md §4: a stride-4 (P2)
 pyramid level, anchors (or FCOS size ranges) that start at ``smallest_size`` pixels, a low score
 threshold and a large per-image detection budget.
 """

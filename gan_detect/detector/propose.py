@@ -1,6 +1,6 @@
 """Run the baseline detector over a dataset and write its proposals in the official layouts.
 
-The proposals file is the hand-over point of the pipeline (ARCHITECTURE.md section 1): any
+The proposals file is the hand-over point of the pipeline (docs/design.md §1): any
 detector that writes a COCO results JSON or a WIDER per-image txt tree can replace this one.
 """
 

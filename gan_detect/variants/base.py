@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +15,7 @@ from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
 from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
+from gan_detect.visualize import label_name
 
 # Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
 Candidates = tuple[Tensor, Tensor, Tensor]
@@ -54,7 +56,7 @@ class GANVariantConfig(VariantConfig):
     # -log D(G(x)), same fixed point, usable gradients when D wins early. Default: non_saturating.
     adv_form: str = "non_saturating"
     # Pixel loss only on ROIs whose source box side (min of w, h) is at least this many pixels:
-    # a tiny object's HR crop is an upsampled blur (ARCHITECTURE decision 5). 0 = all ROIs.
+    # a tiny object's HR crop is an upsampled blur (docs/design.md, D5). 0 = all ROIs.
     pixel_loss_min_size: float = 0.0
     # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
     pixel_loss_on_background: bool = True
@@ -127,7 +129,7 @@ class GANVariant(nn.Module, ABC):
     def discriminate_real_fake(
         self, batch: RoiBatch, fake: GeneratorOutput
     ) -> tuple[DiscriminatorOutput, DiscriminatorOutput]:
-        """One D forward on cat(real, fake) (ARCHITECTURE decision 2); split back into two."""
+        """One D forward on cat(real, fake) (docs/design.md, D2); split back into two."""
         n = batch.hr.shape[0]
         out = self.discriminator(torch.cat([batch.hr, fake.sr], dim=0))
         return _split_output(out, n)
@@ -213,8 +215,9 @@ class GANVariant(nn.Module, ABC):
         ``val/<key>`` (``cls_acc`` at least)."""
 
     @torch.no_grad()
-    def roi_captions(self, lr_rois: Tensor) -> list[str]:
-        """One short text per ROI (N, 3, h, w) for the validation image grid: D's top class."""
+    def roi_captions(self, lr_rois: Tensor, class_names: Sequence[str] | None = None) -> list[str]:
+        """One short text per ROI (N, 3, h, w) for the validation image grid: D's top class
+        (named from ``class_names``, label i + 1 at index i) and its score."""
         n = lr_rois.shape[0]
         side = float(lr_rois.shape[-1] * self.scale)
         unit = lr_rois.new_tensor([0.0, 0.0, side, side]).expand(n, 4)
@@ -222,7 +225,7 @@ class GANVariant(nn.Module, ABC):
         best = scores.argmax(dim=1)
         rows = torch.arange(n, device=scores.device)
         return [
-            f"cls={int(lab)} p={float(p):.2f}"
+            f"{label_name(int(lab), class_names)} {float(p):.2f}"
             for lab, p in zip(labels[rows, best].tolist(), scores[rows, best].tolist(), strict=True)
         ]
 

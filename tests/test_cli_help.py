@@ -1,0 +1,128 @@
+"""Every subcommand's --help is fast (no torch import), says what it does, and `config show`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gan_detect.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs every command's --help in one fresh interpreter and reports what got imported.
+_PROBE = """
+import contextlib, io, json, sys, time
+from gan_detect.cli import COMMANDS, main
+t0 = time.perf_counter()
+out = {}
+for name in [None, *COMMANDS]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--help"] if name is None else [name, "--help"])
+    out[str(name)] = {"rc": rc, "text": buf.getvalue()}
+heavy = [m for m in ("torch", "lightning", "torchvision", "timm") if m in sys.modules]
+print(json.dumps({"help": out, "heavy": heavy, "seconds": time.perf_counter() - t0}))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict:
+    res = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_help_of_every_command_imports_no_torch(helps: dict) -> None:
+    assert helps["heavy"] == []
+    assert helps["seconds"] < 5.0  # well under a second each on an idle machine
+    assert set(helps["help"]) == {"None", *COMMANDS}
+    for name, h in helps["help"].items():
+        assert h["rc"] == 0, name
+        if name != "None":
+            assert h["text"].startswith(f"usage: gan-detect {name}"), (name, h["text"][:200])
+
+
+def test_config_commands_list_files_groups_keys_and_how_to_list_every_key(helps: dict) -> None:
+    for name in ("fit", "validate", "evaluate", "propose", "config"):
+        text = helps["help"][name]["text"]
+        assert "experiments/tiny_face_wider.yaml" in text and "experiments/smoke.yaml" in text
+        for group in ("variant", "data", "optim", "trainer", "logger", "evaluate", "detector"):
+            assert f"\n  {group} " in text, (name, group)
+        assert "data.root" in text and "trainer.max_epochs" in text
+        assert "gan-detect config show CONFIG.yaml... --keys" in text
+        assert "inputs:" in text or name == "config"
+
+
+def test_compare_help_is_help_and_demo_help_explains_seed(helps: dict) -> None:
+    assert "RUN_DIR" in helps["help"]["compare"]["text"]
+    assert "metrics.json not found" not in helps["help"]["compare"]["text"]
+    demo = " ".join(helps["help"]["demo"]["text"].split())
+    assert "--seed N seed of the generated data and of every training run" in demo
+    assert "outputs:" in helps["help"]["predict"]["text"]
+
+
+def test_python_m_gan_detect_help_is_fast() -> None:
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-m", "gan_detect", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert res.returncode == 0 and "usage: gan-detect compare" in res.stdout, res.stderr
+    assert time.perf_counter() - t0 < 10.0
+
+
+def test_config_show_prints_the_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(ROOT / "experiments" / f) for f in ("tiny_face_wider.yaml", "smoke.yaml")]
+    assert main(["config", "show", *files, "data.root=/somewhere", "variant.adv_weight=0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "root: /somewhere" in text and "adv_weight: 0.5" in text
+    assert "g_channels: 16" in text  # smoke.yaml over tiny_face_wider.yaml (64 in the dataclass)
+
+
+def test_config_show_keys_lists_type_default_and_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--keys", str(ROOT / "experiments" / "smoke.yaml")]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["variant.g_channels"] == ["variant.g_channels", "int", "64", "=", "16"]
+    assert rows["optim.lr_g"][1:3] == ["float", "0.0001"]
+    assert rows["trainer.max_epochs"][1] == "int"
+    assert "detector.arch" in rows and "evaluate.score_fusion" in rows
+
+
+def test_config_show_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "variant.adv_wieght=1"]) == 2
+    assert "adv_wieght" in capsys.readouterr().err
+
+
+def test_wider_eval_prints_three_decimals_and_names_the_official_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from test_wider_face_ap import EXPECTED, PREDS, _write_mats
+
+    from gan_detect.data.proposals import Proposals, write_wider_tree
+
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    _write_mats(gt_dir)
+    dets = {
+        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
+        for i, p in PREDS.items()
+    }
+    write_wider_tree(dets, pred_dir)
+    out_json = tmp_path / "r.json"
+    assert main(["wider-eval", str(pred_dir), "--gt", str(gt_dir), "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert f"{100 * EXPECTED['ap_hard']:8.3f}" in text  # e.g. 73.827, not 73.83
+    assert "settings: official eval_tools gt_list" in text
+    saved = json.loads(out_json.read_text())
+    assert saved["official_gt_list"] is True and "official" not in saved
