@@ -445,10 +445,3 @@ def run_cli(ns: argparse.Namespace) -> int:
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
     # Non-zero when nothing was predicted: no image found, or none could be read.
     return 0 if s["processed"] else 1
-
-
-def main(argv: Sequence[str]) -> int:
-    """``gan-detect predict --ckpt PIPELINE IMAGES... [--out DIR] [--draw] ...``."""
-    from gan_detect.cli import predict_parser
-
-    return run_cli(predict_parser().parse_args(list(argv)))

@@ -82,13 +82,6 @@ def evaluate_wider_tree(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print an easy / medium / hard table; return 0 (errors raise with the bad path named)."""
-    from gan_detect.cli import wider_eval_parser
-
-    return run_cli(wider_eval_parser().parse_args(argv))
-
-
 def run_cli(args: argparse.Namespace) -> int:
     """``gan-detect wider-eval`` on parsed arguments (``gan_detect.cli.wider_eval_parser``)."""
     ids = None
@@ -116,7 +109,3 @@ def run_cli(args: argparse.Namespace) -> int:
         out["official_gt_list"] = bool(r["official"])
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 import torch
 
+from gan_detect.cli import main
 from gan_detect.data.proposals import write_wider_tree
 from gan_detect.data.records import Proposals
 from gan_detect.metrics.wider_face_ap import (
@@ -25,7 +26,7 @@ from gan_detect.metrics.wider_gt import (
     fallback_ground_truth,
     load_wider_ground_truth,
 )
-from gan_detect.wider_eval import evaluate_wider_tree, main
+from gan_detect.wider_eval import evaluate_wider_tree
 
 DATA = Path(
     os.environ.get(
@@ -237,7 +238,19 @@ def test_tree_evaluation_with_missing_file_and_cli(tmp_path: Path) -> None:
     assert result["missing"] == 1 and result["num_images"] == 3
     assert {k: result[k] for k in EXPECTED} == pytest.approx(EXPECTED, abs=1e-6)
     with pytest.warns(UserWarning):
-        assert main([str(pred_dir), "--gt", str(gt_dir), "--json", str(tmp_path / "r.json")]) == 0
+        assert (
+            main(
+                [
+                    "wider-eval",
+                    str(pred_dir),
+                    "--gt",
+                    str(gt_dir),
+                    "--json",
+                    str(tmp_path / "r.json"),
+                ]
+            )
+            == 0
+        )
     assert '"ap_hard"' in (tmp_path / "r.json").read_text()
 
 
