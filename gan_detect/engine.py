@@ -101,7 +101,12 @@ class GANDetectionModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
-        # Schedules are in epochs (global_step counts both optimisers' steps).
+        # Schedules are in GAN epochs: ``optim.milestones`` count epochs after the MSE warm-up
+        # (the paper's "3 epochs at 1e-4, then 3 at 1e-5" is the adversarial schedule), so the
+        # schedulers never step during warm-up (D has not stepped then either). In epochs, not
+        # steps: global_step counts both optimisers' steps.
+        if self.in_warmup():
+            return
         for sched in self.lr_schedulers():  # type: ignore[union-attr]
             sched.step()
 

@@ -188,3 +188,52 @@ def test_checkpoint_holds_both_optimisers_and_loads_with_weights_only(tmp_path: 
         module.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
         assert torch.equal(a, c), k
+
+
+class _LrRecorder(L.Callback):
+    """Records (G lr, D lr, warm-up flag) at the start of every training epoch."""
+
+    def __init__(self) -> None:
+        self.lrs: list[tuple[float, float, bool]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        g, d = (o.param_groups[0]["lr"] for o in trainer.optimizers)
+        self.lrs.append((g, d, pl_module.in_warmup()))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("config", ["tiny_face_wider.yaml", "sod_mtgan_coco.yaml"])
+def test_real_configs_train_one_mse_epoch_then_3_at_1e4_then_3_at_1e5(
+    config: str, tmp_path: Path
+) -> None:
+    """The experiment configs mean what they say: milestones count GAN epochs (after warm-up),
+    and the D scheduler never steps before D's optimiser has (no PyTorch order warning)."""
+    import warnings
+
+    from gan_detect.cli import load_config
+    from gan_detect.schema import to_container
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    tiny = [f"variant.{k}={v}" for k, v in tiny_config()["variant"].items() if k != "name"]
+    cfg = load_config(
+        [root / config],
+        [*tiny, "data.hr_size=32", "trainer.precision=32-true", "trainer.accelerator=cpu",
+         "trainer.devices=1", "logger.kind=none", f"output_dir={tmp_path}"],
+    )  # fmt: skip
+    module = GANDetectionModule(to_container(cfg))
+    rec = _LrRecorder()
+    b = roi_batch(8, num_classes=cfg.data.num_classes)
+    trainer = _trainer(
+        to_container(cfg), tmp_path, callbacks=[rec], limit_train_batches=1, limit_val_batches=0
+    )
+    assert trainer.max_epochs == 7  # from the config
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, train_dataloaders=loader(b))
+    expected = [(1e-4, 1e-4, True)] + [(1e-4, 1e-4, False)] * 3 + [(1e-5, 1e-5, False)] * 3
+    assert len(rec.lrs) == 7
+    for epoch, (got, want) in enumerate(zip(rec.lrs, expected, strict=True)):
+        assert got[2] == want[2], f"epoch {epoch}: warm-up flag"
+        assert got[0] == pytest.approx(want[0], rel=1e-9), f"epoch {epoch}: G lr {got[0]}"
+        assert got[1] == pytest.approx(want[1], rel=1e-9), f"epoch {epoch}: D lr {got[1]}"
+    order = [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert not order, order[0].message
