@@ -237,3 +237,48 @@ def test_real_configs_train_one_mse_epoch_then_3_at_1e4_then_3_at_1e5(
         assert got[1] == pytest.approx(want[1], rel=1e-9), f"epoch {epoch}: D lr {got[1]}"
     order = [w for w in caught if "lr_scheduler.step()" in str(w.message)]
     assert not order, order[0].message
+
+
+class _GStepSpy(GANDetectionModule):
+    """Snapshots D's parameters and buffers right after the D step (= before the G step)."""
+
+    def configure_optimizers(self):
+        (opt_g, opt_d), scheds = super().configure_optimizers()
+        self.before_g: dict[str, torch.Tensor] = {}
+        self.changed: list[str] = []
+        orig = opt_d.step
+
+        def step(*a, **k):
+            out = orig(*a, **k)
+            self.before_g = self._d_state()
+            return out
+
+        opt_d.step = step
+        return [opt_g, opt_d], scheds
+
+    def _d_state(self) -> dict[str, torch.Tensor]:
+        d = self.variant.discriminator
+        state = {f"param:{k}": v.detach().clone() for k, v in d.named_parameters()}
+        state.update({f"buffer:{k}": v.detach().clone() for k, v in d.named_buffers()})
+        return state
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        after = self._d_state()
+        self.changed += [k for k, v in self.before_g.items() if not torch.equal(v, after[k])]
+
+
+@pytest.mark.parametrize("norm", ["batch", "running"])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_g_step_leaves_d_parameters_and_batchnorm_buffers_bit_identical(
+    name: str, norm: str, tmp_path: Path
+) -> None:
+    raw = tiny_config(name, **{"variant.g_step_d_norm": norm})
+    module = _GStepSpy(raw)
+    bn = [m for m in module.variant.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn, "the test needs a BatchNorm trunk (test_resnet)"
+    trainer = _trainer(raw, tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=loader(roi_batch(16, num_classes=NUM_CLASSES[name])))
+    assert module.before_g, "no D step ran"
+    assert any(k.startswith("buffer:") for k in module.before_g)
+    assert module.changed == [], module.changed[:5]
+    assert module.variant.discriminator.training  # eval mode ("running") does not leak out

@@ -109,3 +109,36 @@ def test_tiny_face_rejects_multiclass_data() -> None:
     cfg = to_experiment_config(tiny_config("tiny_face"))
     with pytest.raises(ValueError, match="num_classes"):
         build_variant(cfg.variant, 5)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_g_step_normalises_d_like_the_d_step(name: str) -> None:
+    """g_step_d_norm=batch: the G step's D outputs on SR are the SR half of D(cat(HR, SR)) in
+    train mode (the D step's batch statistics), not D(SR) with fake-only statistics;
+    running: D(SR) in eval mode."""
+    from gan_detect.models.losses import g_adversarial_loss
+
+    variant, _ = _build(name)
+    b = roi_batch(6, num_classes=NUM_CLASSES[name])
+    fake = variant.generator(b.lr)
+    d = variant.discriminator
+    with torch.no_grad():
+        state = {k: v.clone() for k, v in d.state_dict().items()}
+        mixed = d(torch.cat([b.hr, fake.sr]))
+        d.load_state_dict(state)
+        alone = d(fake.sr)
+        d.load_state_dict(state)
+        d.eval()
+        running = d(fake.sr)
+        d.load_state_dict(state)
+        d.train()
+    got = variant.generator_losses(b, fake)["loss_adv"]
+    want = variant.cfg.adv_weight * g_adversarial_loss(mixed.adv_logits[6:], "non_saturating")
+    assert torch.allclose(got, want, atol=1e-6)
+    solo = variant.cfg.adv_weight * g_adversarial_loss(alone.adv_logits, "non_saturating")
+    assert not torch.allclose(got, solo, atol=1e-6)  # the statistics really differ
+    variant.cfg.g_step_d_norm = "running"
+    got_running = variant.generator_losses(b, fake)["loss_adv"]
+    want_running = variant.cfg.adv_weight * g_adversarial_loss(running.adv_logits, "non_saturating")
+    assert torch.allclose(got_running, want_running, atol=1e-6)
+    assert d.training
