@@ -13,7 +13,12 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from gan_detect.data.roi import clip_boxes, crop_lr_for_inference, decode_boxes
+from gan_detect.data.roi import (
+    clip_boxes,
+    clip_proposals,
+    crop_lr_for_inference,
+    decode_roi_deltas,
+)
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -52,7 +57,8 @@ def refine_detections(
     Args:
         variant: a trained variant (eval mode is set here).
         image: (3, H, W) float in [0, 1].
-        proposals: ``boxes`` (K, 4) xyxy px, ``scores`` (K,), ``labels`` (K,).
+        proposals: ``boxes`` (K, 4) xyxy px, ``scores`` (K,), ``labels`` (K,); boxes are
+            clipped to the image and those under 1 px a side dropped, as in ROI mining.
 
     Returns:
         ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) int64 1..C, sorted by score.
@@ -61,6 +67,11 @@ def refine_detections(
     device = next(variant.parameters()).device
     boxes = proposals["boxes"].float().to(device)
     det_scores = proposals["scores"].float().to(device)
+    h, w = image.shape[-2:]
+    # The training border rule (clip to the image, drop boxes under 1 px a side), so a proposal
+    # crossing the edge gives the crop (and box-delta reference) it would give in ROI mining.
+    boxes, kept = clip_proposals(boxes, (int(h), int(w)))
+    det_scores = det_scores[kept]
     if boxes.shape[0] > opts.top_k:
         order = torch.argsort(det_scores, descending=True, stable=True)[: opts.top_k]
         boxes, det_scores = boxes[order], det_scores[order]
@@ -81,7 +92,6 @@ def refine_detections(
         if deltas is not None:
             deltas_all.append(deltas.float())
     probs = torch.cat(probs_all)
-    h, w = image.shape[-2:]
 
     if probs.shape[1] == 1:  # face / non-face: one class, boxes unchanged
         cls_scores = probs  # (K, 1)
@@ -96,8 +106,10 @@ def refine_detections(
             else:
                 deltas = deltas.view(-1, c + 1, 4)[:, 1:, :]
             k = boxes.shape[0]
-            decoded = decode_boxes(
-                deltas.reshape(-1, 4), boxes[:, None, :].expand(-1, c, 4).reshape(-1, 4)
+            decoded = decode_roi_deltas(
+                deltas.reshape(-1, 4),
+                boxes[:, None, :].expand(-1, c, 4).reshape(-1, 4),
+                opts.context,
             )
             cls_boxes = clip_boxes(decoded, (int(h), int(w))).view(k, c, 4)
         else:

@@ -36,7 +36,8 @@ from gan_detect.data.full_image import load_image
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.data.roi import gt_jitter_proposals, hr_from_uint8, make_lr, mine_rois
 
-FORMAT_VERSION = 1
+# 2: box targets encoded against the crop window (encode_roi_targets), not the proposal.
+FORMAT_VERSION = 2
 _META_ARRAYS = ("labels", "box_targets", "src_sizes", "boxes", "image_index")
 
 
