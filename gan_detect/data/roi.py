@@ -83,12 +83,15 @@ def label_proposals(
     bg_iou_low: float = 0.0,
     ignore_iou: float = 0.5,
     context: float = 1.0,
+    ignore_neg_iou: float = 0.3,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Label (K, 4) xyxy proposals against (M, 4) ground truth (ARCHITECTURE decision 6).
 
     Rules, in order: (1) if the best-overlapping GT over *all* GT is an ignored one with
     IoU >= ``ignore_iou`` and it overlaps strictly more than every non-ignored GT -> -1 (never a
-    negative); (2) best non-ignored IoU >= ``fg_iou`` -> that GT's class; (3) best non-ignored
+    negative); (1b) likewise a would-be background proposal whose best overlap is an ignored GT
+    (WIDER invalid face, COCO crowd) at IoU >= ``ignore_neg_iou`` -> -1: its crop shows much of
+    an object that is only unlabelled, not absent; (2) best non-ignored IoU >= ``fg_iou`` -> that GT's class; (3) best non-ignored
     IoU in [``bg_iou_low``, ``fg_iou``) -> 0 (background); (4) below ``bg_iou_low`` -> -1.
     Ties: between non-ignored GT the lowest GT index wins (``argmax`` returns the first maximum);
     between an ignored and a non-ignored GT at equal IoU the non-ignored one wins. Both threshold
@@ -125,6 +128,8 @@ def label_proposals(
         labels[fg] = gt_labels[best_idx[fg]].long()
         matched[fg] = best_idx[fg]
         targets[fg] = encode_roi_targets(gt_boxes[best_idx[fg]], proposals[fg], context)
+    # Never a negative: background by the valid GT, but mostly an ignore region.
+    ign |= (~fg) & (best_ign >= ignore_neg_iou) & (best_ign > best_valid)
     labels[ign] = -1
     matched[ign] = -1
     targets[ign] = 0.0
@@ -381,6 +386,7 @@ def mine_rois(
     include_gt: bool = True,
     generator: torch.Generator | None = None,
     image_index: int = 0,
+    ignore_neg_iou: float = 0.3,
 ) -> dict[str, np.ndarray]:
     """Label, sample and crop the ROIs of one image.
 
@@ -404,7 +410,7 @@ def mine_rois(
     boxes, _ = clip_proposals(boxes, (h, w))
     labels, matched, targets = label_proposals(
         boxes, gt, torch.from_numpy(record.labels), torch.from_numpy(record.ignore),
-        fg_iou=fg_iou, bg_iou_low=bg_iou_low, context=context,
+        fg_iou=fg_iou, bg_iou_low=bg_iou_low, context=context, ignore_neg_iou=ignore_neg_iou,
     )  # fmt: skip
     idx = sample_rois(labels, num_rois, positive_fraction, generator)
     boxes, labels, matched, targets = boxes[idx], labels[idx], matched[idx], targets[idx]
