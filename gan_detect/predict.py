@@ -21,8 +21,9 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import Tensor
 
 from gan_detect.detector.module import DetectorModule
-from gan_detect.engine import GANDetectionModule
+from gan_detect.engine import GANDetectionModule, inference_options
 from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.schema import to_experiment_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 PIPELINE_FILE = "pipeline.pt"
@@ -58,7 +59,12 @@ def export_pipeline(
     class_names: Sequence[str],
     opts: InferenceOptions | None = None,
 ) -> Path:
-    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file."""
+    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file.
+
+    ``opts=None`` takes the GAN run's own ``evaluate`` settings (the options ``gan-detect
+    evaluate`` uses for that checkpoint, via :func:`gan_detect.engine.inference_options`), so
+    ``predict`` and ``evaluate`` agree; without a GAN, :class:`InferenceOptions` defaults.
+    """
     det = torch.load(detector_ckpt, map_location="cpu", weights_only=True)
     bundle: dict[str, Any] = {
         "format": "gan-detect-pipeline/1",
@@ -73,12 +79,9 @@ def export_pipeline(
             "config": gan["hyper_parameters"]["config"],
             "state_dict": gan["state_dict"],
         }
-        if opts is None:  # LR size and context must match the GAN's ROI mining
-            data = gan["hyper_parameters"]["config"]["data"]
-            scale = gan["hyper_parameters"]["config"]["variant"]["scale"]
-            bundle["inference"].update(
-                lr_size=int(data["hr_size"]) // int(scale), context=float(data["context"])
-            )
+        if opts is None:
+            run_cfg = to_experiment_config(gan["hyper_parameters"]["config"])
+            bundle["inference"] = asdict(inference_options(run_cfg))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(bundle, path)
