@@ -235,3 +235,87 @@ def test_border_proposals_get_the_same_crops_in_mining_and_inference(
     idx = [int(torch.nonzero((mined_boxes == b).all(1))[0]) for b in inferred]
     infer_lr = crop_lr_for_inference(img, inferred, 8, 1.0, method="exact")
     assert torch.allclose(infer_lr, train_lr[idx], atol=0.01)
+
+
+class _StubVariant(torch.nn.Module):
+    """refine() returns fixed class probabilities and box deltas (the SOD-MTGAN head layout)."""
+
+    scale = 4
+
+    def __init__(self, probs: torch.Tensor, deltas: torch.Tensor | None) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))  # refine_detections reads the device
+        self.probs, self.deltas = probs, deltas
+
+    def refine(self, lr: torch.Tensor):
+        n = lr.shape[0]
+        assert n == len(self.probs)  # one chunk, the proposals in their given (score) order
+        return self.probs, self.deltas, None
+
+
+def _sod_case() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    props = {
+        "boxes": torch.tensor([[10.0, 10, 30, 40], [50, 20, 70, 30], [5, 50, 25, 70]]),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),  # already sorted: refine sees this order
+        "labels": torch.ones(3),
+    }
+    # Slot 0 = background. Proposal 2 is background (0.9): it must not become a detection.
+    probs = torch.tensor([[0.1, 0.2, 0.7], [0.15, 0.6, 0.25], [0.9, 0.04, 0.06]])
+    deltas = torch.zeros(3, 3, 4)
+    deltas[:, 0] = 5.0  # the background slot is never used
+    deltas[0, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # class 1: shift right by 0.1 window
+    deltas[0, 2] = torch.tensor([0.0, -1.0, 0.0, 0.0])  # class 2: shift up by 0.1 window
+    deltas[1, 1] = torch.tensor([0.0, 0.0, 1.0, 0.0])  # class 1: 1.22x wider
+    return props, probs, deltas.reshape(3, 12)
+
+
+def test_sod_mtgan_inference_picks_each_class_slot_and_drops_background() -> None:
+    from gan_detect.data.roi import decode_roi_deltas
+    from gan_detect.inference import InferenceOptions, refine_detections
+
+    props, probs, deltas = _sod_case()
+    img = torch.rand(3, 80, 80)
+    opts = InferenceOptions(lr_size=8, context=1.2, nms_iou=1.0, min_score=0.1)
+    det = refine_detections(_StubVariant(probs, deltas), img, props, opts)
+    # Background slot dropped, labels are slot indices 1..C: 4 scores >= 0.1 remain, sorted.
+    got = sorted(zip(det["scores"].tolist(), det["labels"].tolist(), strict=True), reverse=True)
+    want = [(0.7, 2), (0.6, 1), (0.25, 2), (0.2, 1)]
+    assert [lab for _, lab in got] == [lab for _, lab in want]
+    assert np.allclose([s for s, _ in got], [s for s, _ in want])
+    assert det["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
+    # Each (proposal, class) box is decoded with that class's deltas, on the crop window.
+    d = deltas.view(3, 3, 4)
+    for k, c in ((0, 1), (0, 2), (1, 1), (1, 2)):
+        want_box = decode_roi_deltas(d[k, c][None], props["boxes"][k][None], 1.2)[0]
+        hit = (det["labels"] == c) & torch.isclose(det["scores"], probs[k, c])
+        assert hit.sum() == 1, (k, c)
+        assert torch.allclose(det["boxes"][hit][0], want_box, atol=1e-4), (k, c)
+    # Proposal 0 (centre (20, 25)): its class-2 box moved up, its class-1 box right.
+    b2 = det["boxes"][(det["labels"] == 2) & torch.isclose(det["scores"], torch.tensor(0.7))][0]
+    b1 = det["boxes"][(det["labels"] == 1) & torch.isclose(det["scores"], torch.tensor(0.2))][0]
+    assert (b2[1] + b2[3]) / 2 < 25 and (b2[0] + b2[2]) / 2 == pytest.approx(20)
+    assert (b1[0] + b1[2]) / 2 > 20 and (b1[1] + b1[3]) / 2 == pytest.approx(25)
+
+
+def test_sod_mtgan_inference_geometric_mean_agnostic_deltas_and_no_refinement() -> None:
+    from gan_detect.inference import InferenceOptions, refine_detections
+
+    props, probs, deltas = _sod_case()
+    img = torch.rand(3, 80, 80)
+    opts = InferenceOptions(lr_size=8, nms_iou=1.0, min_score=0.0, score_fusion="geometric_mean")
+    det = refine_detections(_StubVariant(probs, deltas), img, props, opts)
+    # sqrt(D's class probability x the detector score), for each (proposal, class).
+    want = torch.sqrt(probs[:, 1:] * props["scores"][:, None]).flatten().sort(descending=True)
+    assert torch.allclose(det["scores"], want.values, atol=1e-6)
+    # Class-agnostic (N, 4) deltas: the same box for every class of a proposal.
+    agnostic = torch.zeros(3, 4)
+    agnostic[0] = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    det = refine_detections(_StubVariant(probs, agnostic), img, props, opts)
+    top = det["boxes"][torch.isclose(det["scores"], torch.sqrt(torch.tensor(0.7 * 0.9)))][0]
+    same = det["boxes"][torch.isclose(det["scores"], torch.sqrt(torch.tensor(0.2 * 0.9)))][0]
+    assert torch.allclose(top, same) and not torch.allclose(top, props["boxes"][0])
+    # refine_boxes=False: every detection is one of the proposals, unmoved.
+    opts.refine_boxes = False
+    det = refine_detections(_StubVariant(probs, deltas), img, props, opts)
+    for b in det["boxes"]:
+        assert (props["boxes"] == b).all(1).any()

@@ -142,3 +142,38 @@ def test_g_step_normalises_d_like_the_d_step(name: str) -> None:
     want_running = variant.cfg.adv_weight * g_adversarial_loss(running.adv_logits, "non_saturating")
     assert torch.allclose(got_running, want_running, atol=1e-6)
     assert d.training
+
+
+def test_saturating_adv_form_is_the_papers_log_one_minus_d() -> None:
+    """adv_form=saturating: loss_adv = alpha * mean log(1 - D(G(x))) (Eq. 5 as printed)."""
+    variant, _ = _build("tiny_face")
+    variant.cfg.g_step_d_norm = "running"  # D(SR) alone, so the logits are easy to recompute
+    b = roi_batch(6)
+    fake = variant.generator(b.lr)
+    with torch.no_grad():
+        variant.discriminator.eval()
+        logits = variant.discriminator(fake.sr).adv_logits
+        variant.discriminator.train()
+    variant.cfg.adv_form = "saturating"
+    sat = variant.generator_losses(b, fake)["loss_adv"]
+    want = variant.cfg.adv_weight * torch.log1p(-torch.sigmoid(logits)).mean()
+    assert torch.allclose(sat, want, atol=1e-6)
+    variant.cfg.adv_form = "non_saturating"
+    non = variant.generator_losses(b, fake)["loss_adv"]
+    assert torch.allclose(non, -variant.cfg.adv_weight * torch.log(torch.sigmoid(logits)).mean())
+    assert sat < 0 < non
+
+
+def test_pixel_loss_on_background_false_uses_object_rois_only() -> None:
+    cfg = to_experiment_config(
+        tiny_config("tiny_face", **{"variant.pixel_loss_on_background": False})
+    )
+    variant = build_variant(cfg.variant, 1)
+    b = roi_batch(6)
+    b.labels = torch.tensor([1, 0, 1, 0, 0, 1])
+    assert variant.pixel_mask(b).tolist() == [True, False, True, False, False, True]
+    sr = variant.generator(b.lr).sr
+    got = variant.pixel_losses(b, GeneratorOutput(sr=sr))["loss_pixel"]
+    pos = b.labels > 0
+    assert torch.allclose(got, torch.nn.functional.mse_loss(sr[pos], b.hr[pos]), atol=1e-6)
+    assert not torch.allclose(got, torch.nn.functional.mse_loss(sr, b.hr), atol=1e-6)
