@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -48,6 +49,23 @@ def test_fit_runs_each_variant_and_validates_sr_quality(name: str, tmp_path: Pat
         assert key in m, key
     # the LR | bicubic | SR | HR grid is written at each validation
     assert (tmp_path / "val_images" / "epoch_000.png").is_file()
+    # The values are the val set's: recompute them with the final weights (validation ran after
+    # the only epoch). Equal batches, so the batch-weighted means are whole-set means.
+    module.eval()
+    probs, _, fake = module.variant.refine(b.lr)
+    bic = F.interpolate(b.lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    mse_sr, mse_bic = F.mse_loss(fake.sr, b.hr).item(), F.mse_loss(bic, b.hr).item()
+    assert float(m["val/mse_sr"]) == pytest.approx(mse_sr, rel=1e-4)
+    assert float(m["val/mse_bicubic"]) == pytest.approx(mse_bic, rel=1e-4)
+    # PSNR of [-1, 1] images (peak-to-peak 2) over the whole set: 10 log10(4 / MSE).
+    assert float(m["val/psnr_sr"]) == pytest.approx(10 * math.log10(4 / mse_sr), abs=1e-3)
+    assert float(m["val/psnr_bicubic"]) == pytest.approx(10 * math.log10(4 / mse_bic), abs=1e-3)
+    if probs.shape[1] == 1:
+        acc = ((probs[:, 0] > 0.5).long() == (b.labels > 0).long()).float().mean().item()
+    else:
+        acc = (probs.argmax(1) == b.labels).float().mean().item()
+    assert float(m["val/cls_acc"]) == pytest.approx(acc, abs=1e-6)
+    assert 0 < float(m["train/d_real"]) < 1 and 0 < float(m["train/d_fake"]) < 1
 
 
 class _SpyModule(GANDetectionModule):
@@ -102,8 +120,38 @@ def test_warmup_epochs_train_only_the_generator(tmp_path: Path) -> None:
     assert [e[0] for e in module.events] == ["g", "g"]
 
 
+class _HeldOutAccuracy(L.Callback):
+    """D's face/non-face accuracy on held-out HR crops at the start and end of the GAN phase."""
+
+    def __init__(self, held) -> None:
+        self.held, self.acc = held, {}
+
+    def _acc(self, module: GANDetectionModule) -> float:
+        d = module.variant.discriminator
+        was = d.training
+        d.eval()
+        with torch.no_grad():
+            logits = d(self.held.hr).cls_logits[:, 0]
+        d.train(was)
+        return ((logits > 0).long() == self.held.labels).float().mean().item()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == pl_module.cfg.optim.warmup_epochs:
+            self.acc["gan_start"] = self._acc(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.acc["end"] = self._acc(pl_module)
+
+
+def _content_labels(batch):
+    """Face = 'red-ish' crop (mean of channel 0 > 0): a label D can learn from HR and SR."""
+    batch.labels = (batch.hr[:, 0].mean(dim=(1, 2)) > 0).long()
+    return batch
+
+
 def test_short_fit_beats_bicubic_on_held_out_pairs(tmp_path: Path) -> None:
-    """Learning is real: held-out SR MSE ends below the bicubic MSE (fixed seed)."""
+    """Learning is real, in the GAN phase too (fixed seed): after 4 MSE epochs and 4 GAN epochs
+    the held-out SR MSE is below bicubic and D's classification head learned the labels."""
     raw = tiny_config(
         "tiny_face",
         **{
@@ -113,19 +161,24 @@ def test_short_fit_beats_bicubic_on_held_out_pairs(tmp_path: Path) -> None:
             "variant.g_refine_channels": 32,
             "variant.g_bicubic_skip": True,
             "optim.lr_g": 2e-3,
-            "optim.warmup_epochs": 7,
+            "optim.warmup_epochs": 4,
         },
     )
     module = GANDetectionModule(raw)
-    train, held = roi_batch(128, seed=1, blocks=True), roi_batch(32, seed=99, blocks=True)
-    trainer = _trainer(raw, tmp_path, max_epochs=8, limit_val_batches=0)
+    train = _content_labels(roi_batch(128, seed=1, blocks=True))
+    held = _content_labels(roi_batch(32, seed=99, blocks=True))
+    assert 0.2 < held.labels.float().mean() < 0.8
+    acc = _HeldOutAccuracy(held)
+    trainer = _trainer(raw, tmp_path, max_epochs=8, limit_val_batches=0, callbacks=[acc])
     trainer.fit(module, train_dataloaders=loader(train, batch_size=16))
     module.eval()
     with torch.no_grad():
         sr = module.variant.generator(held.lr).sr
     bic = F.interpolate(held.lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
     mse_sr, mse_bic = F.mse_loss(sr, held.hr).item(), F.mse_loss(bic, held.hr).item()
+    print(f"held-out MSE SR {mse_sr:.4f} bicubic {mse_bic:.4f}; D accuracy {acc.acc}")
     assert mse_sr < 0.9 * mse_bic, (mse_sr, mse_bic)
+    assert acc.acc["end"] >= 0.8 and acc.acc["end"] > acc.acc["gan_start"] + 0.15, acc.acc
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
