@@ -71,24 +71,30 @@ def test_short_trained_pipeline_finds_planted_objects(tmp_path: Path) -> None:
     summary = run_predict(pipe, [str(tmp_path / "val")], tmp_path / "out", progress=False)
     assert len(summary["processed"]) == len(val) and not summary["failed"]
 
-    def recall(p: Pipeline) -> float:
+    def recall(p: Pipeline, shuffle: bool = False) -> float:
         hits = total = 0
+        rng = np.random.default_rng(0)
         for rec in val:
             d = p(Image.open(rec.path))
             assert set(d.label_names) <= {"shape"}
-            top = torch.from_numpy(d.boxes[: 10 * len(rec.boxes)])
+            boxes = d.boxes[rng.permutation(len(d.boxes))] if shuffle else d.boxes
+            top = torch.from_numpy(boxes[: 10 * len(rec.boxes)])
             total += len(rec.boxes)
             if len(top):
                 hits += int((box_iou(torch.from_numpy(rec.boxes), top).max(1).values >= 0.5).sum())
         return hits / total
 
-    r_pipe, r_alone = recall(pipe), recall(alone)
+    r_pipe, r_alone, r_random = recall(pipe), recall(alone), recall(alone, shuffle=True)
     print(
-        f"recall of planted objects in the top 10x: pipeline {r_pipe:.2f}, detector alone {r_alone:.2f}"
+        f"recall of planted objects in the top 10x: pipeline {r_pipe:.2f}, detector alone "
+        f"{r_alone:.2f}, the detector's boxes in random order {r_random:.2f}"
     )
-    # Measured (seed 0, one thread): pipeline 0.65, detector alone 0.75; an untrained detector's
-    # top boxes find under 0.3 (tests/test_detector.py).
-    assert r_alone >= 0.6 and r_pipe >= 0.5, (r_pipe, r_alone)
+    # Measured (seed 0, one thread): pipeline 0.80, detector alone 0.80, random order 0.25.
+    # The GAN's re-scoring ranks the same candidates far better than chance (a pipeline that
+    # scrambled or lost the objects would not), and keeps most of the detector's recall.
+    assert r_alone >= 0.6, r_alone
+    assert r_pipe > r_random + 0.15, (r_pipe, r_random)
+    assert r_pipe >= r_alone - 0.15, (r_pipe, r_alone)
     # The drawn copy keeps the input size.
     run_predict(pipe, [val[0].path], tmp_path / "drawn", draw=True, progress=False)
     with (
