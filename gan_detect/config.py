@@ -43,7 +43,8 @@ class OptimConfig:
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    # MultiStep schedule in epochs: lr *= gamma at each milestone (paper: x0.1 after epoch 3).
+    # MultiStep schedule in GAN epochs (counted after ``warmup_epochs``; the schedulers do not
+    # step during warm-up): lr *= gamma at each milestone (paper: x0.1 after 3 GAN epochs).
     milestones: list[int] = field(default_factory=lambda: [3])
     gamma: float = 0.1
     # Epochs of pixel-loss-only generator training before the GAN phase (the paper pre-trains G

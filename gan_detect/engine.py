@@ -116,7 +116,12 @@ class GANDetectionModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
-        # Schedules are in epochs (global_step counts both optimisers' steps).
+        # Schedules are in GAN epochs: ``optim.milestones`` count epochs after the MSE warm-up
+        # (the paper's "3 epochs at 1e-4, then 3 at 1e-5" is the adversarial schedule), so the
+        # schedulers never step during warm-up (D has not stepped then either). In epochs, not
+        # steps: global_step counts both optimisers' steps.
+        if self.in_warmup():
+            return
         scheds = self.lr_schedulers()
         for sched in scheds if isinstance(scheds, list) else [scheds]:
             sched.step()  # type: ignore[union-attr]
@@ -166,17 +171,7 @@ class GANDetectionModule(L.LightningModule):
     def inference_options(self, eval_cfg: EvalConfig | None = None) -> InferenceOptions:
         """Inference settings: LR size and context from this model's ROI mining (they must match
         what G was trained on); top-K, fusion and NMS from ``eval_cfg`` (default: own config)."""
-        e, d = eval_cfg or self.cfg.evaluate, self.cfg.data
-        return InferenceOptions(
-            top_k=e.top_k,
-            lr_size=int(getattr(d, "hr_size", 64)) // self.variant.scale,
-            context=float(getattr(d, "context", 1.0)),
-            chunk_size=e.chunk_size,
-            score_fusion=e.score_fusion,
-            nms_iou=e.nms_iou,
-            max_detections=e.max_detections,
-            refine_boxes=e.refine_boxes,
-        )
+        return inference_options(self.cfg, eval_cfg)
 
     def _validate_detections(self, batch: DetectionBatch) -> None:
         if batch.proposals is None:
@@ -236,6 +231,27 @@ class GANDetectionModule(L.LightningModule):
                 logger.log_image(key="val/sr_grid", images=[str(path)], step=self.current_epoch)
             except Exception as err:  # a logging failure must not kill a training run
                 self.print(f"warning: could not log the SR grid: {err}")
+
+
+def inference_options(
+    cfg: ExperimentConfig, eval_cfg: EvalConfig | None = None
+) -> InferenceOptions:
+    """The one source of inference settings (validation, ``evaluate``, exported pipelines).
+
+    LR size and context come from ``cfg``'s ROI mining (what G was trained on); top-K, fusion,
+    NMS and box refinement from ``eval_cfg`` (default: ``cfg.evaluate``).
+    """
+    e, d = eval_cfg or cfg.evaluate, cfg.data
+    return InferenceOptions(
+        top_k=e.top_k,
+        lr_size=int(getattr(d, "hr_size", 64)) // int(cfg.variant.scale),
+        context=float(getattr(d, "context", 1.0)),
+        chunk_size=e.chunk_size,
+        score_fusion=e.score_fusion,
+        nms_iou=e.nms_iou,
+        max_detections=e.max_detections,
+        refine_boxes=e.refine_boxes,
+    )
 
 
 def _sum_losses(terms: dict[str, Tensor]) -> Tensor:

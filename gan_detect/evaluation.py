@@ -70,7 +70,7 @@ class DetectionEvaluator:
             }
             for p in preds
         ]
-        self.coco.update(coco_p, coco_t)
+        self.coco.update(coco_p, coco_t, list(image_ids))
         if self.wider is not None:
             self.wider.update(
                 preds,

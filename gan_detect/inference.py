@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from gan_detect.data.roi import crop_lr_for_inference
+from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -53,7 +53,8 @@ def refine_detections(
     Args:
         variant: a trained variant (eval mode is set here).
         image: (3, H, W) float in [0, 1].
-        proposals: ``boxes`` (K, 4) xyxy px, ``scores`` (K,), ``labels`` (K,).
+        proposals: ``boxes`` (K, 4) xyxy px, ``scores`` (K,), ``labels`` (K,); boxes are
+            clipped to the image and those under 1 px a side dropped, as in ROI mining.
 
     Returns:
         ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) int64 1..C, sorted by score.
@@ -62,6 +63,11 @@ def refine_detections(
     device = next(variant.parameters()).device
     boxes = proposals["boxes"].float().to(device)
     det_scores = proposals["scores"].float().to(device)
+    h, w = (int(x) for x in image.shape[-2:])
+    # The training border rule (clip to the image, drop boxes under 1 px a side), so a proposal
+    # crossing the edge gives the crop (and box-delta reference) it would give in ROI mining.
+    boxes, kept = clip_proposals(boxes, (h, w))
+    det_scores = det_scores[kept]
     if boxes.shape[0] > opts.top_k:
         order = torch.argsort(det_scores, descending=True, stable=True)[: opts.top_k]
         boxes, det_scores = boxes[order], det_scores[order]
@@ -73,13 +79,12 @@ def refine_detections(
     if boxes.shape[0] == 0:
         return empty
     image = image.to(device)
-    h, w = (int(x) for x in image.shape[-2:])
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     for start in range(0, boxes.shape[0], opts.chunk_size):
         chunk = boxes[start : start + opts.chunk_size]
         lr = crop_lr_for_inference(image, chunk, opts.lr_size, opts.context, scale=variant.scale)
         # The variant decides what its heads mean: (k, K', 4) boxes, (k, K') scores and labels.
-        parts.append(variant.detect(lr, chunk, (h, w), opts.refine_boxes))
+        parts.append(variant.detect(lr, chunk, (h, w), opts.refine_boxes, opts.context))
     cls_boxes = torch.cat([p[0] for p in parts]).float()
     cls_scores = torch.cat([p[1] for p in parts]).float()
     labels = torch.cat([p[2] for p in parts]).long()

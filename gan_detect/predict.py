@@ -25,8 +25,9 @@ from torch import Tensor
 
 from gan_detect.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.detector.module import DetectorModule
-from gan_detect.engine import GANDetectionModule
+from gan_detect.engine import GANDetectionModule, inference_options
 from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.schema import to_experiment_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 PIPELINE_FILE = "pipeline.pt"
@@ -62,7 +63,12 @@ def export_pipeline(
     class_names: Sequence[str],
     opts: InferenceOptions | None = None,
 ) -> Path:
-    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file."""
+    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file.
+
+    ``opts=None`` takes the GAN run's own ``evaluate`` settings (the options ``gan-detect
+    evaluate`` uses for that checkpoint, via :func:`gan_detect.engine.inference_options`), so
+    ``predict`` and ``evaluate`` agree; without a GAN, :class:`InferenceOptions` defaults.
+    """
     det = load_checkpoint(detector_ckpt, expect="detector")
     bundle: dict[str, Any] = {
         "format": "gan-detect-pipeline/1",
@@ -77,12 +83,9 @@ def export_pipeline(
             "config": gan["hyper_parameters"]["config"],
             "state_dict": gan["state_dict"],
         }
-        if opts is None:  # LR size and context must match the GAN's ROI mining
-            data = gan["hyper_parameters"]["config"]["data"]
-            scale = gan["hyper_parameters"]["config"]["variant"]["scale"]
-            bundle["inference"].update(
-                lr_size=int(data["hr_size"]) // int(scale), context=float(data["context"])
-            )
+        if opts is None:
+            run_cfg = to_experiment_config(gan["hyper_parameters"]["config"])
+            bundle["inference"] = asdict(inference_options(run_cfg))
     return atomic_torch_save(bundle, path)
 
 

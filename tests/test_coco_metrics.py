@@ -131,3 +131,95 @@ def test_two_updates_equal_one(tmp_path: Path) -> None:
         two.update([b[0]], [b[1]])
     r1, r2 = summarize_coco(one.compute()), summarize_coco(two.compute())
     assert r1 == pytest.approx(r2) and 0.0 < r1["map"] < 1.0
+
+
+# Rank RANK of a 2-process gloo group: evaluates its DistributedSampler shard of 5 images (the
+# sampler pads rank 1 with image 0 again) and writes the gathered metrics.
+_DDP_WORKER = """
+import json, os, sys
+import torch, torch.distributed as dist
+from torch.utils.data import DistributedSampler
+sys.path.insert(0, os.environ["GD_TESTS"])
+from test_coco_metrics import _scene
+from gan_detect.evaluation import DetectionEvaluator
+
+rank, world = int(os.environ["RANK"]), 2
+dist.init_process_group("gloo", init_method="file://" + os.environ["GD_PG"], rank=rank,
+                        world_size=world)
+idx = list(DistributedSampler(range(5), num_replicas=world, rank=rank, shuffle=False))
+ev = DetectionEvaluator("coco")
+for i in idx:
+    pred, target = _scene(i)
+    ev.update([pred], [target], [f"img{i}"])
+out = ev.compute()
+if rank == 0:
+    with open(os.environ["GD_OUT"], "w") as f:
+        json.dump({"metrics": out, "idx": idx}, f)
+dist.destroy_process_group()
+"""
+
+
+def _scene(i: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Image ``i``: 3 GT boxes (2 classes), jittered detections and false positives."""
+    g = torch.Generator().manual_seed(100 + i)
+    xy = torch.rand(3, 2, generator=g) * 80
+    gt = torch.cat([xy, xy + 8 + torch.rand(3, 2, generator=g) * 30], 1)
+    labels = torch.tensor([1, 2, 1])
+    det = gt + torch.randn(3, 4, generator=g) * 3
+    fp_xy = torch.rand(3, 2, generator=g) * 80
+    fp = torch.cat([fp_xy, fp_xy + 12], 1)
+    pred = {
+        "boxes": torch.cat([det, fp]),
+        "scores": torch.rand(6, generator=g),
+        "labels": torch.tensor([1, 2, 1, 1, 2, 2]),
+    }
+    return pred, {"boxes": gt, "labels": labels, "ignore": torch.zeros(3, dtype=torch.bool)}
+
+
+@pytest.mark.slow
+def test_coco_map_under_two_process_ddp_counts_padded_images_once(tmp_path: Path) -> None:
+    """5 images on 2 gloo ranks: DistributedSampler repeats image 0 on rank 1; the gathered
+    COCO AP must equal the one-process AP over the 5 images (de-duplicated by image id)."""
+    import json
+    import subprocess
+    import sys
+
+    from gan_detect.evaluation import DetectionEvaluator
+
+    env = {
+        **os.environ,
+        "GD_TESTS": str(Path(__file__).parent),
+        "GD_PG": str(tmp_path / "pg"),
+        "GD_OUT": str(tmp_path / "out.json"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _DDP_WORKER],
+            env={**env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["idx"] == [0, 2, 4]  # rank 0; rank 1 got [1, 3, 0]: image 0 twice overall
+    single = DetectionEvaluator("coco")
+    for i in range(5):
+        pred, target = _scene(i)
+        single.update([pred], [target], [f"img{i}"])
+    want = single.compute()
+    padded = DetectionEvaluator("coco")  # what counting the padding twice would give
+    for n, i in enumerate([0, 1, 2, 3, 4, 0]):
+        pred, target = _scene(i)
+        padded.update([pred], [target], [f"pad{n}"])
+    assert padded.compute()["map"] != pytest.approx(want["map"], abs=1e-4)  # the test can fail
+    for k, v in want.items():
+        assert got["metrics"][k] == pytest.approx(v, abs=1e-6), k

@@ -171,7 +171,7 @@ class _TwoBox(GANVariant):
     def task_losses(self, batch, real_out, fake_out, prefix, generator):
         return {}  # adversarial and pixel terms only
 
-    def candidates(self, out, boxes, image_size, refine_boxes):
+    def candidates(self, out, boxes, image_size, refine_boxes, context=1.0):
         _TWO_BOX_CALLS.append(tuple(image_size))
         b, s, lab = face_candidates(out, boxes)
         c, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * 0.6

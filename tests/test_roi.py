@@ -10,7 +10,9 @@ from gan_detect.data.roi import (
     crop_hr,
     crop_lr_for_inference,
     decode_boxes,
+    decode_roi_deltas,
     encode_boxes,
+    encode_roi_targets,
     gt_jitter_proposals,
     label_proposals,
     make_lr,
@@ -34,16 +36,16 @@ def test_label_proposals_matches_hand_computed_ious() -> None:
             [0, 0, 10, 4.9],  # IoU 0.49 -> background
             [20, 0, 30, 8],  # IoU 0.8 with gt1 -> class 2
             [40, 0, 50, 10],  # IoU 1 with the ignored gt2 -> -1
-            [40, 0, 50, 4],  # IoU 0.4 with ignored gt2 only -> background (below ignore_iou)
+            [40, 0, 50, 4],  # IoU 0.4 with ignored gt2 only -> -1 (>= ignore_neg_iou 0.3)
             [100, 100, 110, 110],  # no overlap -> background with bg_iou_low 0
         ]
     )
     labels, matched, targets = label_proposals(props, gt, gt_labels, gt_ignore)
-    assert labels.tolist() == [1, 1, 0, 2, -1, 0, 0]
+    assert labels.tolist() == [1, 1, 0, 2, -1, -1, 0]
     assert matched.tolist() == [0, 0, -1, 1, -1, -1, -1]
     assert torch.allclose(targets[0], torch.zeros(4))
-    # (10, 8) -> (10, 10): dy = 10 * (5 - 4) / 8, dh = 5 * log(10 / 8).
-    assert torch.allclose(targets[3], _t([0, 1.25, 0, 5 * np.log(1.25)]), atol=1e-5)
+    # Against the crop window, the 10x10 square around (25, 4): dy = 10 * (5 - 4) / 10, dh = 0.
+    assert torch.allclose(targets[3], _t([0, 1.0, 0, 0]), atol=1e-5)
     assert (targets[[2, 4, 5, 6]] == 0).all()
 
 
@@ -205,3 +207,83 @@ def test_mine_rois_outputs_and_gt_centred_positives() -> None:
     # Positives show the object in their centre; background crops do not.
     assert (out["hr"][pos][:, 14:18, 14:18] > 200).all()
     assert (out["hr"][~pos][:, 14:18, 14:18] < 200).all()
+
+
+@pytest.mark.parametrize("context", [1.0, 1.5])
+def test_identical_crops_get_identical_box_targets(context: float) -> None:
+    """Two proposals with the same centre and long side give the same (squared) crop, so D
+    cannot tell them apart: their targets towards the same GT must be equal too."""
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 120, 160, generator=g)
+    props = _t([[60, 40, 100, 80], [60, 45, 100, 75]])  # 40x40 and 40x30, same centre
+    gt = _t([[61, 44, 99, 78], [61, 44, 99, 78]])  # IoU 0.81 and 0.84: both foreground
+    crops = crop_hr(img, props, 32, context)
+    assert torch.equal(crops[0], crops[1])
+    t = encode_roi_targets(gt, props, context)
+    assert torch.allclose(t[0], t[1], atol=1e-6), t
+    # Through the labelling used by mining and the ROI store, too.
+    _, _, targets = label_proposals(
+        props, gt[:1], torch.tensor([1]), torch.tensor([False]), context=context
+    )
+    assert torch.allclose(targets[0], targets[1], atol=1e-6)
+    assert torch.allclose(targets, t, atol=1e-6)
+
+
+@pytest.mark.parametrize("context", [1.0, 1.3, 2.0])
+def test_roi_targets_round_trip_through_the_crop_geometry(context: float) -> None:
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(50, 2, generator=g) * 100
+    props = torch.cat([xy, xy + 3 + torch.rand(50, 2, generator=g) * 60], 1)  # any aspect ratio
+    gt = props + torch.randn(50, 4, generator=g) * 3
+    gt[:, 2:] = torch.maximum(gt[:, 2:], gt[:, :2] + 1)
+    deltas = encode_roi_targets(gt, props, context)
+    assert torch.allclose(decode_roi_deltas(deltas, props, context), gt, atol=1e-3)
+    # Zero deltas decode to the crop window itself (the square D sees), not the proposal.
+    win = decode_roi_deltas(torch.zeros(50, 4), props, context)
+    side = (props[:, 2:] - props[:, :2]).max(dim=1).values * context
+    assert torch.allclose(win[:, 2] - win[:, 0], side, atol=1e-3)
+    assert torch.allclose(win[:, 3] - win[:, 1], side, atol=1e-3)
+    assert torch.allclose((win[:, :2] + win[:, 2:]) / 2, (props[:, :2] + props[:, 2:]) / 2)
+
+
+def test_proposals_mostly_on_an_ignore_region_are_never_negatives() -> None:
+    """WIDER invalid faces / COCO crowd boxes: overlap in [ignore_neg_iou, 0.5) is not a clean
+    negative (the crop shows much of an unlabelled object) -> -1; a lower overlap, or a valid GT
+    overlapping more, stays background."""
+    gt = _t([[0, 0, 10, 10], [40, 0, 50, 10]])  # gt0 valid, gt1 ignored
+    gt_labels, gt_ignore = torch.tensor([1, 1]), torch.tensor([False, True])
+    props = _t(
+        [
+            [40, 0, 50, 3.5],  # IoU 0.35 with the ignored box -> -1
+            [40, 0, 50, 2.5],  # IoU 0.25 -> background
+            [40, 0, 50, 3.0],  # IoU exactly 0.3 -> -1 (inclusive)
+            [0, 0, 10, 4],  # IoU 0.4 with the valid box only -> background
+        ]
+    )
+    labels, matched, targets = label_proposals(props, gt, gt_labels, gt_ignore)
+    assert labels.tolist() == [-1, 0, -1, 0]
+    assert (matched == -1).all() and (targets == 0).all()
+    # The threshold is an option; 1.0 restores "ignored only at IoU >= 0.5".
+    labels, _, _ = label_proposals(props, gt, gt_labels, gt_ignore, ignore_neg_iou=1.0)
+    assert labels.tolist() == [0, 0, 0, 0]
+    labels, _, _ = label_proposals(props, gt, gt_labels, gt_ignore, ignore_neg_iou=0.2)
+    assert labels.tolist() == [-1, -1, -1, 0]
+    # A valid GT overlapping more than the ignored one (0.48 vs 0.41) keeps it a negative.
+    gt2 = _t([[0, 0, 10, 10], [2, 0, 12, 10]])
+    labels, _, _ = label_proposals(_t([[0, 0, 11, 5]]), gt2, gt_labels, gt_ignore)
+    assert labels.tolist() == [0]
+
+
+def test_ignore_neg_iou_reaches_mining_and_the_data_config() -> None:
+    from gan_detect.data.datamodules import RoiDataConfig
+
+    img = torch.zeros(3, 64, 64)
+    rec = ImageRecord("a", "x.jpg", boxes=[[10, 10, 30, 30]], labels=[1], ignore=[True])
+    props = Proposals([[10, 10, 30, 18]], [1.0], [1])  # IoU 0.4 with the invalid face
+    for thr, want in ((0.3, []), (0.5, [0])):
+        out = mine_rois(
+            img, rec, props, hr_size=16, scale=4, num_rois=4, ignore_neg_iou=thr,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        assert out["labels"].tolist() == want, thr
+    assert RoiDataConfig().ignore_neg_iou == 0.3

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 import gan_detect.data.roi_store as roi_store
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.records import ImageRecord, Proposals
-from gan_detect.data.roi import decode_boxes, hr_from_uint8, make_lr
+from gan_detect.data.roi import decode_roi_deltas, hr_from_uint8, make_lr
 from gan_detect.data.roi_store import OnTheFlyRoiDataset, RoiStoreDataset, build_roi_store
 
 
@@ -51,7 +51,7 @@ def test_store_build_layout_and_centred_positives(tmp_path: Path) -> None:
         assert item.hr.shape == (1, 3, 32, 32) and item.lr.shape == (1, 3, 8, 8)
         assert item.hr.dtype == torch.float32 and item.hr.min() >= -1 and item.hr.max() <= 1
         # The matched GT is where the box target says; its centre is bright in the crop.
-        gt = decode_boxes(item.box_targets, torch.from_numpy(boxes[i : i + 1]))[0]
+        gt = decode_roi_deltas(item.box_targets, torch.from_numpy(boxes[i : i + 1]), 1.0)[0]
         rec = recs[int(ds.image_index[i])]
         assert np.abs(rec.boxes[~rec.ignore] - gt.numpy()).max(axis=1).min() < 0.5
         assert item.hr[0, :, 14:18, 14:18].mean() > 0.8  # white square at the crop centre

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from _synth import default_num_classes, roi_batch, tiny_config, variant_cases
 
 import gan_detect.variants as variants_pkg
-from gan_detect.data.roi import decode_boxes
+from gan_detect.data.roi import decode_roi_deltas
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
 from gan_detect.schema import to_experiment_config
@@ -169,7 +169,9 @@ def test_class_box_candidates_drop_background_and_use_each_class_slot() -> None:
     assert torch.allclose(scores, torch.softmax(logits, 1)[:, 1:])
     assert labels.tolist() == [[1, 2], [1, 2]]
     for c in (1, 2):
-        assert torch.allclose(got[:, c - 1], decode_boxes(deltas[:, c], boxes).clamp(0, 100))
+        assert torch.allclose(
+            got[:, c - 1], decode_roi_deltas(deltas[:, c], boxes, 1.0).clamp(0, 100)
+        )
     # class-agnostic (N, 4) deltas move every class alike; refine_boxes=False keeps proposals
     shared = DiscriminatorOutput(torch.zeros(2), logits, deltas[:, 1])
     got, _, _ = class_box_candidates(shared, boxes, (100, 100), refine_boxes=True)
@@ -185,3 +187,73 @@ def test_face_candidates_score_is_the_sigmoid_of_the_one_logit() -> None:
     assert torch.equal(got, boxes[:, None]) and labels.tolist() == [[1], [1]]
     assert torch.allclose(scores[:, 0], torch.sigmoid(torch.tensor([0.0, 2.0])))
     assert float(face_accuracy(out, torch.tensor([0, 1]))) == 1.0  # p 0.5 is not a face
+
+
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_g_step_normalises_d_like_the_d_step(name: str, num_classes: int) -> None:
+    """g_step_d_norm=batch: the G step's D outputs on SR are the SR half of D(cat(HR, SR)) in
+    train mode (the D step's batch statistics), not D(SR) with fake-only statistics;
+    running: D(SR) in eval mode."""
+    from gan_detect.models.losses import g_adversarial_loss
+
+    variant, _ = _build(name, num_classes)
+    if not variant.has_trainable_generator:
+        pytest.skip(f"{name} has no generator step")
+    b = roi_batch(6, num_classes=num_classes)
+    fake = variant.generator(b.lr)
+    d = variant.discriminator
+    with torch.no_grad():
+        state = {k: v.clone() for k, v in d.state_dict().items()}
+        mixed = d(torch.cat([b.hr, fake.sr]))
+        d.load_state_dict(state)
+        alone = d(fake.sr)
+        d.load_state_dict(state)
+        d.eval()
+        running = d(fake.sr)
+        d.load_state_dict(state)
+        d.train()
+    got = variant.generator_losses(b, fake)["loss_adv"]
+    want = variant.cfg.adv_weight * g_adversarial_loss(mixed.adv_logits[6:], "non_saturating")
+    assert torch.allclose(got, want, atol=1e-6)
+    solo = variant.cfg.adv_weight * g_adversarial_loss(alone.adv_logits, "non_saturating")
+    assert not torch.allclose(got, solo, atol=1e-6)  # the statistics really differ
+    variant.cfg.g_step_d_norm = "running"
+    got_running = variant.generator_losses(b, fake)["loss_adv"]
+    want_running = variant.cfg.adv_weight * g_adversarial_loss(running.adv_logits, "non_saturating")
+    assert torch.allclose(got_running, want_running, atol=1e-6)
+    assert d.training
+
+
+def test_saturating_adv_form_is_the_papers_log_one_minus_d() -> None:
+    """adv_form=saturating: loss_adv = alpha * mean log(1 - D(G(x))) (Eq. 5 as printed)."""
+    variant, _ = _build("tiny_face")
+    variant.cfg.g_step_d_norm = "running"  # D(SR) alone, so the logits are easy to recompute
+    b = roi_batch(6)
+    fake = variant.generator(b.lr)
+    with torch.no_grad():
+        variant.discriminator.eval()
+        logits = variant.discriminator(fake.sr).adv_logits
+        variant.discriminator.train()
+    variant.cfg.adv_form = "saturating"
+    sat = variant.generator_losses(b, fake)["loss_adv"]
+    want = variant.cfg.adv_weight * torch.log1p(-torch.sigmoid(logits)).mean()
+    assert torch.allclose(sat, want, atol=1e-6)
+    variant.cfg.adv_form = "non_saturating"
+    non = variant.generator_losses(b, fake)["loss_adv"]
+    assert torch.allclose(non, -variant.cfg.adv_weight * torch.log(torch.sigmoid(logits)).mean())
+    assert sat < 0 < non
+
+
+def test_pixel_loss_on_background_false_uses_object_rois_only() -> None:
+    cfg = to_experiment_config(
+        tiny_config("tiny_face", **{"variant.pixel_loss_on_background": False})
+    )
+    variant = build_variant(cfg.variant, 1)
+    b = roi_batch(6)
+    b.labels = torch.tensor([1, 0, 1, 0, 0, 1])
+    assert variant.pixel_mask(b).tolist() == [True, False, True, False, False, True]
+    sr = variant.generator(b.lr).sr
+    got = variant.pixel_losses(b, GeneratorOutput(sr=sr))["loss_pixel"]
+    pos = b.labels > 0
+    assert torch.allclose(got, torch.nn.functional.mse_loss(sr[pos], b.hr[pos]), atol=1e-6)
+    assert not torch.allclose(got, torch.nn.functional.mse_loss(sr, b.hr), atol=1e-6)

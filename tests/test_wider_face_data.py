@@ -180,7 +180,7 @@ def test_real_train_annotations_counts() -> None:
     assert sum(len(r.boxes) for r in ann.records) == 159393
 
 
-@pytest.mark.parametrize(("split", "images", "rows"), [("val", 276, 4986), ("train", 265, 973)])
+@pytest.mark.parametrize(("split", "images", "rows"), [("val", 276, 4986), ("train", 1067, 5696)])
 def test_real_subset_files_and_images(split: str, images: int, rows: int) -> None:
     root = _widerface()
     sub = f"WIDER_{split}/wider_face_{split}_bbx_gt.subset.txt"

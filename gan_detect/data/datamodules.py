@@ -46,6 +46,10 @@ class RoiDataConfig(DataConfig):
     positive_fraction: float = 0.25
     fg_iou: float = 0.5
     bg_iou_low: float = 0.0
+    # A proposal that would be background but whose best overlap is an ignore region (WIDER
+    # invalid face, COCO crowd) at IoU >= this is never a negative (label -1): 0.3, the RPN
+    # negative threshold (Faster R-CNN), since such a crop shows much of an unlabelled object.
+    ignore_neg_iou: float = 0.3
     include_gt: bool = True
     hflip: bool = False
     cache_dir: str = "data_cache"
@@ -157,6 +161,7 @@ class RoiDataModule(L.LightningDataModule):
             positive_fraction=c.positive_fraction,
             fg_iou=c.fg_iou,
             bg_iou_low=c.bg_iou_low,
+            ignore_neg_iou=c.ignore_neg_iou,
             include_gt=c.include_gt,
             seed=self.seed,
             is_main=is_main,

@@ -35,9 +35,43 @@ def decode_boxes(deltas: Tensor, proposals: Tensor) -> Tensor:
     return _CODER.decode_single(deltas.float(), proposals.float())
 
 
+def encode_roi_targets(gt: Tensor, proposals: Tensor, context: float) -> Tensor:
+    """Box-regression targets (N, 4) of (N, 4) xyxy proposals towards their matched gt (N, 4).
+
+    Encoded against the box that is actually cropped (the squared, ``context``-enlarged window of
+    :func:`square_boxes`), not the proposal: D sees only that window, so two proposals with the
+    same centre and long side (identical crops) get identical targets. Training and ROI-store
+    targets use this, inference its inverse :func:`decode_roi_deltas`.
+    """
+    return encode_boxes(gt, square_boxes(proposals.float(), context))
+
+
+def decode_roi_deltas(deltas: Tensor, proposals: Tensor, context: float) -> Tensor:
+    """Inverse of :func:`encode_roi_targets`: (N, 4) deltas -> (N, 4) xyxy boxes, applied to the
+    squared, ``context``-enlarged crop window of each (N, 4) xyxy proposal."""
+    return decode_boxes(deltas, square_boxes(proposals.float(), context))
+
+
 def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
     """Clip (N, 4) xyxy boxes to an image of size (H, W)."""
     return clip_boxes_to_image(boxes, image_size)
+
+
+def clip_proposals(
+    boxes: Tensor, image_size: tuple[int, int], min_size: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """The border rule shared by ROI mining and inference: clip (K, 4) xyxy boxes to the (H, W)
+    image, then drop those under ``min_size`` px a side (after clipping).
+
+    External proposals often cross the image edge; clipping both in training and at inference
+    keeps the crop window (hence what D sees and the box-delta reference) the same.
+
+    Returns:
+        the kept clipped boxes (K', 4) and their indices (K',) int64 into ``boxes``.
+    """
+    clipped = clip_boxes(boxes, image_size)
+    keep = torch.nonzero(((clipped[:, 2:] - clipped[:, :2]) >= min_size).all(dim=1)).flatten()
+    return clipped[keep], keep
 
 
 def label_proposals(
@@ -48,12 +82,16 @@ def label_proposals(
     fg_iou: float = 0.5,
     bg_iou_low: float = 0.0,
     ignore_iou: float = 0.5,
+    context: float = 1.0,
+    ignore_neg_iou: float = 0.3,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Label (K, 4) xyxy proposals against (M, 4) ground truth (docs/design.md, D6).
 
     Rules, in order: (1) if the best-overlapping GT over *all* GT is an ignored one with
     IoU >= ``ignore_iou`` and it overlaps strictly more than every non-ignored GT -> -1 (never a
-    negative); (2) best non-ignored IoU >= ``fg_iou`` -> that GT's class; (3) best non-ignored
+    negative); (1b) likewise a would-be background proposal whose best overlap is an ignored GT
+    (WIDER invalid face, COCO crowd) at IoU >= ``ignore_neg_iou`` -> -1: its crop shows much of
+    an object that is only unlabelled, not absent; (2) best non-ignored IoU >= ``fg_iou`` -> that GT's class; (3) best non-ignored
     IoU in [``bg_iou_low``, ``fg_iou``) -> 0 (background); (4) below ``bg_iou_low`` -> -1.
     Ties: between non-ignored GT the lowest GT index wins (``argmax`` returns the first maximum);
     between an ignored and a non-ignored GT at equal IoU the non-ignored one wins. Both threshold
@@ -61,8 +99,9 @@ def label_proposals(
 
     Returns:
         labels (K,) int64 (-1 ignore, 0 background, 1..C class); matched_gt_index (K,) int64,
-        the GT index for foreground and -1 otherwise; box_targets (K, 4) float32 deltas,
-        zero except for foreground.
+        the GT index for foreground and -1 otherwise; box_targets (K, 4) float32 deltas
+        (:func:`encode_roi_targets` with ``context``, the crop window), zero except for
+        foreground.
     """
     k = proposals.shape[0]
     labels = torch.zeros(k, dtype=torch.int64)
@@ -88,7 +127,9 @@ def label_proposals(
     if fg.any():
         labels[fg] = gt_labels[best_idx[fg]].long()
         matched[fg] = best_idx[fg]
-        targets[fg] = encode_boxes(gt_boxes[best_idx[fg]], proposals[fg])
+        targets[fg] = encode_roi_targets(gt_boxes[best_idx[fg]], proposals[fg], context)
+    # Never a negative: background by the valid GT, but mostly an ignore region.
+    ign |= (~fg) & (best_ign >= ignore_neg_iou) & (best_ign > best_valid)
     labels[ign] = -1
     matched[ign] = -1
     targets[ign] = 0.0
@@ -179,9 +220,8 @@ def gt_jitter_proposals(
         out_labels.append(lab)
     if not out_boxes:
         return Proposals(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
-    boxes = clip_boxes(torch.from_numpy(np.concatenate(out_boxes)).float(), (h_img, w_img))
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-    boxes = boxes[keep]
+    all_boxes = torch.from_numpy(np.concatenate(out_boxes)).float()
+    boxes, keep = clip_proposals(all_boxes, (h_img, w_img))
     scores = rng.uniform(0, 0.1, len(boxes)).astype(np.float32)
     if len(gt):
         iou = box_iou(boxes, torch.from_numpy(gt)).max(1).values.numpy()
@@ -346,6 +386,7 @@ def mine_rois(
     include_gt: bool = True,
     generator: torch.Generator | None = None,
     image_index: int = 0,
+    ignore_neg_iou: float = 0.3,
 ) -> dict[str, np.ndarray]:
     """Label, sample and crop the ROIs of one image.
 
@@ -366,11 +407,10 @@ def mine_rois(
     if include_gt:
         keep_gt = ~torch.from_numpy(record.ignore)
         boxes = torch.cat([gt[keep_gt], boxes])
-    boxes = clip_boxes(boxes, (h, w))
-    boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) >= 1.0).all(dim=1)]
+    boxes, _ = clip_proposals(boxes, (h, w))
     labels, matched, targets = label_proposals(
         boxes, gt, torch.from_numpy(record.labels), torch.from_numpy(record.ignore),
-        fg_iou=fg_iou, bg_iou_low=bg_iou_low,
+        fg_iou=fg_iou, bg_iou_low=bg_iou_low, context=context, ignore_neg_iou=ignore_neg_iou,
     )  # fmt: skip
     idx = sample_rois(labels, num_rois, positive_fraction, generator)
     boxes, labels, matched, targets = boxes[idx], labels[idx], matched[idx], targets[idx]

@@ -36,7 +36,8 @@ from gan_detect.data.full_image import load_image
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.data.roi import gt_jitter_proposals, hr_from_uint8, make_lr, mine_rois
 
-FORMAT_VERSION = 1
+# 2: box targets encoded against the crop window (encode_roi_targets), not the proposal.
+FORMAT_VERSION = 2
 _META_ARRAYS = ("labels", "box_targets", "src_sizes", "boxes", "image_index")
 
 
@@ -99,6 +100,7 @@ def build_roi_store(
     fg_iou: float = 0.5,
     bg_iou_low: float = 0.0,
     include_gt: bool = True,
+    ignore_neg_iou: float = 0.3,
     shard_size: int = 4096,
     seed: int = 0,
     jitter_when_missing: bool = True,
@@ -126,7 +128,7 @@ def build_roi_store(
         hr_size=hr_size, scale=scale, context=context, rois_per_image=rois_per_image,
         positive_fraction=positive_fraction, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
         include_gt=include_gt, shard_size=shard_size, seed=seed,
-        jitter_when_missing=jitter_when_missing,
+        jitter_when_missing=jitter_when_missing, ignore_neg_iou=ignore_neg_iou,
     )  # fmt: skip
     fp = _fingerprint(records, proposals, params)
     meta = _read_meta(out)
@@ -201,7 +203,7 @@ def _mine_into(
             image, rec, props, hr_size=p["hr_size"], scale=p["scale"], context=p["context"],
             num_rois=p["rois_per_image"], positive_fraction=p["positive_fraction"],
             fg_iou=p["fg_iou"], bg_iou_low=p["bg_iou_low"], include_gt=p["include_gt"],
-            generator=gen, image_index=i,
+            generator=gen, image_index=i, ignore_neg_iou=p["ignore_neg_iou"],
         )  # fmt: skip
         buf.append(got["hr"])
         buffered += len(got["hr"])
@@ -316,13 +318,14 @@ class OnTheFlyRoiDataset(Dataset[RoiBatch]):
         fg_iou: float = 0.5,
         bg_iou_low: float = 0.0,
         include_gt: bool = True,
+        ignore_neg_iou: float = 0.3,
         seed: int = 0,
     ) -> None:
         self.records, self.proposals = list(records), proposals
         self.kw: dict[str, Any] = dict(
             hr_size=hr_size, scale=scale, context=context, num_rois=rois_per_image,
             positive_fraction=positive_fraction, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
-            include_gt=include_gt,
+            include_gt=include_gt, ignore_neg_iou=ignore_neg_iou,
         )  # fmt: skip
         self.scale, self.seed = scale, seed
 

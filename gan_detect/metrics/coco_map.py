@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
+
+from gan_detect.metrics.wider_face_ap import _image_key
 
 COCO_KEYS: tuple[str, ...] = (
     "map",
@@ -43,7 +46,9 @@ class CocoMeanAP(MeanAveragePrecision):
     ``map_tiny`` is AP@[.5:.95] over objects with area < ``tiny_area`` (COCO ``area`` when the
     target gives one, else box w*h), at the largest max-detection threshold, with the same class
     averaging as ``map``; -1 when no ground truth is tiny. Inputs as for the parent class
-    (default ``box_format="xyxy"`` absolute pixels).
+    (default ``box_format="xyxy"`` absolute pixels), plus optional ``image_ids``: under DDP,
+    ``DistributedSampler`` pads the last shard with repeated images, so ``compute()`` keeps one
+    occurrence per image id (as :class:`~gan_detect.metrics.WiderFaceAP` does).
 
     Args:
         max_detection_thresholds: three ints; the last one is used for every AP.
@@ -67,11 +72,54 @@ class CocoMeanAP(MeanAveragePrecision):
             **{"iou_thresholds": IOU_THRESHOLDS, "rec_thresholds": REC_THRESHOLDS, **kwargs},
         )
         self.tiny_area = float(tiny_area)
+        # One (1,) int64 key per image, gathered like the per-image parent states.
+        self.add_state("image_keys", default=[], dist_reduce_fx=None)
+        self._rng = random.Random()  # nonces only; never touches the global RNGs
+
+    def update(  # type: ignore[override]
+        self,
+        preds: list[dict[str, Tensor]],
+        target: list[dict[str, Tensor]],
+        image_ids: Sequence[str] | None = None,
+    ) -> None:
+        """The parent's update; ``image_ids`` (one per target) enable de-duplication."""
+        if image_ids is not None and len(image_ids) != len(target):
+            raise ValueError(f"got {len(image_ids)} image_ids for {len(target)} targets")
+        super().update(preds, target)
+        # Without ids every occurrence is unique (a random 63-bit nonce): nothing is dropped.
+        keys = (
+            [self._rng.getrandbits(63) for _ in target]
+            if image_ids is None
+            else [_image_key(i) for i in image_ids]
+        )
+        states: list[Tensor] = self.image_keys  # type: ignore[assignment]
+        states.extend(torch.tensor([k], dtype=torch.int64, device=self.device) for k in keys)
 
     def compute(self) -> dict[str, Tensor]:
-        """The parent's result dict plus ``map_tiny`` (float32 scalar tensor)."""
-        out = super().compute()
-        out["map_tiny"] = torch.tensor(self._tiny_ap(), dtype=torch.float32)
+        """The parent's result dict plus ``map_tiny`` (float32 scalar tensor), over one
+        occurrence of each image id (after the DDP gather)."""
+        per_image = [
+            "detection_box", "detection_mask", "detection_scores", "detection_labels",
+            "groundtruth_box", "groundtruth_mask", "groundtruth_labels", "groundtruth_crowds",
+            "groundtruth_area",
+        ]  # fmt: skip
+        image_keys: list[Tensor] = self.image_keys  # type: ignore[assignment]
+        keys = [int(k.reshape(-1)[0]) for k in image_keys]
+        first_of: dict[int, int] = {}
+        for i, k in enumerate(keys):
+            first_of.setdefault(k, i)
+        first = sorted(first_of.values())
+        saved = {n: getattr(self, n) for n in per_image}
+        if len(first) < len(keys):
+            for n, v in saved.items():
+                if len(v) == len(keys):  # masks stay empty for bbox
+                    setattr(self, n, [v[i] for i in first])
+        try:
+            out = super().compute()
+            out["map_tiny"] = torch.tensor(self._tiny_ap(), dtype=torch.float32)
+        finally:
+            for n, v in saved.items():
+                setattr(self, n, v)
         return out
 
     def _tiny_ap(self) -> float:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -60,6 +61,46 @@ class GANVariantConfig(VariantConfig):
     pixel_loss_min_size: float = 0.0
     # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
     pixel_loss_on_background: bool = True
+    # How D normalises in the G step (papers silent; matters for BatchNorm trunks, not VGG19).
+    # "batch": D in train mode on cat(HR, SR) as in the D step (same real+fake batch statistics),
+    # SR half kept, D's running statistics restored afterwards; costs one extra D forward on HR.
+    # "running": D in eval mode (running statistics; cheaper, but G then optimises against a
+    # normalisation D never trained with). Either way the G step leaves D's buffers untouched.
+    g_step_d_norm: str = "batch"
+
+
+G_STEP_D_NORMS = ("batch", "running")
+
+
+@contextmanager
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` as it is (train-mode BatchNorm still normalises with batch statistics) on
+    throw-away copies of its buffers, so its running mean / var and ``num_batches_tracked`` keep
+    their values. Copies, not save-and-restore: autograd saves the running statistics for the
+    backward pass, and writing them back in place would invalidate the graph."""
+    saved: list[tuple[nn.Module, str, Tensor]] = []
+    for m in module.modules():
+        for name, buf in m._buffers.items():
+            if buf is not None:
+                saved.append((m, name, buf))
+                m._buffers[name] = buf.clone()
+    try:
+        yield
+    finally:
+        for m, name, buf in saved:
+            m._buffers[name] = buf
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module.eval()`` inside the block, each submodule's training flag restored on exit."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 class GANVariant(nn.Module, ABC):
@@ -82,6 +123,10 @@ class GANVariant(nn.Module, ABC):
         if cfg.adv_form not in ("saturating", "non_saturating"):
             raise ValueError(
                 f"variant.adv_form must be saturating|non_saturating, got {cfg.adv_form!r}"
+            )
+        if cfg.g_step_d_norm not in G_STEP_D_NORMS:
+            raise ValueError(
+                f"variant.g_step_d_norm must be one of {G_STEP_D_NORMS}, got {cfg.g_step_d_norm!r}"
             )
         self.generator = generator
         self.discriminator = discriminator
@@ -134,6 +179,19 @@ class GANVariant(nn.Module, ABC):
         out = self.discriminator(torch.cat([batch.hr, fake.sr], dim=0))
         return _split_output(out, n)
 
+    def discriminate_for_generator(
+        self, batch: RoiBatch, fake: GeneratorOutput
+    ) -> DiscriminatorOutput:
+        """D's outputs (N rows) on ``fake.sr`` for the G step; D's parameters and buffers are left
+        as they are (``g_step_d_norm``: "batch" normalises with the D step's cat(HR, SR) batch
+        statistics, "running" with D's running statistics)."""
+        if self.cfg.g_step_d_norm == "running":
+            with eval_mode(self.discriminator):
+                return self.discriminator(fake.sr)
+        with frozen_buffers(self.discriminator):
+            _, sr_out = self.discriminate_real_fake(batch, fake)
+        return sr_out
+
     def discriminator_losses(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
         """Eq. 9: real/fake on the adversarial head + class terms on HR and SR; ``fake`` detached."""
         real_out, fake_out = self.discriminate_real_fake(batch, fake)
@@ -159,7 +217,7 @@ class GANVariant(nn.Module, ABC):
         losses = self.pixel_losses(batch, fake)
         if pixel_only:
             return losses
-        sr_out = self.discriminator(fake.sr)
+        sr_out = self.discriminate_for_generator(batch, fake)
         form: Literal["saturating", "non_saturating"] = (
             "saturating" if self.cfg.adv_form == "saturating" else "non_saturating"
         )
@@ -181,7 +239,12 @@ class GANVariant(nn.Module, ABC):
     # ---- what the heads mean (inference, validation) -------------------------------------------
     @torch.no_grad()
     def detect(
-        self, lr_rois: Tensor, boxes: Tensor, image_size: tuple[int, int], refine_boxes: bool
+        self,
+        lr_rois: Tensor,
+        boxes: Tensor,
+        image_size: tuple[int, int],
+        refine_boxes: bool,
+        context: float = 1.0,
     ) -> Candidates:
         """Super-resolve ROIs, run D, and turn its heads into scored, labelled candidates.
 
@@ -190,13 +253,14 @@ class GANVariant(nn.Module, ABC):
             boxes: (N, 4) xyxy proposal boxes in image pixels.
             image_size: (H, W) of the image, for clipping refined boxes.
             refine_boxes: apply the box head's deltas when the variant has one.
+            context: the ROI-mining crop context; box deltas are relative to the crop window.
 
         Returns:
             boxes (N, K', 4), scores (N, K') in [0, 1], labels (N, K') int64 in 1..C: every
             candidate before score fusion and NMS (K' = 1 for face heads, C for class heads).
         """
         out = self.discriminator(self.generator(lr_rois).sr)
-        return self.candidates(out, boxes, image_size, refine_boxes)
+        return self.candidates(out, boxes, image_size, refine_boxes, context)
 
     @abstractmethod
     def candidates(
@@ -205,6 +269,7 @@ class GANVariant(nn.Module, ABC):
         boxes: Tensor,
         image_size: tuple[int, int],
         refine_boxes: bool,
+        context: float = 1.0,
     ) -> Candidates:
         """D's output on N SR crops -> ``(boxes (N,K',4), scores (N,K'), labels (N,K'))``
         (see :mod:`gan_detect.variants.common` for the papers' two layouts)."""

@@ -108,10 +108,11 @@ class BicubicControl(GANVariant):
         boxes: Tensor,
         image_size: tuple[int, int],
         refine_boxes: bool,
+        context: float = 1.0,
     ) -> Candidates:
         if self.num_classes == 1:
             return face_candidates(out, boxes)
-        return class_box_candidates(out, boxes, image_size, refine_boxes)
+        return class_box_candidates(out, boxes, image_size, refine_boxes, context)
 
     def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
         out = self.discriminator(fake.sr)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gan_detect.data.roi import clip_boxes, decode_boxes
+from gan_detect.data.roi import clip_boxes, decode_roi_deltas
 from gan_detect.models.discriminator import DiscriminatorOutput, MultiTaskDiscriminator
 from gan_detect.models.generator import SRGenerator
 from gan_detect.variants.base import Candidates, GANVariantConfig
@@ -66,12 +66,18 @@ def face_candidates(out: DiscriminatorOutput, boxes: Tensor) -> Candidates:
 
 
 def class_box_candidates(
-    out: DiscriminatorOutput, boxes: Tensor, image_size: tuple[int, int], refine_boxes: bool
+    out: DiscriminatorOutput,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    refine_boxes: bool,
+    context: float = 1.0,
 ) -> Candidates:
     """(C + 1)-way softmax, background dropped: one candidate per class (K' = C).
 
-    Boxes are the proposal moved by that class's delta (class-specific (N, 4(C+1)) or shared
-    (N, 4) deltas) and clipped to ``image_size`` (H, W); unchanged without ``refine_boxes``.
+    Boxes are that class's delta (class-specific (N, 4(C+1)) or shared (N, 4) deltas) decoded
+    against the crop window D saw (the squared, ``context``-enlarged proposal, as in ROI mining:
+    :func:`~gan_detect.data.roi.decode_roi_deltas`) and clipped to ``image_size`` (H, W);
+    the proposals unchanged without ``refine_boxes``.
     """
     scores = torch.softmax(out.cls_logits.float(), dim=1)[:, 1:]  # (N, C)
     n, c = scores.shape
@@ -84,7 +90,7 @@ def class_box_candidates(
         deltas = deltas[:, None, :].expand(n, c, 4)
     else:
         deltas = deltas.view(n, c + 1, 4)[:, 1:, :]
-    decoded = decode_boxes(deltas.reshape(-1, 4), proposals.reshape(-1, 4))
+    decoded = decode_roi_deltas(deltas.reshape(-1, 4), proposals.reshape(-1, 4), context)
     return clip_boxes(decoded, image_size).view(n, c, 4), scores, labels
 
 

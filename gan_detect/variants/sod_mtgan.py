@@ -80,8 +80,9 @@ class SODMTGAN(GANVariant):
         boxes: Tensor,
         image_size: tuple[int, int],
         refine_boxes: bool,
+        context: float = 1.0,
     ) -> Candidates:
-        return class_box_candidates(out, boxes, image_size, refine_boxes)
+        return class_box_candidates(out, boxes, image_size, refine_boxes, context)
 
     def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
         return {"cls_acc": class_box_accuracy(self.discriminator(fake.sr), batch.labels)}

@@ -68,6 +68,7 @@ class TinyFaceGAN(GANVariant):
         boxes: Tensor,
         image_size: tuple[int, int],
         refine_boxes: bool,
+        context: float = 1.0,
     ) -> Candidates:
         return face_candidates(out, boxes)  # no box head: boxes stay as proposed
 
