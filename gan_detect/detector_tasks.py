@@ -37,7 +37,7 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
 
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
-    with new_run_folder(cfg.output_dir), run_folder_guard(cfg):
+    with new_run_folder(cfg.output_dir), run_folder_guard(cfg, resuming=ckpt_path is not None):
         dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
         module = DetectorModule(detector_config(cfg))
         # The detector is one network: Lightning's own DDP, not the GAN's per-submodule strategy.

@@ -337,9 +337,10 @@ EXIT_SIGTERM = 143
 
 
 @contextlib.contextmanager
-def run_folder_guard(cfg: ExperimentConfig) -> Iterator[None]:
+def run_folder_guard(cfg: ExperimentConfig, resuming: bool = False) -> Iterator[None]:
     """Rank 0: refuse an old run's folder (unless resuming / ``overwrite``), lock it, check that
-    ``checkpoints/`` is writable, write ``config.yaml``. Every rank: SIGTERM leaves as
+    ``checkpoints/`` is writable, write ``config.yaml``. ``resuming`` (or ``cfg.resume``): the
+    run continues from a checkpoint, so its folder may hold outputs. Every rank: SIGTERM leaves as
     ``SIGTERMException(143)`` (a ``SystemExit``), so even a Python caller exits non-zero."""
     from gan_detect.run_folder import check_writable, prepare_run_folder, run_lock
 
@@ -349,7 +350,9 @@ def run_folder_guard(cfg: ExperimentConfig) -> Iterator[None]:
             return
         out = Path(cfg.output_dir)
         with run_lock(out):
-            prepare_run_folder(out, resuming=cfg.resume is not None, overwrite=cfg.overwrite)
+            prepare_run_folder(
+                out, resuming=resuming or cfg.resume is not None, overwrite=cfg.overwrite
+            )
             check_writable(out / "checkpoints")
             write_run_config(cfg)
             yield
@@ -409,7 +412,7 @@ def fit(
         SIGTERMException: stopped by SIGTERM (``last.ckpt`` was saved first).
     """
     L.seed_everything(cfg.seed, workers=True)
-    with new_run_folder(cfg.output_dir), run_folder_guard(cfg):
+    with new_run_folder(cfg.output_dir), run_folder_guard(cfg, resuming=ckpt_path is not None):
         dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
         _resumable_train_data(dm)
         module = GANDetectionModule(to_container(cfg))
