@@ -171,14 +171,29 @@ COMMANDS: dict[str, tuple[Any, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: gan-detect COMMAND [args]", "", "commands:"]
+    lines = ["usage: gan-detect [--threads N] COMMAND [args]", "", "commands:"]
     lines += [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [
+        "",
+        "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else $OMP_NUM_THREADS,",
+        "  else the cores this process may use); idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gan-detect`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    threads: int | None = None
+    if argv and (argv[0] == "--threads" or argv[0].startswith("--threads=")):
+        # Global option before the command: gan-detect --threads N COMMAND ...
+        value = argv[0].split("=", 1)[1] if "=" in argv[0] else (argv[1] if len(argv) > 1 else "")
+        argv = argv[1:] if "=" in argv[0] else argv[2:]
+        try:
+            threads = int(value)
+        except ValueError:
+            print(f"gan-detect: --threads expects an integer, got {value!r}", file=sys.stderr)
+            return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -189,6 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and rest[0] in ("-h", "--help") and name in ("fit", "validate", "evaluate", "propose"):
         print(COMMANDS[name][1])
         return 0
+    from gan_detect.threads import configure_threads
+
+    try:
+        # Before any command imports torch: the OpenMP wait policy is read when torch loads.
+        configure_threads(threads)
+    except ValueError as err:
+        print(f"gan-detect: error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(COMMANDS[name][0](rest) or 0)
     except (ConfigError, FileNotFoundError) as err:

@@ -1,0 +1,86 @@
+"""CPU thread defaults, applied once at process start (``configure_threads``).
+
+Why: on a machine shared with other CPU-bound processes, torch's OpenMP pool (GNU libgomp on
+Linux wheels) spin-waits between parallel regions by default: a thread that finishes its slice
+keeps a core busy waiting for the others, which are descheduled by the competing process. On the
+2-core dev machine a 2-thread 3x3 convolution loop burned 1.5 s CPU with one competing
+``while 1: pass`` process against 0.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (and ran 2.7x slower in
+wall time); with 1 thread the policy changed nothing (see benchmarks/README.md, "under load").
+
+So the defaults are: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning) and as many
+intra-op threads as cores this process may actually use (CPU affinity and the cgroup CPU quota,
+not the host's core count). The wait policy is read by libgomp when torch loads, so call this
+before ``import torch`` (the CLI does, before dispatching a command); afterwards only the thread
+count can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
+``OMP_NUM_THREADS``) is respected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+ENV_VAR = "GAN_DETECT_THREADS"
+
+
+def available_cores() -> int:
+    """Cores this process may run on: CPU affinity, capped by a cgroup v2 ``cpu.max`` quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _positive_int(value: str, source: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{source}: expected a positive integer number of threads, got {value!r}")
+    return n
+
+
+def resolve_threads(n: int | None = None) -> int:
+    """The intra-op thread count: ``n``, else ``$GAN_DETECT_THREADS``, else ``$OMP_NUM_THREADS``,
+    else ``available_cores()``.
+
+    Raises:
+        ValueError: naming the option or variable whose value is not a positive integer.
+    """
+    if n is not None:
+        return _positive_int(str(n), "--threads")
+    for var in (ENV_VAR, "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return _positive_int(value, var)
+    return available_cores()
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Apply the thread defaults (see the module docstring) and return the thread count.
+
+    Before torch is imported this sets ``OMP_WAIT_POLICY`` (unless set) and ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` for torch to read; once torch is loaded it calls ``torch.set_num_threads``.
+    Never imports torch itself (``gan-detect wider-eval`` stays light).
+    """
+    threads = resolve_threads(n)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threads
+
+
+__all__ = ["ENV_VAR", "available_cores", "configure_threads", "resolve_threads"]
