@@ -11,12 +11,15 @@ median of the per-step ratios, which damps the noise of a shared machine.
     python benchmarks/step_time.py --paper --steps 3 --rounds 1
 
 Prints one JSON line per (variant, implementation, round) and one summary line per variant with
-the Lightning/plain ratio (target <= 1.05).
+the Lightning/plain ratio (target <= 1.05), the FLOPs of one training step per ROI (D and G,
+forward and backward, ``FlopCounterMode``) and the fraction of the machine's ceiling (a 2048
+matmul and one 3x3 conv of G's width, measured in the same run) that the plain step reaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import tempfile
 import time
@@ -29,9 +32,29 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 try:
-    from _common import emit, median, raw_config, roi_loader, smooth_rois, sync
+    from _common import (
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        roi_loader,
+        smooth_rois,
+        sync,
+    )
 except ImportError:  # imported as benchmarks.step_time
-    from benchmarks._common import emit, median, raw_config, roi_loader, smooth_rois, sync
+    from benchmarks._common import (
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        roi_loader,
+        smooth_rois,
+        sync,
+    )
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.engine import GANDetectionModule
@@ -207,6 +230,14 @@ def main(argv: list[str] | None = None) -> None:
                         "step_s": [round(t, 4) for t in times],
                     }
                 )
+        # FLOPs of one D+G step (fresh networks, one batch), then the ceiling right after the runs.
+        counter = PlainLoop(raw, roi_loader(rois, a.batch), a.seed, torch.device(device))
+        b = next(counter.batches)
+        b = RoiBatch(*(t.to(device) for t in vars(b).values()))
+        step_flops = count_flops(
+            functools.partial(plain_step, counter.variant, counter.opt_g, counter.opt_d, b)
+        )
+        ceil = machine_ceiling(raw["variant"]["g_channels"], a.hr // 4, batch=a.batch)
         # Per-step ratios of paired steps (same load), then their median.
         ratios = [x / y for x, y in zip(lt, pt, strict=True)]
         ratio = median(ratios)
@@ -225,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
                 "target": TARGET_RATIO,
                 "target_met": ratio <= TARGET_RATIO,
+                **ceiling_fields(ceil, step_flops / a.batch, a.batch / t_p),
             }
         )
 
