@@ -32,6 +32,8 @@ class InferenceOptions:
     min_score: float = 0.001
     max_detections: int = 750
     refine_boxes: bool = True  # apply D's box deltas when the variant has a box head
+    # Proposals scoring below this skip G + D (dropped); 0 re-scores every one of the top_k.
+    rescore_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.score_fusion not in SCORE_FUSIONS:
@@ -47,7 +49,7 @@ def refine_detections(
     proposals: dict[str, Tensor],
     opts: InferenceOptions,
 ) -> dict[str, Tensor]:
-    """Re-score one image's proposals with the GAN.
+    """Re-score one image's proposals with the GAN (``refine_detections_batch`` of one image).
 
     Args:
         variant: a trained variant (eval mode is set here).
@@ -57,31 +59,97 @@ def refine_detections(
     Returns:
         ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) int64 1..C, sorted by score.
     """
-    variant.eval()
-    device = next(variant.parameters()).device
+    return refine_detections_batch(variant, [image], [proposals], opts)[0]
+
+
+def select_proposals(
+    proposals: dict[str, Tensor], opts: InferenceOptions, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The proposals worth a G+D forward: the ``top_k`` best scoring at least
+    ``rescore_min_score``. Returns boxes (K', 4) and detector scores (K',) on ``device``."""
     boxes = proposals["boxes"].float().to(device)
     det_scores = proposals["scores"].float().to(device)
+    if opts.rescore_min_score > 0:
+        keep = det_scores >= opts.rescore_min_score
+        boxes, det_scores = boxes[keep], det_scores[keep]
     if boxes.shape[0] > opts.top_k:
         order = torch.argsort(det_scores, descending=True, stable=True)[: opts.top_k]
         boxes, det_scores = boxes[order], det_scores[order]
+    return boxes, det_scores
+
+
+@torch.no_grad()
+def refine_detections_batch(
+    variant: GANVariant,
+    images: list[Tensor],
+    proposals: list[dict[str, Tensor]],
+    opts: InferenceOptions,
+) -> list[dict[str, Tensor]]:
+    """Re-score several images' proposals: their LR crops go through G + D together.
+
+    Filling every ``chunk_size`` forward across image boundaries keeps the convolutions large
+    when few proposals per image survive ``top_k`` / ``rescore_min_score``; the post-processing
+    (scores, box deltas, NMS) stays per image.
+
+    Args:
+        images: I tensors (3, H_i, W_i) float in [0, 1].
+        proposals: I dicts as in ``refine_detections``.
+
+    Returns:
+        I dicts ``boxes`` (D_i, 4), ``scores`` (D_i,), ``labels`` (D_i,), sorted by score.
+    """
+    if len(images) != len(proposals):
+        raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+    variant.eval()
+    device = next(variant.parameters()).device
+    selected = [select_proposals(p, opts, device) for p in proposals]
+    crops = []
+    for image, (boxes, _) in zip(images, selected, strict=True):
+        image = image.to(device)
+        for start in range(0, boxes.shape[0], opts.chunk_size):
+            chunk = boxes[start : start + opts.chunk_size]
+            crops.append(
+                crop_lr_for_inference(image, chunk, opts.lr_size, opts.context, scale=variant.scale)
+            )
+    probs_all: list[Tensor] = []
+    deltas_all: list[Tensor] = []
+    if crops:
+        lr_all = torch.cat(crops)
+        for start in range(0, lr_all.shape[0], opts.chunk_size):
+            probs, deltas, _ = variant.refine(lr_all[start : start + opts.chunk_size])
+            probs_all.append(probs.float())
+            if deltas is not None:
+                deltas_all.append(deltas.float())
+    counts = [int(b.shape[0]) for b, _ in selected]
+    probs_split = torch.cat(probs_all).split(counts) if probs_all else [None] * len(counts)
+    deltas_split = torch.cat(deltas_all).split(counts) if deltas_all else [None] * len(counts)
+    return [
+        _postprocess(boxes, det_scores, p, d, image.shape[-2:], opts)
+        for image, (boxes, det_scores), p, d in zip(
+            images, selected, probs_split, deltas_split, strict=True
+        )
+    ]
+
+
+def _postprocess(
+    boxes: Tensor,
+    det_scores: Tensor,
+    probs: Tensor | None,
+    deltas: Tensor | None,
+    hw: tuple[int, ...] | torch.Size,
+    opts: InferenceOptions,
+) -> dict[str, Tensor]:
+    """One image: D's outputs (K, K_cls) probs and (K, 4 | 4(C+1)) deltas -> NMS'd detections."""
+    device = boxes.device
     empty = {
         "boxes": boxes.new_zeros((0, 4)),
         "scores": boxes.new_zeros((0,)),
         "labels": torch.zeros(0, dtype=torch.int64, device=device),
     }
-    if boxes.shape[0] == 0:
+    if boxes.shape[0] == 0 or probs is None:
         return empty
-    image = image.to(device)
-    probs_all, deltas_all = [], []
-    for start in range(0, boxes.shape[0], opts.chunk_size):
-        chunk = boxes[start : start + opts.chunk_size]
-        lr = crop_lr_for_inference(image, chunk, opts.lr_size, opts.context, scale=variant.scale)
-        probs, deltas, _ = variant.refine(lr)
-        probs_all.append(probs.float())
-        if deltas is not None:
-            deltas_all.append(deltas.float())
-    probs = torch.cat(probs_all)
-    h, w = image.shape[-2:]
+    deltas_all = [] if deltas is None else [deltas]
+    h, w = hw[-2], hw[-1]
 
     if probs.shape[1] == 1:  # face / non-face: one class, boxes unchanged
         cls_scores = probs  # (K, 1)
