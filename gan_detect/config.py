@@ -110,6 +110,9 @@ class EvalConfig:
     # Proposals scoring below this are dropped before G + D (0: re-score all top_k); see
     # benchmarks/proposal_budget.py for AP against proposals kept.
     rescore_min_score: float = 0.0
+    # G + D forward at inference: channels-last weights (exact) and bf16 autocast.
+    channels_last: bool = False
+    bf16: bool = False
     device: str = "auto"
     # Detection max per image for COCO AP (>= 1000 for dense scenes; WIDER has 709 faces in one).
     coco_max_dets: int = 1000

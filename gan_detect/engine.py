@@ -169,6 +169,8 @@ class GANDetectionModule(L.LightningModule):
             max_detections=e.max_detections,
             refine_boxes=e.refine_boxes,
             rescore_min_score=e.rescore_min_score,
+            channels_last=e.channels_last,
+            bf16=e.bf16,
         )
 
     def _validate_detections(self, batch: DetectionBatch) -> None:

@@ -34,6 +34,10 @@ class InferenceOptions:
     refine_boxes: bool = True  # apply D's box deltas when the variant has a box head
     # Proposals scoring below this skip G + D (dropped); 0 re-scores every one of the top_k.
     rescore_min_score: float = 0.0
+    # CPU/GPU speed options of the G + D forward (benchmarks/cpu_modes.py measures them):
+    # channels_last converts G and D in place (exact); bf16 autocasts (scores move ~1e-3).
+    channels_last: bool = False
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.score_fusion not in SCORE_FUSIONS:
@@ -113,10 +117,14 @@ def refine_detections_batch(
             )
     probs_all: list[Tensor] = []
     deltas_all: list[Tensor] = []
+    if opts.channels_last:
+        # In place and idempotent: convolutions then follow the weights' memory format.
+        variant.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if crops:
         lr_all = torch.cat(crops)
         for start in range(0, lr_all.shape[0], opts.chunk_size):
-            probs, deltas, _ = variant.refine(lr_all[start : start + opts.chunk_size])
+            with torch.autocast(device.type, torch.bfloat16, enabled=opts.bf16):
+                probs, deltas, _ = variant.refine(lr_all[start : start + opts.chunk_size])
             probs_all.append(probs.float())
             if deltas is not None:
                 deltas_all.append(deltas.float())
