@@ -175,8 +175,8 @@ def _usage() -> str:
     lines += [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += [
         "",
-        "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else $OMP_NUM_THREADS,",
-        "  else the cores this process may use); idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)",
+        "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else torch's own);",
+        "  idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set)",
     ]
     return "\n".join(lines)
 

@@ -7,11 +7,12 @@ keeps a core busy waiting for the others, which are descheduled by the competing
 ``while 1: pass`` process against 0.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (and ran 2.7x slower in
 wall time); with 1 thread the policy changed nothing (see benchmarks/README.md, "under load").
 
-So the defaults are: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning) and as many
-intra-op threads as cores this process may actually use (CPU affinity and the cgroup CPU quota,
-not the host's core count). The wait policy is read by libgomp when torch loads, so call this
-before ``import torch`` (the CLI does, before dispatching a command); afterwards only the thread
-count can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
+So the default is ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning); the intra-op
+thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``), since Lightning
+divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is unset. (In a
+container with a CPU quota, which torch does not see, pass ``available_cores()``.) The wait policy
+is read by libgomp when torch loads, so call this before ``import torch`` (the CLI does, before
+dispatching a command); afterwards only the thread count can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
 ``OMP_NUM_THREADS``) is respected.
 """
 
@@ -69,12 +70,17 @@ def resolve_threads(n: int | None = None) -> int:
 def configure_threads(n: int | None = None) -> int:
     """Apply the thread defaults (see the module docstring) and return the thread count.
 
-    Before torch is imported this sets ``OMP_WAIT_POLICY`` (unless set) and ``OMP_NUM_THREADS`` /
-    ``MKL_NUM_THREADS`` for torch to read; once torch is loaded it calls ``torch.set_num_threads``.
+    Always: ``OMP_WAIT_POLICY=PASSIVE`` unless set (read by libgomp when torch loads). With an
+    explicit count (``n`` or ``$GAN_DETECT_THREADS``): ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
+    for torch to read, and ``torch.set_num_threads`` if torch is already loaded. Without one the
+    count is left to torch and Lightning (whose CPU DDP divides the cores among its processes
+    only while ``OMP_NUM_THREADS`` is unset); the return value is then what torch will pick.
     Never imports torch itself (``gan-detect wider-eval`` stays light).
     """
     threads = resolve_threads(n)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if n is None and not os.environ.get(ENV_VAR, "").strip():
+        return threads
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")

@@ -37,19 +37,24 @@ def test_configure_before_torch_import_sets_threads_and_passive_wait() -> None:
     """In a fresh process (torch not loaded yet) the defaults reach torch and libgomp."""
     code = (
         "import json, os, sys\n"
-        "from gan_detect.threads import configure_threads\n"
+        "from gan_detect.threads import ENV_VAR, configure_threads\n"
+        "configure_threads()\n"
+        "unset = 'OMP_NUM_THREADS' not in os.environ  # no explicit count: left to torch\n"
+        "os.environ[ENV_VAR] = '1'\n"
         "n = configure_threads()\n"
         "loaded = 'torch' in sys.modules\n"
         "import torch\n"
-        "print(json.dumps([n, loaded, torch.get_num_threads(), os.environ['OMP_WAIT_POLICY']]))\n"
+        "print(json.dumps([unset, n, loaded, torch.get_num_threads(),"
+        " os.environ['OMP_WAIT_POLICY']]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    env.update(PYTHONPATH=str(ROOT), **{ENV_VAR: "1"})
+    drop = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", ENV_VAR)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(PYTHONPATH=str(ROOT))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [1, False, 1, "PASSIVE"]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, 1, False, 1, "PASSIVE"]
 
 
 def test_cli_threads_option_applies_before_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
