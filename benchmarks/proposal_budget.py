@@ -10,7 +10,8 @@ the trained checkpoint re-scores the val proposals with every budget of the grid
 line per (stage, budget): GAN AP, baseline AP, seconds per image, ROIs re-scored per image; then
 one ``recommendation`` line per stage: the cheapest budget whose GAN AP on every reported metric is
 within ``--tolerance`` AP points (default 0.2) of the full budget's, and its speed-up. The full
-budget is the run's own ``evaluate.top_k`` with no score threshold. Untimed warm-up: one pass.
+budget is the run's own ``evaluate.top_k`` with no score threshold. Untimed warm-up: ``--warmup``
+passes (default 1).
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def ensure_demo(demo_dir: Path, quick: bool) -> None:
 
 
 def stage_budgets(
-    demo_dir: Path, stage: str, top_ks: list[int], thresholds: list[float], repeat: int
+    demo_dir: Path,
+    stage: str,
+    top_ks: list[int],
+    thresholds: list[float],
+    repeat: int,
+    warmup: int = 1,
 ) -> list[dict[str, Any]]:
     """Evaluate one demo stage under every (top_k, threshold) budget; JSON records."""
     run = demo_dir / stage
@@ -82,7 +88,8 @@ def stage_budgets(
             for it in items
             if it.proposals is not None
         )
-        evaluate_baseline_vs_gan(variant, cached, kind, opts, gt=gt, progress=False)  # warm-up
+        for _ in range(warmup):
+            evaluate_baseline_vs_gan(variant, cached, kind, opts, gt=gt, progress=False)
         times, metrics = [], {}
         for _ in range(repeat):
             t = time.perf_counter()
@@ -152,11 +159,12 @@ def main() -> None:
     p.add_argument("--top-k", nargs="+", type=int, default=[100, 50, 25])
     p.add_argument("--thresholds", nargs="+", type=float, default=[0.0, 0.01, 0.05, 0.1, 0.2])
     p.add_argument("--repeat", type=int, default=1, help="timed passes per budget (best kept)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes per budget")
     p.add_argument("--tolerance", type=float, default=0.2, help="AP points")
     a = p.parse_args()
     ensure_demo(a.demo_dir, a.quick)
     for stage in a.stages:
-        rows = stage_budgets(a.demo_dir, stage, a.top_k, a.thresholds, a.repeat)
+        rows = stage_budgets(a.demo_dir, stage, a.top_k, a.thresholds, a.repeat, a.warmup)
         emit(recommend(rows, a.tolerance))
 
 
