@@ -250,6 +250,16 @@ def machine_ceiling(
     }
 
 
+def best_ceiling(*ceilings: dict[str, Any]) -> dict[str, Any]:
+    """Key-wise best of ceilings measured before and after a run (load changes within seconds)."""
+    out = dict(ceilings[0])
+    for c in ceilings[1:]:
+        for k in ("matmul_gflops", "conv_gflops"):
+            out[k] = max(out[k], c[k])
+    out["measured"] = len(ceilings)
+    return out
+
+
 def ceiling_fields(ceiling: dict[str, Any], flops_per_roi: float, rois_per_s: float) -> dict:
     """Achieved GFLOP/s from FLOPs per ROI x ROIs/s, and its fraction of the measured ceiling."""
     achieved = flops_per_roi * rois_per_s / 1e9
