@@ -7,8 +7,9 @@
 Each run is a fresh ``python -m gan_detect ...`` process (so the thread defaults of
 ``gan_detect.threads`` apply as for a user); its own CPU time comes from ``os.wait4`` (user +
 system of that child only, not of the competitors). The competitors are ``while True: pass``
-processes started before and killed after the run. ``ACTIVE`` forces OpenMP spin-waiting, the
-behaviour before ``configure_threads`` existed. Target: ``cpu_ratio`` (loaded / idle CPU
+processes started before and killed after the run. ``spin=300000`` (``GOMP_SPINCOUNT``, no wait
+policy) is libgomp's own default, the behaviour before ``configure_threads`` existed; ``ACTIVE``
+spins without limit. Target: ``cpu_ratio`` (loaded / idle CPU
 seconds) <= 1.5 with the default policy. Prints one JSON line per policy.
 """
 
@@ -76,7 +77,8 @@ def main() -> None:
         "--wait-policies",
         nargs="+",
         default=["default"],
-        help="'default' (gan_detect.threads decides), or OMP_WAIT_POLICY values, e.g. ACTIVE",
+        help="'default' (gan_detect.threads decides), OMP_WAIT_POLICY values (ACTIVE: spin"
+        " forever), or spin=N (GOMP_SPINCOUNT; spin=300000 is libgomp's own default)",
     )
     a = p.parse_args()
     info = machine()
@@ -91,7 +93,10 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
             env.pop("OMP_WAIT_POLICY", None)
             env.pop("OMP_NUM_THREADS", None)
-            if policy != "default":
+            env.pop("GOMP_SPINCOUNT", None)
+            if policy.startswith("spin="):  # libgomp's spin-then-sleep with this spin count
+                env["GOMP_SPINCOUNT"] = policy.split("=", 1)[1]
+            elif policy != "default":
                 env["OMP_WAIT_POLICY"] = policy
             idle = run_once(cmd, env, 0)
             loaded = run_once(cmd, env, a.competitors)

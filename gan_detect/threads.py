@@ -13,7 +13,8 @@ divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is unse
 container with a CPU quota, which torch does not see, pass ``available_cores()``.) The wait policy
 is read by libgomp when torch loads, so call this before ``import torch`` (the CLI does, before
 dispatching a command); afterwards only the thread count can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
-``OMP_NUM_THREADS``) is respected.
+``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) is respected; ``GOMP_SPINCOUNT=300000`` restores libgomp's
+own default (spin ~0.3 M iterations, then sleep).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def configure_threads(n: int | None = None) -> int:
     Never imports torch itself (``gan-detect wider-eval`` stays light).
     """
     threads = resolve_threads(n)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "GOMP_SPINCOUNT" not in os.environ:  # a user-chosen spin count implies its own policy
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if n is None and not os.environ.get(ENV_VAR, "").strip():
         return threads
     os.environ["OMP_NUM_THREADS"] = str(threads)

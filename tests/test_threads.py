@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gan_detect import cli
-from gan_detect.threads import ENV_VAR, available_cores, resolve_threads
+from gan_detect.threads import ENV_VAR, available_cores, configure_threads, resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,16 @@ def test_cli_threads_option_rejects_bad_values(capsys: pytest.CaptureFixture[str
     assert "--threads expects an integer, got 'many'" in capsys.readouterr().err
     assert cli.main(["--threads=0", "wider-eval"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_user_spin_count_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OMP_WAIT_POLICY", "MKL_NUM_THREADS"):  # setenv first: undone after the test
+        monkeypatch.setenv(var, "x")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")  # libgomp's own spin-then-sleep default
+    configure_threads()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    configure_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
