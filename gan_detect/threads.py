@@ -5,7 +5,10 @@ Linux wheels) spin-waits between parallel regions by default: a thread that fini
 keeps a core busy waiting for the others, which are descheduled by the competing process. On the
 2-core dev machine a 2-thread 3x3 convolution loop burned 1.5 s CPU with one competing
 ``while 1: pass`` process against 0.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (and ran 2.7x slower in
-wall time); with 1 thread the policy changed nothing (see benchmarks/README.md, "under load").
+wall time); ``gan-detect demo --quick`` used 1.78x its idle CPU time with one competitor under
+libgomp's default and 1.05x with PASSIVE, and one default run on the busy machine burned 129 s
+CPU against 12 s (benchmarks/under_load.py, benchmarks/README.md). The price: on an idle machine
+sleeping threads wake slower (quick demo ~20 % more wall time).
 
 So the default is ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning); the intra-op
 thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``), since Lightning
