@@ -206,3 +206,71 @@ def roi_loader(b: RoiBatch, batch_size: int) -> DataLoader:
     return DataLoader(
         _Pairs(b), batch_size=batch_size, shuffle=False, collate_fn=RoiBatch.collate, drop_last=True
     )
+
+
+def _best_seconds(fn: Any, reps: int) -> float:
+    """Fastest of ``reps`` timed calls after one warm-up (the ceiling is the best the machine does)."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        with timed() as t:
+            fn()
+        best = min(best, t[0])
+    return best
+
+
+def count_flops(fn: Any) -> int:
+    """FLOPs of one call of ``fn()`` (``torch.utils.flop_counter``: convs, matmuls, their backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def machine_ceiling(
+    channels: int, spatial: int, batch: int = 64, matmul_n: int = 2048, reps: int = 3
+) -> dict[str, float]:
+    """The machine's own ceiling in this run, in GFLOP/s, measured next to the benchmark.
+
+    ``matmul_gflops``: an ``matmul_n``-square fp32 matmul. ``conv_gflops``: one 3x3 convolution of
+    G's size (``channels`` in and out, ``batch`` x ``spatial`` x ``spatial``, forward, no grad).
+    A loaded machine shows up here as a low ceiling, so ``fraction = achieved / conv_gflops``
+    stays comparable across machines and loads.
+    """
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    a = torch.randn(matmul_n, matmul_n, device=dev)
+    b = torch.randn(matmul_n, matmul_n, device=dev)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dev)
+    x = torch.randn(batch, channels, spatial, spatial, device=dev)
+    with torch.no_grad():
+        mm_s = _best_seconds(lambda: a @ b, reps)
+        conv_s = _best_seconds(lambda: conv(x), reps)
+        conv_flops = count_flops(lambda: conv(x))
+    return {
+        "matmul_gflops": round(2 * matmul_n**3 / mm_s / 1e9, 1),
+        "conv_gflops": round(conv_flops / conv_s / 1e9, 1),
+        "conv_shape": [batch, channels, spatial, spatial],
+    }
+
+
+def best_ceiling(*ceilings: dict[str, Any]) -> dict[str, Any]:
+    """Key-wise best of ceilings measured before and after a run (load changes within seconds)."""
+    out = dict(ceilings[0])
+    for c in ceilings[1:]:
+        for k in ("matmul_gflops", "conv_gflops"):
+            out[k] = max(out[k], c[k])
+    out["measured"] = len(ceilings)
+    return out
+
+
+def ceiling_fields(ceiling: dict[str, Any], flops_per_roi: float, rois_per_s: float) -> dict:
+    """Achieved GFLOP/s from FLOPs per ROI x ROIs/s, and its fraction of the measured ceiling."""
+    achieved = flops_per_roi * rois_per_s / 1e9
+    return {
+        "gflop_per_roi": round(flops_per_roi / 1e9, 4),
+        "achieved_gflops": round(achieved, 1),
+        "ceiling": ceiling,
+        "fraction_of_conv_ceiling": round(achieved / ceiling["conv_gflops"], 3),
+        "fraction_of_matmul_ceiling": round(achieved / ceiling["matmul_gflops"], 3),
+    }

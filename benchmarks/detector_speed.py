@@ -1,7 +1,9 @@
 """Images per second of the baseline detector: training steps and inference.
 
 One JSON line per (config, arch) with the machine, library versions and settings. Random images
-with 1-3 random boxes each; CPU by default. Example:
+with 1-3 random boxes each; CPU by default. Inference also reports its FLOPs per image
+(``FlopCounterMode``) and the fraction of the machine's ceiling measured in the same run (a 2048
+matmul and one 3x3 conv of the FPN's width at stride 8). Example:
 
     python benchmarks/detector_speed.py --configs small large --archs fcos retinanet faster_rcnn
 """
@@ -20,6 +22,11 @@ import torch
 import torchvision
 
 from gan_detect.detector.model import build_detector, training_targets
+
+try:  # run as a script (benchmarks/ on sys.path) or as a module
+    from _common import best_ceiling, ceiling_fields, count_flops, machine_ceiling
+except ImportError:  # pragma: no cover
+    from benchmarks._common import best_ceiling, ceiling_fields, count_flops, machine_ceiling
 
 CONFIGS: dict[str, dict[str, Any]] = {
     # What tests and the demo use.
@@ -69,6 +76,9 @@ def bench(name: str, arch: str, iters: int, warmup: int, device: str) -> dict[st
         with torch.no_grad():
             model(images)
 
+    # The machine's ceiling next to the run: one 3x3 conv of the FPN's width at stride 8.
+    ceil_args = (cfg["fpn_channels"], size // 8)
+    ceil_before = machine_ceiling(*ceil_args, batch=bs)
     out: dict[str, Any] = {}
     for mode, step in (("train", train_step), ("infer", infer_step)):
         model.train(mode == "train")
@@ -82,6 +92,12 @@ def bench(name: str, arch: str, iters: int, warmup: int, device: str) -> dict[st
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         out[f"{mode}_img_per_s"] = round(bs * iters / (time.perf_counter() - start), 3)
+    model.eval()
+    infer_flops = count_flops(infer_step) / bs  # convs and matmuls of one image (no NMS)
+    ceil = best_ceiling(ceil_before, machine_ceiling(*ceil_args, batch=bs))
+    infer = ceiling_fields(ceil, infer_flops, out["infer_img_per_s"])
+    out["infer_gflop_per_image"] = infer.pop("gflop_per_roi")
+    out.update({f"infer_{k}" if k != "ceiling" else k: v for k, v in infer.items()})
     return {
         "config": name,
         "arch": arch,

@@ -6,6 +6,11 @@ Each variant runs in a fresh (spawned) process so its peak is its own: on CPU th
 set (``ru_maxrss``; tracemalloc cannot see torch's buffers) next to the resident set after the
 networks are built; on GPU ``torch.cuda.max_memory_allocated`` during inference.
 
+The same process also measures the machine's ceiling before and after the runs (best kept; a 2048 matmul and one 3x3 conv of G's width
+on a chunk of LR crops, ``_common.machine_ceiling``) and the G+D FLOPs per ROI
+(``FlopCounterMode``), and reports the fraction of the conv ceiling that the G+D forward and the
+whole image reach (target: the whole image >= 60 %).
+
     python benchmarks/inference_speed.py                  # small CPU config
     python benchmarks/inference_speed.py --paper --repeat 2
 
@@ -23,9 +28,27 @@ from typing import Any
 import torch
 
 try:
-    from _common import emit, median, raw_config, timed
+    from _common import (
+        best_ceiling,
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        timed,
+    )
 except ImportError:  # imported as benchmarks.inference_speed
-    from benchmarks._common import emit, median, raw_config, timed
+    from benchmarks._common import (
+        best_ceiling,
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        timed,
+    )
 
 from gan_detect.data.roi import crop_lr_for_inference
 from gan_detect.inference import InferenceOptions, refine_detections
@@ -84,6 +107,8 @@ def measure(
         ]
 
     lr_chunks = crops()
+    ceil_args = (raw["variant"]["g_channels"], opts.lr_size)
+    ceil_before = machine_ceiling(*ceil_args, batch=min(opts.chunk_size, proposals))
     for _ in range(warmup):  # allocator, cudnn autotuning, caches
         refine_detections(variant, image, props, opts)
     full, crop, gd = [], [], []
@@ -100,6 +125,12 @@ def measure(
             for lr in lr_chunks:
                 variant.discriminator(variant.generator(lr).sr)  # G + D alone
         gd.append(t[0])
+    # FLOPs per ROI of G + D (8 crops), and the machine's ceiling measured right after the runs.
+    with torch.no_grad():
+        per_roi = count_flops(lambda: variant.refine(lr_chunks[0][:8])) / 8
+    ceil = best_ceiling(
+        ceil_before, machine_ceiling(*ceil_args, batch=min(opts.chunk_size, proposals))
+    )
     rec: dict[str, Any] = {
         "ms_per_image": round(1000 * median(full), 1),
         "crop_ms": round(1000 * median(crop), 1),
@@ -109,6 +140,10 @@ def measure(
         "detections": n_det,
         "runs_s": [round(x, 3) for x in full],
         "torch_threads": torch.get_num_threads(),
+        **ceiling_fields(ceil, per_roi, proposals / median(gd)),
+        "fraction_full_image": round(
+            per_roi * proposals / median(full) / 1e9 / ceil["conv_gflops"], 3
+        ),
     }
     if device.type == "cuda":
         rec["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

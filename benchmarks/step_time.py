@@ -4,20 +4,25 @@ Both sides run the same networks (``build_variant`` with the same seed), the sam
 (``variant.discriminator_losses`` / ``generator_losses``), Adam, and the same in-memory ROI
 batches; the plain loop freezes D during the G step as Lightning's ``toggled_optimizer`` does,
 so both compute the same gradients. The two are interleaved step by step inside one ``Trainer.fit``
-(a callback runs one plain step after each Lightning step), and the Lightning/plain ratio is the
-median of the per-step ratios, which damps the noise of a shared machine.
+(a callback runs one plain step next to each Lightning step, before it on even steps and after
+it on odd ones), and the Lightning/plain ratio is the median of the per-step ratios, which damps
+the noise of a shared machine; quartiles of the ratios say how much to trust it.
 
     python benchmarks/step_time.py                    # small CPU config, both variants
     python benchmarks/step_time.py --paper --steps 3 --rounds 1
 
 Prints one JSON line per (variant, implementation, round) and one summary line per variant with
-the Lightning/plain ratio (target <= 1.05).
+the Lightning/plain ratio (target <= 1.05), the FLOPs of one training step per ROI (D and G,
+forward and backward, ``FlopCounterMode``) and the fraction of the machine's ceiling (a 2048
+matmul and one 3x3 conv of G's width, measured in the same run) that the plain step reaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import statistics
 import tempfile
 import time
 import warnings
@@ -29,9 +34,31 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 try:
-    from _common import emit, median, raw_config, roi_loader, smooth_rois, sync
+    from _common import (
+        best_ceiling,
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        roi_loader,
+        smooth_rois,
+        sync,
+    )
 except ImportError:  # imported as benchmarks.step_time
-    from benchmarks._common import emit, median, raw_config, roi_loader, smooth_rois, sync
+    from benchmarks._common import (
+        best_ceiling,
+        ceiling_fields,
+        count_flops,
+        emit,
+        machine_ceiling,
+        median,
+        raw_config,
+        roi_loader,
+        smooth_rois,
+        sync,
+    )
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.engine import GANDetectionModule
@@ -43,12 +70,15 @@ TARGET_RATIO = 1.05
 
 
 class PairedTimer(Callback):
-    """Times each Lightning iteration, then runs and times one plain step right after it.
+    """Times each Lightning iteration and one plain step next to it, alternating the order.
 
     Pairing at step granularity puts both under the same machine load, so the per-step ratio is
-    far less noisy than comparing two separate runs on a shared machine. Lightning iteration i
-    spans from the end of plain step i-1 to ``on_train_batch_end`` of batch i (data fetch, hooks,
-    logging and the optimiser steps included); the plain step fetches its own batch too.
+    far less noisy than comparing two separate runs on a shared machine. The plain step runs
+    right before the Lightning step on even iterations and right after it on odd ones, so neither
+    side always inherits the other's warm caches. A Lightning iteration is the time from the end
+    of the previous iteration (or plain step) to ``on_train_batch_end`` minus the plain step in
+    between: data fetch, hooks, logging and both optimiser steps. The plain step fetches its own
+    batch too.
     """
 
     def __init__(self, plain: PlainLoop) -> None:
@@ -56,18 +86,23 @@ class PairedTimer(Callback):
         self.lightning: list[float] = []
         self.plain_times: list[float] = []
         self._mark: float | None = None
+        self._before = 0.0  # Lightning time before on_train_batch_start (fetch, hooks)
 
     def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
-        if self._mark is None:  # iteration 0 starts here (Trainer setup is not timed)
-            sync()
-            self._mark = time.perf_counter()
+        sync()
+        now = time.perf_counter()
+        # Iteration 0 starts here (Trainer setup is not timed).
+        self._before = 0.0 if self._mark is None else now - self._mark
+        if len(self.lightning) % 2 == 0:
+            self.plain_times.append(self.plain.step())
+        self._mark = time.perf_counter()
 
     def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
         sync()
-        t = time.perf_counter()
         assert self._mark is not None
-        self.lightning.append(t - self._mark)
-        self.plain_times.append(self.plain.step())
+        self.lightning.append(self._before + time.perf_counter() - self._mark)
+        if len(self.lightning) % 2 == 0:  # odd iteration just ended: plain step after it
+            self.plain_times.append(self.plain.step())
         self._mark = time.perf_counter()
 
 
@@ -202,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         lt: list[float] = []
         pt: list[float] = []
+        ceil_before = machine_ceiling(raw["variant"]["g_channels"], a.hr // 4, batch=a.batch)
         for r in range(a.rounds):
             l_times, p_times = run_paired(raw, rois, a.batch, a.warmup, a.steps, a.seed + r)
             lt += l_times
@@ -217,6 +253,16 @@ def main(argv: list[str] | None = None) -> None:
                         "step_s": [round(t, 4) for t in times],
                     }
                 )
+        # FLOPs of one D+G step (fresh networks, one batch), then the ceiling right after the runs.
+        counter = PlainLoop(raw, roi_loader(rois, a.batch), a.seed, torch.device(device))
+        b = next(counter.batches)
+        b = RoiBatch(*(t.to(device) for t in vars(b).values()))
+        step_flops = count_flops(
+            functools.partial(plain_step, counter.variant, counter.opt_g, counter.opt_d, b)
+        )
+        ceil = best_ceiling(
+            ceil_before, machine_ceiling(raw["variant"]["g_channels"], a.hr // 4, batch=a.batch)
+        )
         # Per-step ratios of paired steps (same load), then their median.
         ratios = [x / y for x, y in zip(lt, pt, strict=True)]
         ratio = median(ratios)
@@ -233,8 +279,13 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio_lightning_over_plain": round(ratio, 4),
                 "ratio_of_medians": round(t_l / t_p, 4),
                 "ratio_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
+                "ratio_quartiles": [round(q, 4) for q in statistics.quantiles(ratios, n=4)]
+                if len(ratios) >= 2
+                else None,
+                "pairs": len(ratios),
                 "target": TARGET_RATIO,
                 "target_met": ratio <= TARGET_RATIO,
+                **ceiling_fields(ceil, step_flops / a.batch, a.batch / t_p),
             }
         )
 

@@ -427,12 +427,17 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: gan-detect [--verbose] COMMAND [args]   (COMMAND --help for details)", ""]
-    lines += ["commands:"]
+    lines = [
+        "usage: gan-detect [--verbose] [--threads N] COMMAND [args]   (COMMAND --help for details)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += [
         "",
         "--verbose (or GAN_DETECT_VERBOSE=1): also Lightning's tips, hardware lines, summaries.",
+        "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else torch's own);",
+        "  idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set)",
         "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest.",
     ]
     return "\n".join(lines)
@@ -462,12 +467,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.remove("--verbose")
         os.environ[VERBOSE_ENV] = "1"  # inherited by DDP ranks and subprocesses
     quiet_lightning()
+    threads: int | None = None
+    if argv and (argv[0] == "--threads" or argv[0].startswith("--threads=")):
+        # Global option before the command: gan-detect --threads N COMMAND ...
+        value = argv[0].split("=", 1)[1] if "=" in argv[0] else (argv[1] if len(argv) > 1 else "")
+        argv = argv[1:] if "=" in argv[0] else argv[2:]
+        try:
+            threads = int(value)
+        except ValueError:
+            print(f"gan-detect: --threads expects an integer, got {value!r}", file=sys.stderr)
+            return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"gan-detect: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    from gan_detect.threads import configure_threads
+
+    try:
+        # Before any command imports torch: the OpenMP wait policy is read when torch loads.
+        configure_threads(threads)
+    except ValueError as err:
+        print(f"gan-detect: error: {err}", file=sys.stderr)
         return 2
     try:
         return int(COMMANDS[name][0](rest) or 0)

@@ -108,6 +108,12 @@ class EvalConfig:
     max_detections: int = 750
     chunk_size: int = 256
     refine_boxes: bool = True
+    # Proposals scoring below this are dropped before G + D (0: re-score all top_k); see
+    # benchmarks/proposal_budget.py for AP against proposals kept.
+    rescore_min_score: float = 0.0
+    # G + D forward at inference: channels-last weights (exact) and bf16 autocast.
+    channels_last: bool = False
+    bf16: bool = False
     device: str = "auto"
     # Detection max per image for COCO AP (>= 1000 for dense scenes; WIDER has 709 faces in one).
     coco_max_dets: int = 1000

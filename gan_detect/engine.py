@@ -18,7 +18,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from gan_detect.config import EvalConfig
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.evaluation import DetectionEvaluator
-from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.inference import InferenceOptions, refine_detections_batch
 from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
 from gan_detect.schema import ExperimentConfig, to_experiment_config
 from gan_detect.variants import GANVariant, build_variant
@@ -186,10 +186,8 @@ class GANDetectionModule(L.LightningModule):
             )
             self._det_eval.to(self.device)
         opts = self.inference_options()
-        preds = [
-            refine_detections(self.variant, img, props, opts)
-            for img, props in zip(batch.images, batch.proposals, strict=True)
-        ]
+        # One G + D pass over the batch's images (ROIs batched across images).
+        preds = refine_detections_batch(self.variant, batch.images, batch.proposals, opts)
         self._det_eval.update(preds, batch.targets, batch.image_ids)
 
     def on_validation_epoch_end(self) -> None:
@@ -251,6 +249,9 @@ def inference_options(
         nms_iou=e.nms_iou,
         max_detections=e.max_detections,
         refine_boxes=e.refine_boxes,
+        rescore_min_score=e.rescore_min_score,
+        channels_last=e.channels_last,
+        bf16=e.bf16,
     )
 
 

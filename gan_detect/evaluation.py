@@ -18,9 +18,13 @@ from torch import Tensor
 
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
-from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.inference import InferenceOptions, refine_detections_batch
 from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
 from gan_detect.variants import GANVariant
+
+# Images whose proposals are re-scored in one refine_detections_batch call at most (bounds the
+# memory of the decoded images waiting for their chunk).
+MAX_IMAGES_PER_BATCH = 16
 
 
 class DetectionEvaluator:
@@ -149,28 +153,39 @@ def evaluate_baseline_vs_gan(
     methods = ["baseline"] + (["gan"] if variant is not None else [])
     evals = {m: DetectionEvaluator(kind, gt, coco_max_dets) for m in methods}
     dets: dict[str, dict[str, Proposals]] = {m: {} for m in methods}
+    # Images wait here until their proposals fill one G + D chunk (ROIs batched across images).
+    pending: list[tuple[Tensor, dict[str, Tensor], dict[str, Tensor], str]] = []
+
+    def flush() -> None:
+        gan_out: list[dict[str, Tensor]] = []
+        if variant is not None and pending:
+            images, props = [p[0] for p in pending], [p[2] for p in pending]
+            gan_out = refine_detections_batch(variant, images, props, opts)
+        for n, (_, target, props_n, image_id) in enumerate(pending):
+            outs = {"baseline": proposals_as_detections(props_n, opts.top_k)}
+            if variant is not None:
+                outs["gan"] = {k: v.cpu() for k, v in gan_out[n].items()}
+            for m, d in outs.items():
+                evals[m].update([d], [target], [image_id])
+                dets[m][image_id] = Proposals(
+                    d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
+                )
+        pending.clear()
+
+    queued_rois = 0
     for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
         item: DetectionBatch = dataset[idx]
         if item.proposals is None:
             raise ValueError(
                 "evaluation needs proposals: set data.val_proposals to a detector's output"
             )
-        image, target, props, image_id = (
-            item.images[0],
-            item.targets[0],
-            item.proposals[0],
-            item.image_ids[0],
-        )
-        outs = {"baseline": proposals_as_detections(props, opts.top_k)}
-        if variant is not None:
-            outs["gan"] = {
-                k: v.cpu() for k, v in refine_detections(variant, image, props, opts).items()
-            }
-        for m, d in outs.items():
-            evals[m].update([d], [target], [image_id])
-            dets[m][image_id] = Proposals(
-                d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
-            )
+        props = item.proposals[0]
+        pending.append((item.images[0], item.targets[0], props, item.image_ids[0]))
+        queued_rois += min(int(props["boxes"].shape[0]), opts.top_k)
+        if queued_rois >= opts.chunk_size or len(pending) >= MAX_IMAGES_PER_BATCH:
+            flush()
+            queued_rois = 0
+    flush()
     metrics = {m: e.compute() for m, e in evals.items()}
     curves: dict[str, dict[str, Any]] = {
         m: {"coco_iou50": e.coco_pr_curve()} for m, e in evals.items()

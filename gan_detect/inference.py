@@ -1,9 +1,10 @@
 """Full-image inference: proposals -> LR crops -> G -> D -> re-scored (and refined) detections.
 
 The paper feeds 600 ROIs per image to the GAN (Bai et al., CVPR 2018, section 4.2); boxes are
-re-scored and (for SOD-MTGAN) moved by the variant's :meth:`~GANVariant.detect`, which owns what
-D's heads mean; score fusion and class-wise NMS follow here, the same for every variant. ROIs go
-through G and D in chunks so memory stays bounded whatever the proposal count.
+re-scored and (for SOD-MTGAN) moved by the variant's :meth:`~GANVariant.candidates`, which owns
+what D's heads mean; score fusion and class-wise NMS follow here, the same for every variant.
+The LR crops of several images go through G and D together in chunks, so memory stays bounded
+whatever the proposal count and the convolutions stay large when few proposals per image survive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
+from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -33,6 +35,12 @@ class InferenceOptions:
     min_score: float = 0.001
     max_detections: int = 750
     refine_boxes: bool = True  # apply D's box deltas when the variant has a box head
+    # Proposals scoring below this skip G + D (dropped); 0 re-scores every one of the top_k.
+    rescore_min_score: float = 0.0
+    # CPU/GPU speed options of the G + D forward (benchmarks/cpu_modes.py measures them):
+    # channels_last converts G and D in place (exact); bf16 autocasts (scores move ~1e-3).
+    channels_last: bool = False
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.score_fusion not in SCORE_FUSIONS:
@@ -48,7 +56,7 @@ def refine_detections(
     proposals: dict[str, Tensor],
     opts: InferenceOptions,
 ) -> dict[str, Tensor]:
-    """Re-score one image's proposals with the GAN.
+    """Re-score one image's proposals with the GAN (``refine_detections_batch`` of one image).
 
     Args:
         variant: a trained variant (eval mode is set here).
@@ -59,36 +67,131 @@ def refine_detections(
     Returns:
         ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) int64 1..C, sorted by score.
     """
-    variant.eval()
-    device = next(variant.parameters()).device
+    return refine_detections_batch(variant, [image], [proposals], opts)[0]
+
+
+def select_proposals(
+    proposals: dict[str, Tensor],
+    opts: InferenceOptions,
+    device: torch.device,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The proposals worth a G+D forward: clipped to the (H, W) ``image_size`` by the training
+    border rule (when given), then the ``top_k`` best scoring at least ``rescore_min_score``.
+
+    Returns:
+        boxes (K', 4) and detector scores (K',) on ``device``.
+    """
     boxes = proposals["boxes"].float().to(device)
     det_scores = proposals["scores"].float().to(device)
-    h, w = (int(x) for x in image.shape[-2:])
     # The training border rule (clip to the image, drop boxes under 1 px a side), so a proposal
     # crossing the edge gives the crop (and box-delta reference) it would give in ROI mining.
-    boxes, kept = clip_proposals(boxes, (h, w))
-    det_scores = det_scores[kept]
+    if image_size is not None:
+        boxes, kept = clip_proposals(boxes, image_size)
+        det_scores = det_scores[kept]
+    if opts.rescore_min_score > 0:
+        keep = det_scores >= opts.rescore_min_score
+        boxes, det_scores = boxes[keep], det_scores[keep]
     if boxes.shape[0] > opts.top_k:
         order = torch.argsort(det_scores, descending=True, stable=True)[: opts.top_k]
         boxes, det_scores = boxes[order], det_scores[order]
+    return boxes, det_scores
+
+
+@torch.no_grad()
+def refine_detections_batch(
+    variant: GANVariant,
+    images: list[Tensor],
+    proposals: list[dict[str, Tensor]],
+    opts: InferenceOptions,
+) -> list[dict[str, Tensor]]:
+    """Re-score several images' proposals: their LR crops go through G + D together.
+
+    Filling every ``chunk_size`` forward across image boundaries keeps the convolutions large
+    when few proposals per image survive ``top_k`` / ``rescore_min_score``; the variant's
+    ``candidates`` (what the heads mean), score fusion and NMS stay per image.
+
+    Args:
+        images: I tensors (3, H_i, W_i) float in [0, 1].
+        proposals: I dicts as in ``refine_detections``.
+
+    Returns:
+        I dicts ``boxes`` (D_i, 4), ``scores`` (D_i,), ``labels`` (D_i,), sorted by score.
+    """
+    if len(images) != len(proposals):
+        raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+    variant.eval()
+    device = next(variant.parameters()).device
+    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    selected = [
+        select_proposals(p, opts, device, hw) for p, hw in zip(proposals, sizes, strict=True)
+    ]
+    crops = [
+        crop_lr_for_inference(
+            image.to(device), boxes, opts.lr_size, opts.context, scale=variant.scale
+        )
+        for image, (boxes, _) in zip(images, selected, strict=True)
+        if boxes.shape[0] > 0
+    ]
+    if opts.channels_last:
+        # In place and idempotent: convolutions then follow the weights' memory format.
+        variant.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    outs: list[DiscriminatorOutput] = []
+    if crops:
+        lr_all = torch.cat(crops)
+        for start in range(0, lr_all.shape[0], opts.chunk_size):
+            with torch.autocast(device.type, torch.bfloat16, enabled=opts.bf16):
+                outs.append(variant.discriminate_sr(lr_all[start : start + opts.chunk_size]))
+    d_all = _cat_outputs(outs)
+    results, start = [], 0
+    for hw, (boxes, det_scores) in zip(sizes, selected, strict=True):
+        k = int(boxes.shape[0])
+        d_img = None if d_all is None or k == 0 else _slice_output(d_all, start, start + k)
+        start += k
+        results.append(_postprocess(variant, boxes, det_scores, d_img, hw, opts))
+    return results
+
+
+def _cat_outputs(outs: list[DiscriminatorOutput]) -> DiscriminatorOutput | None:
+    """Concatenate chunked D outputs along the ROI axis (float32: bf16 autocast is undone)."""
+    if not outs:
+        return None
+    boxes = [o.box_deltas for o in outs]
+    return DiscriminatorOutput(
+        torch.cat([o.adv_logits.float() for o in outs]),
+        torch.cat([o.cls_logits.float() for o in outs]),
+        None if boxes[0] is None else torch.cat([b.float() for b in boxes if b is not None]),
+    )
+
+
+def _slice_output(out: DiscriminatorOutput, a: int, b: int) -> DiscriminatorOutput:
+    """ROIs a..b of a D output."""
+    box = None if out.box_deltas is None else out.box_deltas[a:b]
+    return DiscriminatorOutput(out.adv_logits[a:b], out.cls_logits[a:b], box)
+
+
+def _postprocess(
+    variant: GANVariant,
+    boxes: Tensor,
+    det_scores: Tensor,
+    d_out: DiscriminatorOutput | None,
+    image_size: tuple[int, int],
+    opts: InferenceOptions,
+) -> dict[str, Tensor]:
+    """One image: D's outputs on its K ROIs -> the variant's candidates -> fusion -> NMS."""
+    device = boxes.device
     empty = {
         "boxes": boxes.new_zeros((0, 4)),
         "scores": boxes.new_zeros((0,)),
         "labels": torch.zeros(0, dtype=torch.int64, device=device),
     }
-    if boxes.shape[0] == 0:
+    if boxes.shape[0] == 0 or d_out is None:
         return empty
-    image = image.to(device)
-    parts: list[tuple[Tensor, Tensor, Tensor]] = []
-    for start in range(0, boxes.shape[0], opts.chunk_size):
-        chunk = boxes[start : start + opts.chunk_size]
-        lr = crop_lr_for_inference(image, chunk, opts.lr_size, opts.context, scale=variant.scale)
-        # The variant decides what its heads mean: (k, K', 4) boxes, (k, K') scores and labels.
-        parts.append(variant.detect(lr, chunk, (h, w), opts.refine_boxes, opts.context))
-    cls_boxes = torch.cat([p[0] for p in parts]).float()
-    cls_scores = torch.cat([p[1] for p in parts]).float()
-    labels = torch.cat([p[2] for p in parts]).long()
-
+    # The variant decides what its heads mean: (K, K', 4) boxes, (K, K') scores and labels.
+    cand_boxes, cand_scores, labels = variant.candidates(
+        d_out, boxes, image_size, opts.refine_boxes, opts.context
+    )
+    cls_boxes, cls_scores, labels = cand_boxes.float(), cand_scores.float(), labels.long()
     if opts.score_fusion == "geometric_mean":
         cls_scores = torch.sqrt(cls_scores.clamp_min(0) * det_scores.clamp(0, 1)[:, None])
     flat_scores, flat_boxes, flat_labels = (

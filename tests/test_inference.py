@@ -248,14 +248,17 @@ class _StubVariant(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(1))  # refine_detections reads the device
         self.probs, self.deltas = probs, deltas
 
-    def detect(self, lr, boxes, image_size, refine_boxes, context=1.0):
+    def discriminate_sr(self, lr):
         from gan_detect.models.discriminator import DiscriminatorOutput
-        from gan_detect.variants.common import class_box_candidates
 
         n = lr.shape[0]
         assert n == len(self.probs)  # one chunk, the proposals in their given (score) order
         # log p as logits: the softmax over them gives back exactly p.
-        out = DiscriminatorOutput(torch.zeros(n), self.probs.log(), self.deltas)
+        return DiscriminatorOutput(torch.zeros(n), self.probs.log(), self.deltas)
+
+    def candidates(self, out, boxes, image_size, refine_boxes, context=1.0):
+        from gan_detect.variants.common import class_box_candidates
+
         return class_box_candidates(out, boxes, image_size, refine_boxes, context)
 
 

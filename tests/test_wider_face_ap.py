@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,8 +18,8 @@ import torch
 from gan_detect.cli import main
 from gan_detect.data.proposals import write_wider_tree
 from gan_detect.data.records import Proposals
+from gan_detect.metrics import WiderFaceAP
 from gan_detect.metrics.wider_face_ap import (
-    WiderFaceAP,
     voc_ap,
     wider_face_ap,
     wider_face_pr_curves,
@@ -252,6 +255,41 @@ def test_tree_evaluation_with_missing_file_and_cli(tmp_path: Path) -> None:
             == 0
         )
     assert '"ap_hard"' in (tmp_path / "r.json").read_text()
+
+
+HEAVY = ("torch", "lightning", "torchvision", "torchmetrics")
+
+
+def test_wider_eval_command_path_imports_no_torch(tmp_path: Path) -> None:
+    """Importing the evaluator and the metric functions, and running ``gan-detect wider-eval``
+    through the CLI dispatch, must not import torch / Lightning / torchvision / torchmetrics."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    _write_mats(gt_dir)
+    dets = {
+        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
+        for i, p in PREDS.items()
+    }
+    write_wider_tree(dets, pred_dir)
+    out = tmp_path / "r.json"
+    code = (
+        "import json, sys\n"
+        "import gan_detect.wider_eval, gan_detect.metrics, gan_detect.data\n"
+        "from gan_detect.metrics import wider_face_ap, load_wider_ground_truth\n"
+        "from gan_detect.cli import main\n"
+        f"rc = main(['wider-eval', {str(pred_dir)!r}, '--gt', {str(gt_dir)!r},"
+        f" '--json', {str(out)!r}])\n"
+        f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    rc, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rc == 0 and loaded == []
+    result = json.loads(out.read_text())
+    assert {k: result[k] for k in EXPECTED} == pytest.approx(EXPECTED, abs=1e-6)
 
 
 def test_missing_ground_truth_file_is_named(tmp_path: Path) -> None:

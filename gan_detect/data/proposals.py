@@ -8,6 +8,7 @@ Internally boxes are xyxy with ``x2 = x + w`` (the conversion both official tool
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -89,14 +90,15 @@ def read_wider_txt(path: str | Path) -> np.ndarray:
     rows = lines[2:]
     if count != len(rows):
         raise ValueError(f"{path}:{lines[1][0]}: count says {count} boxes, file has {len(rows)}")
+    if not rows:
+        return np.zeros((0, 5), np.float64)
+    try:  # fast path: numpy's C reader (2x faster than splitting in Python); the loop locates errors
+        out = np.loadtxt(io.StringIO("\n".join(s for _, s in rows)), np.float64, None, ndmin=2)
+        if out.shape == (len(rows), 5) and np.isfinite(out).all():
+            return out
+    except ValueError:
+        pass
     fields = [s.split() for _, s in rows]
-    if all(len(f) == 5 for f in fields):
-        try:  # fast path: numpy parses every number in C; the loop below only locates errors
-            out = np.array(fields, dtype=np.float64).reshape(-1, 5)
-            if np.isfinite(out).all():
-                return out
-        except ValueError:
-            pass
     out = np.zeros((len(rows), 5), np.float64)
     for i, (n, s) in enumerate(rows):
         try:

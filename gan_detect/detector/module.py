@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.detector.model import build_detector, training_targets
-from gan_detect.metrics.wider_face_ap import WiderFaceAP
+from gan_detect.metrics.wider_face_metric import WiderFaceAP
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from gan_detect.metrics.wider_face_ap import _image_key
+from gan_detect.metrics.wider_face_metric import _image_key
 
 COCO_KEYS: tuple[str, ...] = (
     "map",

@@ -259,8 +259,15 @@ class GANVariant(nn.Module, ABC):
             boxes (N, K', 4), scores (N, K') in [0, 1], labels (N, K') int64 in 1..C: every
             candidate before score fusion and NMS (K' = 1 for face heads, C for class heads).
         """
-        out = self.discriminator(self.generator(lr_rois).sr)
-        return self.candidates(out, boxes, image_size, refine_boxes, context)
+        return self.candidates(
+            self.discriminate_sr(lr_rois), boxes, image_size, refine_boxes, context
+        )
+
+    @torch.no_grad()
+    def discriminate_sr(self, lr_rois: Tensor) -> DiscriminatorOutput:
+        """D's raw heads on G's SR output of (N, 3, h, w) LR crops (inference: crops of several
+        images go through here together, :meth:`candidates` then runs per image)."""
+        return self.discriminator(self.generator(lr_rois).sr)
 
     @abstractmethod
     def candidates(

@@ -1,0 +1,101 @@
+"""ROIs batched across images (refine_detections_batch) and the rescore_min_score budget."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from _synth import tiny_config
+
+from gan_detect.inference import (
+    InferenceOptions,
+    refine_detections,
+    refine_detections_batch,
+    select_proposals,
+)
+from gan_detect.schema import to_experiment_config
+from gan_detect.variants import VARIANTS, GANVariant, build_variant
+
+
+def _variant(name: str) -> GANVariant:
+    cfg = to_experiment_config(tiny_config(name))
+    torch.manual_seed(0)
+    return build_variant(cfg.variant, cfg.data.num_classes).eval()
+
+
+def _props(k: int, seed: int, wh: tuple[int, int] = (96, 64)) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    side = torch.rand(k, 2, generator=g) * 20 + 6
+    xy = torch.rand(k, 2, generator=g) * (torch.tensor(wh) - side)
+    return {
+        "boxes": torch.cat([xy, xy + side], 1),
+        "scores": torch.rand(k, generator=g),
+        "labels": torch.ones(k, dtype=torch.int64),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_batch_across_images_equals_one_image_at_a_time(name: str) -> None:
+    variant = _variant(name)
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 64, 96, generator=g) for _ in range(3)]
+    props = [_props(7, 0), _props(0, 1), _props(12, 2)]  # an image without proposals too
+    # chunk_size 5: chunks straddle image boundaries (7 + 12 ROIs -> 5, 5, 5, 4).
+    opts = InferenceOptions(lr_size=4, chunk_size=5, min_score=0.0, nms_iou=0.5)
+    batched = refine_detections_batch(variant, images, props, opts)
+    assert len(batched) == 3 and batched[1]["scores"].numel() == 0
+    for img, p, b in zip(images, props, batched, strict=True):
+        single = refine_detections(variant, img, p, opts)
+        assert set(b) == {"boxes", "scores", "labels"}
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(b[key], single[key], atol=1e-5, rtol=1e-5)
+    assert batched[0]["scores"].numel() > 0 and batched[2]["scores"].numel() > 0
+
+
+def test_rescore_min_score_drops_low_proposals_before_top_k() -> None:
+    p = _props(10, 0)
+    p["scores"] = torch.linspace(0.05, 0.95, 10)
+    boxes, scores = select_proposals(
+        p, InferenceOptions(top_k=3, rescore_min_score=0.5), torch.device("cpu")
+    )
+    torch.testing.assert_close(scores, torch.tensor([0.95, 0.85, 0.75]))
+    assert boxes.shape == (3, 4)
+    _, scores = select_proposals(
+        p, InferenceOptions(top_k=8, rescore_min_score=0.5), torch.device("cpu")
+    )
+    assert scores.numel() == 5 and float(scores.min()) >= 0.5  # threshold binds, not top_k
+    _, scores = select_proposals(p, InferenceOptions(top_k=600), torch.device("cpu"))
+    assert scores.numel() == 10  # the default (0) keeps every proposal
+
+
+def test_no_proposal_above_threshold_gives_empty_detections() -> None:
+    variant = _variant("tiny_face")
+    p = _props(4, 0)
+    p["scores"] = torch.full((4,), 0.1)
+    opts = InferenceOptions(lr_size=4, rescore_min_score=0.2)
+    out = refine_detections_batch(variant, [torch.rand(3, 64, 96)], [p], opts)
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].dtype == torch.int64
+    with pytest.raises(ValueError, match="2 images but 1 proposal sets"):
+        refine_detections_batch(variant, [torch.rand(3, 64, 96)] * 2, [p], opts)
+
+
+def test_channels_last_is_exact_and_bf16_close() -> None:
+    variant = _variant("tiny_face")
+    torch.manual_seed(0)
+    with torch.no_grad():  # the untrained D answers 0.5 everywhere: give it random weights
+        for param in variant.discriminator.parameters():
+            param.normal_(0, 0.3)
+    image, p = torch.rand(3, 64, 96), _props(9, 3)
+    # nms_iou=1: nothing suppressed, so every proposal comes back whatever the precision.
+    opts = InferenceOptions(lr_size=4, min_score=0.0, nms_iou=1.0)
+    ref = refine_detections(variant, image, p, opts)
+    assert ref["scores"].numel() == 9
+    cl = refine_detections(variant, image, p, dataclasses.replace(opts, channels_last=True))
+    conv = next(m for m in variant.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl["scores"], ref["scores"], atol=1e-5, rtol=1e-5)
+    bf = refine_detections(variant, image, p, dataclasses.replace(opts, bf16=True))
+    assert bf["scores"].dtype == torch.float32 and bf["scores"].numel() == 9
+    diff = (bf["scores"].sort().values - ref["scores"].sort().values).abs().max()
+    assert 0 < float(diff) < 0.05  # bf16 really ran (scores moved) and stayed close
