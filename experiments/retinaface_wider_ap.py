@@ -46,7 +46,10 @@ def main() -> int:
     print(f"official WIDER FACE AP on {len(ids)} shared val images (gt_list restricted to them)")
     print(f"{'predictions':28s} {'easy':>7s} {'medium':>7s} {'hard':>7s}")
     for name, r in rows.items():
-        print(f"{name:28s} " + " ".join(f"{100 * r[f'ap_{s}']:7.2f}" for s in ("easy", "medium", "hard")))
+        print(
+            f"{name:28s} "
+            + " ".join(f"{100 * r[f'ap_{s}']:7.2f}" for s in ("easy", "medium", "hard"))
+        )
     print(f"proposals: {tree} ({seconds:.0f} s; 0 when cached)")
     (out / "ap.json").write_text(json.dumps(rows, indent=2))
     return 0

@@ -107,11 +107,31 @@ def cmd_evaluate(args: Sequence[str]) -> int:
 def cmd_propose(args: Sequence[str]) -> int:
     from gan_detect.detector_tasks import propose
 
+    images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
+    args = [a for a in args if not a.startswith(("--images=", "--out="))]
+    if images is not None:
+        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
+        from gan_detect.detector.propose import propose_folder
+        from gan_detect.detector_tasks import load_detector
+
+        bad = [a for a in args if not a.startswith("ckpt=")]
+        if bad:
+            raise ConfigError(f"propose --images=DIR takes only --out=DIR and ckpt=PATH, got {bad}")
+        ckpt = next((a.split("=", 1)[1] for a in args), None)
+        model = None if ckpt is None else load_detector(ckpt)
+        written = propose_folder(images, out or "proposals", model)
+        for fmt, path in written.items():
+            print(f"{fmt}: {path}")
+        return 0
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
-    if cfg.ckpt is None:
-        raise ConfigError("propose needs ckpt=PATH (a detector checkpoint)")
-    for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split).items():
+    if cfg.ckpt is None and cfg.detector.arch != "retinaface":
+        raise ConfigError(
+            "propose needs ckpt=PATH (a detector checkpoint) or detector.arch=retinaface "
+            "(the built-in pretrained face detector)"
+        )
+    for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split, out_dir=out).items():
         print(f"{fmt}: {path}")
     return 0
 
@@ -163,9 +183,16 @@ COMMANDS: dict[str, tuple[Any, str]] = {
     "fit": (cmd_fit, "train a GAN variant: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
     "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
-    "propose": (cmd_propose, "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt"),
+    "propose": (
+        cmd_propose,
+        "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt "
+        "| detector.arch=retinaface; or propose --images=DIR [--out=DIR] [ckpt=DET.ckpt]",
+    ),
     "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out=DIR]"),
-    "predict": (cmd_predict, "boxes for your images: predict --ckpt PIPELINE IMAGES... [--draw]"),
+    "predict": (
+        cmd_predict,
+        "boxes for your images: predict [--ckpt PIPELINE | --gan GAN.ckpt] IMAGES... [--draw]",
+    ),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
 }
 

@@ -21,11 +21,14 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from torch import Tensor
 
 from gan_detect.detector.module import DetectorModule
+from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.engine import GANDetectionModule
 from gan_detect.inference import InferenceOptions, refine_detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 PIPELINE_FILE = "pipeline.pt"
+# ``detector_ckpt`` value (and pipeline-file entry) naming the built-in pretrained face detector.
+BUILTIN_RETINAFACE = "retinaface"
 
 
 @dataclass
@@ -58,12 +61,21 @@ def export_pipeline(
     class_names: Sequence[str],
     opts: InferenceOptions | None = None,
 ) -> Path:
-    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file."""
-    det = torch.load(detector_ckpt, map_location="cpu", weights_only=True)
+    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file.
+
+    ``detector_ckpt="retinaface"`` (:data:`BUILTIN_RETINAFACE`) names the built-in pretrained
+    RetinaFace instead of a trained detector: the file then holds no detector weights.
+    """
+    detector: dict[str, Any]
+    if str(detector_ckpt) == BUILTIN_RETINAFACE:
+        detector = {"builtin": BUILTIN_RETINAFACE}
+    else:
+        det = torch.load(detector_ckpt, map_location="cpu", weights_only=True)
+        detector = {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]}
     bundle: dict[str, Any] = {
         "format": "gan-detect-pipeline/1",
         "class_names": list(class_names),
-        "detector": {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]},
+        "detector": detector,
         "gan": None,
         "inference": asdict(opts or InferenceOptions()),
     }
@@ -119,7 +131,7 @@ class Pipeline:
 
     def __init__(
         self,
-        detector: DetectorModule,
+        detector: DetectorModule | RetinaFaceDetector,
         gan: GANDetectionModule | None,
         class_names: Sequence[str],
         opts: InferenceOptions,
@@ -150,8 +162,12 @@ class Pipeline:
             raise ValueError(
                 f"{path}: not a gan-detect pipeline file (see gan_detect.predict.export_pipeline)"
             )
-        det = DetectorModule(bundle["detector"]["config"])
-        det.load_state_dict(bundle["detector"]["state_dict"])
+        det: DetectorModule | RetinaFaceDetector
+        if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
+            det = RetinaFaceDetector()
+        else:
+            det = DetectorModule(bundle["detector"]["config"])
+            det.load_state_dict(bundle["detector"]["state_dict"])
         gan = None
         if refine and bundle["gan"] is not None:
             gan = GANDetectionModule(bundle["gan"]["config"])
@@ -189,6 +205,27 @@ class Pipeline:
                 )
             )
         return out
+
+    @classmethod
+    def retinaface(
+        cls,
+        gan_ckpt: str | Path | None = None,
+        device: str = "cpu",
+        class_names: Sequence[str] = ("face",),
+        **kw: Any,
+    ) -> Pipeline:
+        """The built-in pretrained RetinaFace, re-scored by a trained GAN when one is given.
+
+        Without ``gan_ckpt`` this needs no training at all: real face boxes from the detector.
+        """
+        gan = None
+        opts = InferenceOptions()
+        if gan_ckpt is not None:
+            from gan_detect.training import load_module
+
+            gan = load_module(gan_ckpt)
+            opts = gan.inference_options()  # LR size and context of G's training ROIs
+        return cls(RetinaFaceDetector(), gan, class_names, opts, device, **kw)
 
     def _name(self, label: int) -> str:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
@@ -289,7 +326,17 @@ def main(argv: Sequence[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="gan-detect predict", description="detect objects in images")
     ap.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    ap.add_argument("--ckpt", required=True, help="pipeline.pt, or a run directory holding one")
+    ap.add_argument(
+        "--ckpt",
+        default=None,
+        help="pipeline.pt, or a run directory holding one; omitted: the built-in pretrained "
+        "RetinaFace face detector (no training needed)",
+    )
+    ap.add_argument(
+        "--gan",
+        default=None,
+        help="with no --ckpt: a trained GAN checkpoint that re-scores the built-in RetinaFace",
+    )
     ap.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     ap.add_argument(
         "--draw", action="store_true", help="also write each image with its boxes drawn"
@@ -302,13 +349,14 @@ def main(argv: Sequence[str]) -> int:
         "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
     )
     ns = ap.parse_args(list(argv))
-    pipe = Pipeline.load(
-        ns.ckpt,
-        device=ns.device,
-        refine=not ns.no_refine,
-        score_threshold=ns.score_threshold,
-        max_detections=ns.max_detections,
-    )
+    if ns.ckpt is not None and ns.gan is not None:
+        ap.error("--gan goes with the built-in detector: give --ckpt or --gan, not both")
+    kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
+    if ns.ckpt is None:
+        gan = None if ns.no_refine else ns.gan
+        pipe = Pipeline.retinaface(gan, device=ns.device, **kw)
+    else:
+        pipe = Pipeline.load(ns.ckpt, device=ns.device, refine=not ns.no_refine, **kw)
     s = run_predict(pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size)
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
     return 0 if s["processed"] or not s["failed"] else 1
