@@ -185,3 +185,24 @@ def test_packaged_weights_are_placed_in_the_hub_cache_hash_checked(
     monkeypatch.setattr(pretrained, "offline_weights_file", lambda name: bad)
     with pytest.raises(RuntimeError, match="does not match the hash prefix"):
         pretrained.place_offline_weights("mobilenet_v2")
+
+
+def test_propose_cli_on_a_folder_and_builtin_pipeline_file(
+    val_subset: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    _need_retinaface()
+    from gan_detect.cli import main as cli_main
+    from gan_detect.predict import Pipeline, export_pipeline
+
+    root, gt = val_subset
+    assert cli_main(["propose", f"--images={root}", f"--out={tmp_path / 'p'}"]) == 0
+    assert set(read_wider_tree(tmp_path / "p" / "proposals_wider")) == set(gt)
+    # A pipeline file naming the built-in detector holds no weights and loads it back.
+    path = export_pipeline("retinaface", None, tmp_path / "pipeline.pt", ["face"])
+    assert "state_dict" not in torch.load(path, weights_only=True)["detector"]
+    from PIL import Image
+
+    image_id = f"19--Couple/{VAL_IMAGES[0]}"
+    det = Pipeline.load(path, score_threshold=0.5)(Image.open(root / f"{image_id}.jpg"))
+    hits = box_iou(torch.from_numpy(gt[image_id]), torch.from_numpy(det.boxes)).max(1).values
+    assert (hits >= 0.5).sum() >= 2
