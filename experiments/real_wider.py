@@ -323,7 +323,11 @@ def _as_props(d: dict[str, np.ndarray]) -> Any:
 def auc_diagnostic(
     module: Any, val_store: Path, batch_size: int = 128
 ) -> dict[str, dict[str, Any]]:
-    """D's face/non-face ROC AUC per size bucket on the val ROIs: HR, SR, bicubic input."""
+    """D's face/non-face ROC AUC per size bucket on the val ROIs: HR, SR, bicubic input.
+
+    A ROI's size is sqrt(w h) of its matched ground-truth face (positives) or of the proposal
+    itself (negatives), in source-image pixels; LR crops are the HR crops down-sampled x4.
+    """
     from torch.utils.data import DataLoader
     from torchmetrics.classification import BinaryAUROC
 
