@@ -206,3 +206,11 @@ def test_propose_cli_on_a_folder_and_builtin_pipeline_file(
     det = Pipeline.load(path, score_threshold=0.5)(Image.open(root / f"{image_id}.jpg"))
     hits = box_iou(torch.from_numpy(gt[image_id]), torch.from_numpy(det.boxes)).max(1).values
     assert (hits >= 0.5).sum() >= 2
+
+
+def test_retinaface_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str]) -> None:
+    from gan_detect.cli import main as cli_main
+
+    exp = Path(__file__).resolve().parents[1] / "experiments"
+    assert cli_main(["fit", str(exp / "detector_wider.yaml"), "detector.arch=retinaface"]) == 2
+    assert "retinaface is the built-in pretrained detector" in capsys.readouterr().err
