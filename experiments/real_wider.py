@@ -379,7 +379,7 @@ def plot_auc(auc: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_ylim(0.4, 1.0)
     ax.set_ylabel("D face/non-face ROC AUC")
     ax.set_title("val ROIs by face size (sqrt wh)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
