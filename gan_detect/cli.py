@@ -159,11 +159,14 @@ outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-d
          turns run folders into a report."""
 
 PROPOSE_HELP = """\
-Write a trained detector's proposals for one split, in the official layouts (WIDER txt tree,
-COCO results JSON): the input of the GAN stage (data.train_proposals / data.val_proposals).
+Write a detector's proposals for one split, in the official layouts (WIDER txt tree, COCO results
+JSON): the input of the GAN stage (data.train_proposals / data.val_proposals). The detector is a
+trained one (ckpt=DET.ckpt) or the built-in pretrained RetinaFace (detector.arch=retinaface).
 
-inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train].
-outputs: OUTPUT_DIR/proposals/SPLIT/ (paths printed)."""
+inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train]
+         or detector.arch=retinaface; or, with no config, --images=DIR (any folder of images:
+         a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt].
+outputs: OUTPUT_DIR/proposals/SPLIT/ (or --out=DIR; paths printed)."""
 
 DEMO_HELP = """\
 The whole chain on generated data, with the same code and configs as a real run: generated faces
@@ -182,7 +185,8 @@ outputs: OUT/report.md and its figures."""
 
 PREDICT_HELP = """\
 Boxes for your images: the detector's proposals re-scored by the GAN of a pipeline file
-(OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.predict.export_pipeline).
+(OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.predict.export_pipeline);
+without --ckpt the built-in pretrained RetinaFace finds faces (re-scored by --gan GAN.ckpt).
 
 inputs:  image files, folders (searched recursively) or globs.
 outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label names),
@@ -205,7 +209,17 @@ def predict_parser() -> argparse.ArgumentParser:
     ap = _parser("predict", PREDICT_HELP)
     ap.add_argument("inputs", nargs="+", help="image files, folders or globs")
     ap.add_argument(
-        "--ckpt", required=True, metavar="PIPELINE", help="pipeline.pt, or a run folder holding one"
+        "--ckpt",
+        default=None,
+        metavar="PIPELINE",
+        help="pipeline.pt, or a run folder holding one; omitted: the built-in pretrained "
+        "RetinaFace face detector (no training needed)",
+    )
+    ap.add_argument(
+        "--gan",
+        default=None,
+        metavar="GAN.ckpt",
+        help="with no --ckpt: a trained GAN checkpoint that re-scores the built-in RetinaFace",
     )
     ap.add_argument(
         "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
@@ -359,13 +373,36 @@ def cmd_evaluate(args: Sequence[str]) -> int:
 
 
 def cmd_propose(args: Sequence[str]) -> int:
-    files, overrides = _config_args(_config_parser("propose", PROPOSE_HELP), args)
-    cfg = load_config(files, overrides)
-    if cfg.ckpt is None:
-        raise ConfigError("propose needs ckpt=PATH (a detector checkpoint)")
+    if any(a in ("-h", "--help") for a in args):
+        _config_parser("propose", PROPOSE_HELP).print_help()
+        return 0
     from gan_detect.detector_tasks import propose
 
-    for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split).items():
+    images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
+    args = [a for a in args if not a.startswith(("--images=", "--out="))]
+    if images is not None:
+        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
+        from gan_detect.detector.propose import propose_folder
+        from gan_detect.detector_tasks import load_detector
+
+        bad = [a for a in args if not a.startswith("ckpt=")]
+        if bad:
+            raise ConfigError(f"propose --images=DIR takes only --out=DIR and ckpt=PATH, got {bad}")
+        ckpt = next((a.split("=", 1)[1] for a in args), None)
+        model = None if ckpt is None else load_detector(ckpt)
+        written = propose_folder(images, out or "proposals", model)
+        for fmt, path in written.items():
+            print(f"{fmt}: {path}")
+        return 0
+    files, overrides = _split_args(args)
+    cfg = load_config(files, overrides)
+    if cfg.ckpt is None and cfg.detector.arch != "retinaface":
+        raise ConfigError(
+            "propose needs ckpt=PATH (a detector checkpoint) or detector.arch=retinaface "
+            "(the built-in pretrained face detector)"
+        )
+    for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split, out_dir=out).items():
         print(f"{fmt}: {path}")
     return 0
 
@@ -392,6 +429,8 @@ def cmd_predict(args: Sequence[str]) -> int:
     for name in ("batch_size", "max_detections"):
         if getattr(ns, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(ns, name)}")
+    if ns.ckpt is not None and ns.gan is not None:
+        parser.error("--gan goes with the built-in detector: give --ckpt or --gan, not both")
     from gan_detect.predict import run_cli
 
     return int(run_cli(ns))
@@ -418,9 +457,16 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "fit": (cmd_fit, "train a GAN variant or the detector: fit CONFIG.yaml... [key=value ...]"),
     "validate": (cmd_validate, "validate a checkpoint: validate CONFIG.yaml... ckpt=PATH"),
     "evaluate": (cmd_evaluate, "baseline vs GAN re-scoring: evaluate CONFIG.yaml... ckpt=PATH"),
-    "propose": (cmd_propose, "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt"),
+    "propose": (
+        cmd_propose,
+        "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt "
+        "| detector.arch=retinaface; or propose --images=DIR [--out=DIR] [ckpt=DET.ckpt]",
+    ),
     "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out DIR]"),
-    "predict": (cmd_predict, "boxes for your images: predict --ckpt PIPELINE IMAGES... [--draw]"),
+    "predict": (
+        cmd_predict,
+        "boxes for your images: predict [--ckpt PIPELINE | --gan GAN.ckpt] IMAGES... [--draw]",
+    ),
     "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
     "config": (cmd_config, "print the resolved config: config show CONFIG.yaml... [--keys]"),
 }

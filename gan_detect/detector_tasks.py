@@ -20,6 +20,7 @@ from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
 from gan_detect.detector.module import DetectorConfig, DetectorModule
 from gan_detect.detector.propose import run_proposals, write_proposals
+from gan_detect.detector.retinaface import RetinaFaceDetector
 
 
 def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -33,8 +34,14 @@ def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
+    from gan_detect.schema import ConfigError
     from gan_detect.training import build_trainer, new_run_folder, run_folder_guard
 
+    if cfg.detector is not None and cfg.detector.arch == "retinaface":
+        raise ConfigError(
+            "config key 'detector.arch': retinaface is the built-in pretrained detector; it is "
+            "not trained (use it directly: gan-detect propose ... detector.arch=retinaface)"
+        )
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     with new_run_folder(cfg.output_dir), run_folder_guard(cfg, resuming=ckpt_path is not None):
@@ -72,15 +79,24 @@ def load_detector(ckpt: str | Path) -> DetectorModule:
 
 def propose(
     cfg: ExperimentConfig,
-    ckpt: str | Path,
+    ckpt: str | Path | None,
     split: str,
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Run a trained detector over a split; write its proposals in the official layouts."""
+    """Run a detector over a split; write its proposals in the official layouts.
+
+    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace.
+    """
     from gan_detect.training import resolve_device
 
-    module = load_detector(ckpt)
+    module: DetectorModule | RetinaFaceDetector
+    if ckpt is None:
+        if cfg.detector is None or cfg.detector.arch != "retinaface":
+            raise ValueError("propose needs a detector checkpoint or detector.arch=retinaface")
+        module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
+    else:
+        module = load_detector(ckpt)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     records = dm.records(split)
     device = resolve_device(cfg.evaluate.device)

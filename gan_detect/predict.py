@@ -25,12 +25,15 @@ from torch import Tensor
 
 from gan_detect.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.detector.module import DetectorModule
+from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.engine import GANDetectionModule, inference_options
 from gan_detect.inference import InferenceOptions, refine_detections
 from gan_detect.schema import to_experiment_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 PIPELINE_FILE = "pipeline.pt"
+# ``detector_ckpt`` value (and pipeline-file entry) naming the built-in pretrained face detector.
+BUILTIN_RETINAFACE = "retinaface"
 
 
 @dataclass
@@ -68,12 +71,19 @@ def export_pipeline(
     ``opts=None`` takes the GAN run's own ``evaluate`` settings (the options ``gan-detect
     evaluate`` uses for that checkpoint, via :func:`gan_detect.engine.inference_options`), so
     ``predict`` and ``evaluate`` agree; without a GAN, :class:`InferenceOptions` defaults.
+    ``detector_ckpt="retinaface"`` (:data:`BUILTIN_RETINAFACE`) names the built-in pretrained
+    RetinaFace instead of a trained detector: the file then holds no detector weights.
     """
-    det = load_checkpoint(detector_ckpt, expect="detector")
+    detector: dict[str, Any]
+    if str(detector_ckpt) == BUILTIN_RETINAFACE:
+        detector = {"builtin": BUILTIN_RETINAFACE}
+    else:
+        det = load_checkpoint(detector_ckpt, expect="detector")
+        detector = {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]}
     bundle: dict[str, Any] = {
         "format": "gan-detect-pipeline/1",
         "class_names": list(class_names),
-        "detector": {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]},
+        "detector": detector,
         "gan": None,
         "inference": asdict(opts or InferenceOptions()),
     }
@@ -126,7 +136,7 @@ class Pipeline:
 
     def __init__(
         self,
-        detector: DetectorModule,
+        detector: DetectorModule | RetinaFaceDetector,
         gan: GANDetectionModule | None,
         class_names: Sequence[str],
         opts: InferenceOptions,
@@ -153,8 +163,12 @@ class Pipeline:
         if not path.is_file():
             raise FileNotFoundError(f"pipeline file not found: {path}")
         bundle = load_checkpoint(path, expect="pipeline")
-        det = DetectorModule(bundle["detector"]["config"])
-        det.load_state_dict(bundle["detector"]["state_dict"])
+        det: DetectorModule | RetinaFaceDetector
+        if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
+            det = RetinaFaceDetector()
+        else:
+            det = DetectorModule(bundle["detector"]["config"])
+            det.load_state_dict(bundle["detector"]["state_dict"])
         gan = None
         if refine and bundle["gan"] is not None:
             gan = GANDetectionModule(bundle["gan"]["config"])
@@ -192,6 +206,27 @@ class Pipeline:
                 )
             )
         return out
+
+    @classmethod
+    def retinaface(
+        cls,
+        gan_ckpt: str | Path | None = None,
+        device: str = "cpu",
+        class_names: Sequence[str] = ("face",),
+        **kw: Any,
+    ) -> Pipeline:
+        """The built-in pretrained RetinaFace, re-scored by a trained GAN when one is given.
+
+        Without ``gan_ckpt`` this needs no training at all: real face boxes from the detector.
+        """
+        gan = None
+        opts = InferenceOptions()
+        if gan_ckpt is not None:
+            from gan_detect.training import load_module
+
+            gan = load_module(gan_ckpt)
+            opts = gan.inference_options()  # LR size and context of G's training ROIs
+        return cls(RetinaFaceDetector(), gan, class_names, opts, device, **kw)
 
     def _name(self, label: int) -> str:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
@@ -435,13 +470,12 @@ def run_cli(ns: argparse.Namespace) -> int:
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1
-    pipe = Pipeline.load(
-        ns.ckpt,
-        device=ns.device,
-        refine=not ns.no_refine,
-        score_threshold=ns.score_threshold,
-        max_detections=ns.max_detections,
-    )
+    kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
+    if ns.ckpt is None:  # the built-in RetinaFace, re-scored by --gan when given
+        gan = None if ns.no_refine else ns.gan
+        pipe = Pipeline.retinaface(gan, device=ns.device, **kw)
+    else:
+        pipe = Pipeline.load(ns.ckpt, device=ns.device, refine=not ns.no_refine, **kw)
     s = run_predict(pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size)
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
     if not s["found"]:

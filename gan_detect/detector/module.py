@@ -29,7 +29,8 @@ from gan_detect.metrics.wider_face_metric import WiderFaceAP
 class DetectorConfig:
     """Every setting of the baseline detector, with its default."""
 
-    arch: Literal["fcos", "retinanet", "faster_rcnn"] = "fcos"
+    # "retinaface": the built-in pretrained face detector (detector/retinaface.py; not trained).
+    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
     pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
@@ -121,6 +122,11 @@ class DetectorModule(L.LightningModule):
         # Stored resolved and plain, so a checkpoint loads with torch's weights_only default.
         self.save_hyperparameters({"config": asdict(self.cfg)}, logger=False)
         c = self.cfg
+        if c.arch == "retinaface":
+            raise ValueError(
+                "detector.arch=retinaface is the built-in pretrained detector, not a trainable "
+                "DetectorModule: use gan_detect.detector.retinaface.RetinaFaceDetector"
+            )
         self.model = build_detector(
             c.arch,
             c.backbone,

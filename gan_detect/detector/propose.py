@@ -21,6 +21,7 @@ from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
 
 FORMATS = ("coco", "wider")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COCO_FILE = "proposals.json"
 WIDER_DIR = "proposals_wider"
 
@@ -150,3 +151,70 @@ def write_proposals(
             written[fmt] = out_dir / WIDER_DIR
             write_wider_tree(dets, written[fmt])
     return written
+
+
+def folder_records(folder: str | Path) -> list[ImageRecord]:
+    """Image records (no annotations) for every image under ``folder``, sorted by path.
+
+    Ids follow the official layouts so :func:`write_proposals` can write them: a WIDER tree
+    (``<event>/<name>.jpg``) gives ``"event/name"``; a flat folder of integer-named images
+    (COCO ``000000000009.jpg``) gives the integer id as text; any other flat folder gives
+    ``"<folder name>/<stem>"`` (one pseudo-event, so the WIDER txt layout holds it).
+
+    Raises:
+        FileNotFoundError: naming the folder when it does not exist or holds no image.
+        ValueError: naming both files when two images would get the same id.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    flat = all(p.parent == root for p in paths)
+    coco = flat and all(p.stem.isdigit() for p in paths)
+    seen: dict[str, Path] = {}
+    records = []
+    for p in paths:
+        if coco:
+            image_id = str(int(p.stem))
+        elif flat:
+            image_id = f"{root.name}/{p.stem}"
+        else:
+            image_id = f"{p.parent.name}/{p.stem}"
+        if image_id in seen:
+            raise ValueError(f"images {seen[image_id]} and {p} would share the id {image_id!r}")
+        seen[image_id] = p
+        records.append(ImageRecord(image_id=image_id, path=str(p)))
+    return records
+
+
+def propose_folder(
+    folder: str | Path,
+    out_dir: str | Path,
+    model: DetectorModule | nn.Module | None = None,
+    *,
+    top_k: int = 750,
+    score_thresh: float = 0.02,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Proposals for every image under ``folder`` (a WIDER tree or a flat folder), written.
+
+    Args:
+        folder: images; see :func:`folder_records` for the ids.
+        out_dir: receives ``proposals.json`` (integer ids) and/or ``proposals_wider/``.
+        model: a trained detector; ``None`` is the built-in pretrained RetinaFace.
+        top_k, score_thresh: per-image budget and minimum score (WIDER: 750, 0.02).
+
+    Returns:
+        ``{format: path written}``.
+    """
+    if model is None:
+        from gan_detect.detector.retinaface import RetinaFaceDetector
+
+        model = RetinaFaceDetector()
+    records = folder_records(folder)
+    dets = run_proposals(
+        model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
+    )
+    return write_proposals(dets, out_dir)

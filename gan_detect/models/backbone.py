@@ -1,7 +1,9 @@
-"""timm feature trunks for the discriminators (VGG19 in Bai et al., CVPR 2018).
+"""Feature trunks for the discriminators (VGG19 in Bai et al., CVPR 2018).
 
 `build_backbone` wraps `timm.create_model(..., features_only=True)` so that the trunk returns
-its last feature map as one tensor and carries its width and input statistics.
+its last feature map as one tensor and carries its width and input statistics. Names starting
+with ``tv_`` (``tv_mobilenet_v2``) are torchvision models with torchvision's own ImageNet weights,
+which load offline from a package (see `gan_detect.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-__all__ = ["FeatureTrunk", "build_backbone"]
+__all__ = ["FeatureTrunk", "TORCHVISION_PREFIX", "build_backbone"]
+
+TORCHVISION_PREFIX = "tv_"
 
 
 class FeatureTrunk(nn.Module):
@@ -69,6 +73,60 @@ def _drop_trailing_pool(body: nn.Module) -> bool:
     return False
 
 
+class _SequentialTrunk(FeatureTrunk):
+    """A torchvision ``features`` stack: its output is the last feature map."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) normalised image -> (N, C, H / reduction, W / reduction) features."""
+        out: Tensor = self.body(x)
+        return out
+
+
+def _drop_last_stride(body: nn.Module) -> bool:
+    """Make the last stride-2 convolution stride 1 (same weights): 2x the output resolution.
+
+    The torchvision analogue of removing VGG19's conv5 pool: MobileNetV2 has no pool to drop, its
+    last down-sampling is a strided depthwise conv.
+    """
+    convs = [m for m in body.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    if not convs:
+        return False
+    convs[-1].stride = (1, 1)
+    return True
+
+
+def _torchvision_trunk(
+    name: str, pretrained: bool, pretrained_path: str | None, remove_last_pool: bool
+) -> tuple[FeatureTrunk, int]:
+    import torch
+    from torchvision.transforms._presets import ImageClassification
+
+    from gan_detect.models.pretrained import load_imagenet_model
+
+    model = load_imagenet_model(name, pretrained=pretrained and pretrained_path is None)
+    if pretrained_path is not None:
+        if not Path(pretrained_path).is_file():
+            raise FileNotFoundError(f"pretrained_path {pretrained_path!r} does not exist")
+        model.load_state_dict(torch.load(pretrained_path, map_location="cpu", weights_only=True))
+    body: nn.Module = model.features  # type: ignore[assignment]
+    out_channels = int(
+        next(m for m in reversed(list(body.modules())) if isinstance(m, nn.Conv2d)).out_channels
+    )
+    reduction = 32
+    if remove_last_pool and _drop_last_stride(body):
+        reduction //= 2
+    norm = ImageClassification(crop_size=224)  # torchvision's ImageNet statistics
+    trunk = _SequentialTrunk(
+        body,
+        out_channels=out_channels,
+        reduction=reduction,
+        mean=tuple(norm.mean),
+        std=tuple(norm.std),
+        features_only=False,
+    )
+    return trunk, out_channels
+
+
 def build_backbone(
     name: str,
     pretrained: bool = False,
@@ -78,8 +136,10 @@ def build_backbone(
     """Create a timm trunk that returns its last feature map.
 
     Args:
-        name: any timm model name ("vgg19", "vgg11", "resnet18", "test_resnet", ...).
-        pretrained: load timm's released weights (needs internet or a warm HF cache).
+        name: any timm model name ("vgg19", "vgg11", "resnet18", "test_resnet", ...), or
+            ``tv_<torchvision model>`` ("tv_mobilenet_v2").
+        pretrained: load the released weights (timm: internet or a warm HF cache;
+            torchvision: its download, or offline from the package that ships the file).
         pretrained_path: a local checkpoint of the full timm model (state dict, or a dict with
             "state_dict"/"model"), for offline clusters. When set, the weights come from this
             file whatever `pretrained` says.
@@ -92,9 +152,14 @@ def build_backbone(
         `(trunk, out_channels)`; `trunk(x)` maps (N, 3, H, W) to (N, out_channels, h, w).
 
     Raises:
-        ValueError: `name` is not a timm model.
+        ValueError: `name` is not a timm model (nor a known torchvision one).
+        RuntimeError: torchvision weights asked for but not found (names the package).
         FileNotFoundError: `pretrained_path` does not exist.
     """
+    if name.startswith(TORCHVISION_PREFIX):
+        return _torchvision_trunk(
+            name[len(TORCHVISION_PREFIX) :], pretrained, pretrained_path, remove_last_pool
+        )
     if not timm.is_model(name):
         raise ValueError(f"backbone {name!r} is not a timm model name (see timm.list_models())")
     kwargs: dict[str, Any] = {"pretrained": pretrained}
