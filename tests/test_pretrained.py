@@ -109,12 +109,21 @@ def test_predict_cli_without_a_trained_model_gives_real_faces(
     val_subset: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     _need_retinaface()
-    from gan_detect.predict import main
+    from gan_detect.cli import main
 
     root, gt = val_subset
     image_id = f"19--Couple/{VAL_IMAGES[0]}"
     assert (
-        main([str(root / f"{image_id}.jpg"), "--out", str(tmp_path), "--score-threshold", "0.5"])
+        main(
+            [
+                "predict",
+                str(root / f"{image_id}.jpg"),
+                "--out",
+                str(tmp_path),
+                "--score-threshold",
+                "0.5",
+            ]
+        )
         == 0
     )
     out = json.loads((tmp_path / f"{VAL_IMAGES[0]}.json").read_text())

@@ -59,13 +59,13 @@ def test_quick_real_wider_experiment_runs_every_row_and_caches(tmp_path: Path) -
     report = (out / "report.md").read_text()
     assert "RetinaFace alone" in report and "G's SR output" in report
     # predict: the built-in RetinaFace re-scored by a trained row's GAN (no pipeline file).
-    from gan_detect.predict import main as predict_main
+    from gan_detect.cli import main as cli_main
 
     image = next((root / "widerface" / "WIDER_val" / "images" / "19--Couple").glob("*.jpg"))
     ckpt = out / "runs" / "gan" / "checkpoints" / "last.ckpt"
     for name, extra in (("alone", []), ("gan", ["--gan", str(ckpt)])):
         args = [str(image), "--out", str(tmp_path / name), "--score-threshold", "0", *extra]
-        assert predict_main(args) == 0
+        assert cli_main(["predict", *args]) == 0
     alone, gan = (
         json.loads((tmp_path / n / f"{image.stem}.json").read_text())["detections"]
         for n in ("alone", "gan")
