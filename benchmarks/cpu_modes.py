@@ -4,7 +4,7 @@
     python benchmarks/cpu_modes.py --modes fp32 bf16 compile    # compile: minutes of warm-up
 
 One chunk of ``--rois`` LR crops (the chunk ``refine_detections`` sends) through
-``variant.refine`` in each mode; the modes are interleaved round by round (same machine load
+``variant.discriminate_sr`` (G then D) in each mode; the modes are interleaved round by round (same machine load
 for each) and the median ROIs/s is reported with the speed-up over fp32 and the largest score
 difference from fp32 (bf16 changes the numbers; compile and channels_last should not). bf16 pays
 only where the CPU has bf16 units (AVX512-BF16 / AMX: the ``cpu_flags`` field says which).
@@ -56,7 +56,7 @@ def build_modes(variant: torch.nn.Module, modes: list[str]) -> dict[str, Any]:
         def run(lr: torch.Tensor, v: Any = v, bf16: bool = bf16, cl: bool = cl) -> torch.Tensor:
             x = lr.contiguous(memory_format=torch.channels_last) if cl else lr
             with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                return v.refine(x)[0].float()
+                return v.discriminate_sr(x).cls_logits.float()
 
         out[mode] = run
     return out

@@ -127,7 +127,7 @@ def measure(
         gd.append(t[0])
     # FLOPs per ROI of G + D (8 crops), and the machine's ceiling measured right after the runs.
     with torch.no_grad():
-        per_roi = count_flops(lambda: variant.refine(lr_chunks[0][:8])) / 8
+        per_roi = count_flops(lambda: variant.discriminate_sr(lr_chunks[0][:8])) / 8
     ceil = best_ceiling(
         ceil_before, machine_ceiling(*ceil_args, batch=min(opts.chunk_size, proposals))
     )

@@ -76,15 +76,16 @@ def stage_budgets(
     budgets += [(k, t) for k in top_ks for t in thresholds if (k, t) != (base.top_k, 0.0)]
     items = [ds[i] for i in range(len(ds))]  # decode once: time the re-scoring, not JPEG reads
     cached = _Cached(ds, items)
+
+    def hw(it: Any) -> tuple[int, int]:
+        return (int(it.images[0].shape[-2]), int(it.images[0].shape[-1]))
+
     out = []
     for top_k, thresh in budgets:
         opts = dataclasses.replace(base, top_k=top_k, rescore_min_score=thresh)
-        rois = sum(
-            int(
-                select_proposals(it.proposals[0], opts, next(variant.parameters()).device)[0].shape[
-                    0
-                ]
-            )
+        device = next(variant.parameters()).device
+        rois = sum(  # what is really re-scored: after the border rule, threshold and top-K
+            int(select_proposals(it.proposals[0], opts, device, hw(it))[0].shape[0])
             for it in items
             if it.proposals is not None
         )

@@ -79,7 +79,7 @@ def _groups() -> list[tuple[str, str]]:
     from gan_detect import config as c
 
     docs = {
-        "variant": "the GAN variant (variant.name: tiny_face or sod_mtgan) and its networks",
+        "variant": "the GAN variant (variant.name: tiny_face, sod_mtgan or bicubic) and its networks",
         "data": "the DataModule (data.name: wider_face or coco), ROI mining and loaders",
         "detector": "the baseline proposal detector (task=detector)",
     }
@@ -153,8 +153,8 @@ EVALUATE_HELP = """\
 Baseline vs GAN re-scoring on evaluate.split: the detector's own scores against D's re-scored
 (and, for SOD-MTGAN, re-localised) proposals, with the official WIDER FACE protocol / COCO AP.
 
-inputs:  the run's config files + ckpt=PATH (a GAN checkpoint;
-         default OUTPUT_DIR/checkpoints/last.ckpt).
+inputs:  the run's config files + ckpt=PATH (a GAN checkpoint; default
+         OUTPUT_DIR/checkpoints/last.ckpt when it exists, else the baseline alone).
 outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-detect compare`
          turns run folders into a report."""
 
@@ -368,7 +368,15 @@ def cmd_evaluate(args: Sequence[str]) -> int:
     cfg = load_config(files, overrides)
     from gan_detect.training import evaluate
 
-    evaluate(cfg, cfg.ckpt)
+    ckpt = cfg.ckpt
+    default = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt is None and default.is_file():
+        ckpt = str(default)  # the run's own newest state, as the help says
+    if ckpt is None:
+        print(
+            f"gan-detect evaluate: no ckpt= and no {default}: the baseline alone", file=sys.stderr
+        )
+    evaluate(cfg, ckpt)
     return 0
 
 
@@ -482,6 +490,7 @@ def _usage() -> str:
     lines += [
         "",
         "--verbose (or GAN_DETECT_VERBOSE=1): also Lightning's tips, hardware lines, summaries.",
+        "--debug (or GAN_DETECT_DEBUG=1): a traceback instead of the one-line error.",
         "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else torch's own);",
         "  idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set)",
         "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest.",

@@ -6,6 +6,7 @@ docs/design.md §3: one D forward on cat(real, fake), schedules in epochs, ``cli
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,9 @@ class GANDetectionModule(L.LightningModule):
                 kind, self._wider_gt, self.cfg.evaluate.coco_max_dets
             )
             self._det_eval.to(self.device)
-        opts = self.inference_options()
+        # Never convert the model being trained in place (its optimiser state and DDP wrappers
+        # were built for the current memory format): trainer.channels_last governs training.
+        opts = dataclasses.replace(self.inference_options(), channels_last=False)
         # One G + D pass over the batch's images (ROIs batched across images).
         preds = refine_detections_batch(self.variant, batch.images, batch.proposals, opts)
         self._det_eval.update(preds, batch.targets, batch.image_ids)

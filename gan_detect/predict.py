@@ -27,7 +27,7 @@ from gan_detect.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.engine import GANDetectionModule, inference_options
-from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.inference import InferenceOptions, refine_detections_batch
 from gan_detect.schema import to_experiment_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -179,21 +179,27 @@ class Pipeline:
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[Any]) -> list[Detections]:
-        """Detect in several images (one detector forward), then refine each image's proposals."""
+        """Detect in several images (one detector forward), then re-score their proposals (one
+        batched G + D pass over all the images' ROIs)."""
         tensors = [to_image_tensor(im) for im in images]
         proposals = self.detector.predict([t.to(self.device) for t in tensors])
-        out = []
-        for img, p in zip(tensors, proposals, strict=True):
-            props = {
+        props_list = [
+            {
                 "boxes": torch.from_numpy(p.boxes),
                 "scores": torch.from_numpy(p.scores),
                 "labels": torch.from_numpy(p.labels),
             }
-            if self.gan is not None:
-                d = refine_detections(self.gan.variant, img, props, self.opts)
-            else:
+            for p in proposals
+        ]
+        if self.gan is not None:  # the images' ROIs through G + D together
+            dets = refine_detections_batch(self.gan.variant, tensors, props_list, self.opts)
+        else:
+            dets = []
+            for props in props_list:
                 order = torch.argsort(props["scores"], descending=True)[: self.opts.top_k]
-                d = {k: v[order] for k, v in props.items()}
+                dets.append({k: v[order] for k, v in props.items()})
+        out = []
+        for d in dets:
             keep = d["scores"] >= self.score_threshold
             d = {k: v[keep][: self.max_detections].cpu() for k, v in d.items()}
             labels = d["labels"].long().numpy()

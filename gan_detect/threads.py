@@ -81,11 +81,12 @@ def configure_threads(n: int | None = None) -> int:
     only while ``OMP_NUM_THREADS`` is unset); the return value is then what torch will pick.
     Never imports torch itself (``gan-detect wider-eval`` stays light).
     """
-    threads = resolve_threads(n)
     if "GOMP_SPINCOUNT" not in os.environ:  # a user-chosen spin count implies its own policy
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if n is None and not os.environ.get(ENV_VAR, "").strip():
-        return threads
+        # Nothing asked: do not parse OMP_NUM_THREADS (OpenMP also allows lists like "4,2").
+        return available_cores()
+    threads = resolve_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")

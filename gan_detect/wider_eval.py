@@ -1,7 +1,7 @@
 """Evaluate a WIDER FACE prediction txt tree against the official ground truth ``.mat`` files.
 
-Exposed on the command line as ``gan-detect wider-eval PRED_DIR --gt GT_DIR`` (or run
-``python -m gan_detect.wider_eval``). Numbers follow the official ``eval_tools`` protocol.
+Exposed on the command line as ``gan-detect wider-eval PRED_DIR --gt GT_DIR``. Numbers follow
+the official ``eval_tools`` protocol.
 """
 
 from __future__ import annotations
