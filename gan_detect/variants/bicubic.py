@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
-from gan_detect.models.losses import box_regression_loss, classification_loss
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
+    box_terms,
     build_discriminator,
     class_box_accuracy,
     class_box_candidates,
+    class_terms,
     face_accuracy,
     face_candidates,
 )
@@ -90,11 +90,9 @@ class BicubicControl(GANVariant):
         cfg = self.cfg
         assert isinstance(cfg, BicubicConfig)
         outs = [fake_out] if real_out is None else [real_out, fake_out]
-        cls = torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
-        terms = {f"{prefix}cls": cfg.d_cls_weight * cls}
+        terms = {f"{prefix}cls": cfg.d_cls_weight * class_terms(outs, batch)}
         if self.num_classes > 1:
-            box = torch.stack([_box(o, batch) for o in outs]).sum()
-            terms[f"{prefix}box"] = cfg.d_box_weight * box
+            terms[f"{prefix}box"] = cfg.d_box_weight * box_terms(outs, batch)
         return terms
 
     def generator_losses(
@@ -118,9 +116,3 @@ class BicubicControl(GANVariant):
         out = self.discriminator(fake.sr)
         accuracy = face_accuracy if self.num_classes == 1 else class_box_accuracy
         return {"cls_acc": accuracy(out, batch.labels)}
-
-
-def _box(out: DiscriminatorOutput, batch: RoiBatch) -> Tensor:
-    if out.box_deltas is None:
-        raise RuntimeError("bicubic discriminator has no box head")
-    return box_regression_loss(out.box_deltas, batch.labels, batch.box_targets)

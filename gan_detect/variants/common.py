@@ -13,16 +13,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gan_detect.data.batch import RoiBatch
 from gan_detect.data.roi import clip_boxes, decode_roi_deltas
 from gan_detect.models.discriminator import DiscriminatorOutput, MultiTaskDiscriminator
 from gan_detect.models.generator import SRGenerator
+from gan_detect.models.losses import box_regression_loss, classification_loss
 from gan_detect.variants.base import Candidates, GANVariantConfig
 
 __all__ = [
+    "box_terms",
     "build_discriminator",
     "build_generator",
     "class_box_accuracy",
     "class_box_candidates",
+    "class_terms",
     "face_accuracy",
     "face_candidates",
 ]
@@ -103,3 +107,18 @@ def face_accuracy(out: DiscriminatorOutput, labels: Tensor) -> Tensor:
 def class_box_accuracy(out: DiscriminatorOutput, labels: Tensor) -> Tensor:
     """Scalar: share of ROIs whose (C + 1)-way argmax equals ``labels`` (N,) (0 = background)."""
     return (out.cls_logits.argmax(dim=1) == labels).float().mean()
+
+
+def class_terms(outs: list[DiscriminatorOutput], batch: RoiBatch) -> Tensor:
+    """Sum over D outputs (HR and/or SR halves) of the classification loss vs ``batch.labels``."""
+    return torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
+
+
+def box_terms(outs: list[DiscriminatorOutput], batch: RoiBatch) -> Tensor:
+    """Sum over D outputs of the smooth-L1 box loss on foreground ROIs (needs a box head)."""
+    losses = []
+    for o in outs:
+        if o.box_deltas is None:
+            raise RuntimeError("this discriminator has no box head (box_terms needs one)")
+        losses.append(box_regression_loss(o.box_deltas, batch.labels, batch.box_targets))
+    return torch.stack(losses).sum()

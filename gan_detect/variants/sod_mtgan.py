@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
-from gan_detect.models.losses import box_regression_loss, classification_loss
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
+    box_terms,
     build_discriminator,
     build_generator,
     class_box_accuracy,
     class_box_candidates,
+    class_terms,
 )
 
 
@@ -70,9 +70,10 @@ class SODMTGAN(GANVariant):
         w_cls = cfg.cls_weight if generator else cfg.d_cls_weight
         w_box = cfg.box_weight if generator else cfg.d_box_weight
         outs = [fake_out] if real_out is None else [real_out, fake_out]
-        cls = torch.stack([classification_loss(o.cls_logits, batch.labels) for o in outs]).sum()
-        box = torch.stack([_box(o, batch) for o in outs]).sum()
-        return {f"{prefix}cls": w_cls * cls, f"{prefix}box": w_box * box}
+        return {
+            f"{prefix}cls": w_cls * class_terms(outs, batch),
+            f"{prefix}box": w_box * box_terms(outs, batch),
+        }
 
     def candidates(
         self,
@@ -86,9 +87,3 @@ class SODMTGAN(GANVariant):
 
     def validation_stats(self, batch: RoiBatch, fake: GeneratorOutput) -> dict[str, Tensor]:
         return {"cls_acc": class_box_accuracy(self.discriminator(fake.sr), batch.labels)}
-
-
-def _box(out: DiscriminatorOutput, batch: RoiBatch) -> Tensor:
-    if out.box_deltas is None:
-        raise RuntimeError("sod_mtgan discriminator has no box head")
-    return box_regression_loss(out.box_deltas, batch.labels, batch.box_targets)

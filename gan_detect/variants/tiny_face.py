@@ -9,11 +9,11 @@ from torch import Tensor
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
-from gan_detect.models.losses import classification_loss
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
     build_discriminator,
     build_generator,
+    class_terms,
     face_accuracy,
     face_candidates,
 )
@@ -57,9 +57,8 @@ class TinyFaceGAN(GANVariant):
         generator: bool,
     ) -> dict[str, Tensor]:
         w = self.cfg.cls_weight if generator else self.cfg.d_cls_weight
-        loss = classification_loss(fake_out.cls_logits, batch.labels)
-        if real_out is not None:
-            loss = loss + classification_loss(real_out.cls_logits, batch.labels)
+        outs = [fake_out] if real_out is None else [real_out, fake_out]
+        loss = class_terms(outs, batch)
         return {f"{prefix}cls": w * loss}
 
     def candidates(
