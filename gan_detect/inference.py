@@ -3,8 +3,10 @@
 The paper feeds 600 ROIs per image to the GAN (Bai et al., CVPR 2018, section 4.2); boxes are
 re-scored and (for SOD-MTGAN) moved by the variant's :meth:`~GANVariant.candidates`, which owns
 what D's heads mean; score fusion and class-wise NMS follow here, the same for every variant.
-The LR crops of several images go through G and D together in chunks, so memory stays bounded
-whatever the proposal count and the convolutions stay large when few proposals per image survive.
+The LR crops of several images go through G and D together in chunks of ``chunk_size`` (the
+convolutions stay large when few proposals per image survive); the crops of one call are built in
+full first, so memory grows with images x ``top_k`` x the LR crop size (small: 3 x 16 x 16 floats
+per ROI at the default sizes).
 """
 
 from __future__ import annotations

@@ -248,6 +248,10 @@ class GANVariant(nn.Module, ABC):
     ) -> Candidates:
         """Super-resolve ROIs, run D, and turn its heads into scored, labelled candidates.
 
+        ``discriminate_sr`` then ``candidates``; full-image inference calls those two directly
+        (G + D over crops of several images, candidates per image), so a variant customises
+        :meth:`candidates` (what the heads mean) or :meth:`discriminate_sr`, not this method.
+
         Args:
             lr_rois: (N, 3, h, w) in [-1, 1], the LR crops of ``boxes``.
             boxes: (N, 4) xyxy proposal boxes in image pixels.
