@@ -106,19 +106,9 @@ def test_config_show_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) ->
 def test_wider_eval_prints_three_decimals_and_names_the_official_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import numpy as np
-    from test_wider_face_ap import EXPECTED, PREDS, _write_mats
+    from test_wider_face_ap import EXPECTED, write_fixture
 
-    from gan_detect.data.proposals import Proposals, write_wider_tree
-
-    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
-    gt_dir.mkdir()
-    _write_mats(gt_dir)
-    dets = {
-        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
-        for i, p in PREDS.items()
-    }
-    write_wider_tree(dets, pred_dir)
+    gt_dir, pred_dir = write_fixture(tmp_path)
     out_json = tmp_path / "r.json"
     assert main(["wider-eval", str(pred_dir), "--gt", str(gt_dir), "--json", str(out_json)]) == 0
     text = capsys.readouterr().out

@@ -226,16 +226,23 @@ def _write_mats(gt_dir: Path) -> None:
         )
 
 
-def test_tree_evaluation_with_missing_file_and_cli(tmp_path: Path) -> None:
+def write_fixture(tmp_path: Path, skip: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """The golden case on disk: ground-truth .mat files in ``gt/`` and the PREDS txt tree in
+    ``pred/`` (images in ``skip`` get no prediction file). Returns (gt_dir, pred_dir)."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     gt_dir.mkdir()
     _write_mats(gt_dir)
     dets = {
         i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
         for i, p in PREDS.items()
-        if i != "e/b"
-    }  # e/b: no file at all
+        if i not in skip
+    }
     write_wider_tree(dets, pred_dir)
+    return gt_dir, pred_dir
+
+
+def test_tree_evaluation_with_missing_file_and_cli(tmp_path: Path) -> None:
+    gt_dir, pred_dir = write_fixture(tmp_path, skip=("e/b",))  # e/b: no file at all
     with pytest.warns(UserWarning, match="1 of 3 images have no prediction file"):
         result = evaluate_wider_tree(pred_dir, gt_dir)
     assert result["missing"] == 1 and result["num_images"] == 3
@@ -263,14 +270,7 @@ HEAVY = ("torch", "lightning", "torchvision", "torchmetrics")
 def test_wider_eval_command_path_imports_no_torch(tmp_path: Path) -> None:
     """Importing the evaluator and the metric functions, and running ``gan-detect wider-eval``
     through the CLI dispatch, must not import torch / Lightning / torchvision / torchmetrics."""
-    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
-    gt_dir.mkdir()
-    _write_mats(gt_dir)
-    dets = {
-        i: Proposals(np.c_[p[:, :2], p[:, :2] + p[:, 2:4]], p[:, 4], np.ones(len(p)))
-        for i, p in PREDS.items()
-    }
-    write_wider_tree(dets, pred_dir)
+    gt_dir, pred_dir = write_fixture(tmp_path)
     out = tmp_path / "r.json"
     code = (
         "import json, sys\n"
