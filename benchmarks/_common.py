@@ -6,6 +6,7 @@ blobs, the LR the bicubic antialiased downsample of the HR, as ``gan_detect.data
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -228,15 +229,84 @@ def count_flops(fn: Any) -> int:
     return int(counter.get_total_flops())
 
 
+def heaviest_conv(fn: Any) -> dict[str, Any] | None:
+    """The convolution shape that carries the most FLOPs in one call of ``fn()``.
+
+    Forward hooks on every ``nn.Conv2d`` record (input shape, in/out channels, kernel, stride,
+    padding, groups); FLOPs are summed over calls of the same shape (G's nine refinement convs
+    count together). Returns a spec for ``machine_ceiling(heaviest=...)``, or None without convs.
+    """
+    import torch.nn as nn
+
+    totals: dict[tuple, int] = {}
+
+    def hook(mod: nn.Conv2d, inp: tuple, out: torch.Tensor) -> None:
+        x = inp[0]
+        key = (
+            tuple(x.shape),
+            mod.in_channels,
+            mod.out_channels,
+            mod.kernel_size,
+            mod.stride,
+            mod.padding,
+            mod.groups,
+        )
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        totals[key] = totals.get(key, 0) + 2 * k * out.numel()
+
+    # A global forward hook sees every Conv2d that fn() runs, whatever modules it closes over.
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: hook(m, i, o) if isinstance(m, nn.Conv2d) else None
+    )
+    try:
+        fn()
+    finally:
+        handle.remove()
+    if not totals:
+        return None
+    key = max(totals, key=lambda k: totals[k])
+    shape, cin, cout, ks, stride, pad, groups = key
+    return {
+        "input": list(shape),
+        "in_channels": cin,
+        "out_channels": cout,
+        "kernel": list(ks),
+        "stride": list(stride),
+        "padding": list(pad),
+        "groups": groups,
+        "share_of_conv_flops": round(totals[key] / sum(totals.values()), 3),
+    }
+
+
+def _conv_gflops(conv: torch.nn.Conv2d, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """GFLOP/s of ``conv(x)`` in the contiguous (NCHW) and channels-last (NHWC) formats."""
+    flops = count_flops(lambda: conv(x))
+    out = {}
+    with torch.no_grad():
+        out["contiguous"] = flops / _best_seconds(lambda: conv(x), reps) / 1e9
+        conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        out["channels_last"] = flops / _best_seconds(lambda: conv_cl(x_cl), reps) / 1e9
+    return out
+
+
 def machine_ceiling(
-    channels: int, spatial: int, batch: int = 64, matmul_n: int = 2048, reps: int = 3
-) -> dict[str, float]:
+    channels: int,
+    spatial: int,
+    batch: int = 64,
+    matmul_n: int = 2048,
+    reps: int = 3,
+    heaviest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The machine's own ceiling in this run, in GFLOP/s, measured next to the benchmark.
 
     ``matmul_gflops``: an ``matmul_n``-square fp32 matmul. ``conv_gflops``: one 3x3 convolution of
-    G's size (``channels`` in and out, ``batch`` x ``spatial`` x ``spatial``, forward, no grad).
-    A loaded machine shows up here as a low ceiling, so ``fraction = achieved / conv_gflops``
-    stays comparable across machines and loads.
+    G's width (``channels`` in and out, ``batch`` x ``spatial`` x ``spatial``, forward, no grad),
+    the better of the NCHW and NHWC memory formats (both are reported). ``heaviest_conv_gflops``
+    (with ``heaviest``, from :func:`heaviest_conv`): the network's own heaviest convolution
+    shape, timed alone the same way: the speed the whole network would reach if every layer
+    ran like its main one. A loaded machine shows up here as a low ceiling, so the fractions
+    stay comparable across machines and loads.
     """
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     a = torch.randn(matmul_n, matmul_n, device=dev)
@@ -245,21 +315,37 @@ def machine_ceiling(
     x = torch.randn(batch, channels, spatial, spatial, device=dev)
     with torch.no_grad():
         mm_s = _best_seconds(lambda: a @ b, reps)
-        conv_s = _best_seconds(lambda: conv(x), reps)
-        conv_flops = count_flops(lambda: conv(x))
-    return {
+    lr = _conv_gflops(conv, x, reps)
+    out: dict[str, Any] = {
         "matmul_gflops": round(2 * matmul_n**3 / mm_s / 1e9, 1),
-        "conv_gflops": round(conv_flops / conv_s / 1e9, 1),
+        "conv_gflops": round(max(lr.values()), 1),
+        "conv_gflops_by_format": {k: round(v, 1) for k, v in lr.items()},
         "conv_shape": [batch, channels, spatial, spatial],
     }
+    if heaviest is not None:
+        hconv = torch.nn.Conv2d(
+            heaviest["in_channels"],
+            heaviest["out_channels"],
+            tuple(heaviest["kernel"]),
+            tuple(heaviest["stride"]),
+            tuple(heaviest["padding"]),
+            groups=heaviest["groups"],
+        ).to(dev)
+        hx = torch.randn(*heaviest["input"], device=dev)
+        hv = _conv_gflops(hconv, hx, reps)
+        out["heaviest_conv_gflops"] = round(max(hv.values()), 1)
+        out["heaviest_conv_gflops_by_format"] = {k: round(v, 1) for k, v in hv.items()}
+        out["heaviest_conv"] = heaviest
+    return out
 
 
 def best_ceiling(*ceilings: dict[str, Any]) -> dict[str, Any]:
     """Key-wise best of ceilings measured before and after a run (load changes within seconds)."""
     out = dict(ceilings[0])
     for c in ceilings[1:]:
-        for k in ("matmul_gflops", "conv_gflops"):
-            out[k] = max(out[k], c[k])
+        for k in ("matmul_gflops", "conv_gflops", "heaviest_conv_gflops"):
+            if k in out and k in c:
+                out[k] = max(out[k], c[k])
     out["measured"] = len(ceilings)
     return out
 
@@ -273,4 +359,9 @@ def ceiling_fields(ceiling: dict[str, Any], flops_per_roi: float, rois_per_s: fl
         "ceiling": ceiling,
         "fraction_of_conv_ceiling": round(achieved / ceiling["conv_gflops"], 3),
         "fraction_of_matmul_ceiling": round(achieved / ceiling["matmul_gflops"], 3),
+        **(
+            {"fraction_of_heaviest_conv": round(achieved / ceiling["heaviest_conv_gflops"], 3)}
+            if "heaviest_conv_gflops" in ceiling
+            else {}
+        ),
     }

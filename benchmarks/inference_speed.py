@@ -6,10 +6,15 @@ Each variant runs in a fresh (spawned) process so its peak is its own: on CPU th
 set (``ru_maxrss``; tracemalloc cannot see torch's buffers) next to the resident set after the
 networks are built; on GPU ``torch.cuda.max_memory_allocated`` during inference.
 
-The same process also measures the machine's ceiling before and after the runs (best kept; a 2048 matmul and one 3x3 conv of G's width
-on a chunk of LR crops, ``_common.machine_ceiling``) and the G+D FLOPs per ROI
-(``FlopCounterMode``), and reports the fraction of the conv ceiling that the G+D forward and the
-whole image reach (target: the whole image >= 60 %).
+Inference runs with the defaults (an inference copy of G and D with BatchNorm folded and, on the
+CPU, channels-last weights); the plain model (both off) is timed in the same run for the ratio.
+
+The same process also measures the machine's ceiling before and after the runs (best kept;
+``_common.machine_ceiling``): a 2048 matmul, one 3x3 conv of G's width on a chunk of LR crops,
+and the heaviest conv shape of G + D itself (found by hooks, timed alone), each conv in the
+better of the NCHW / NHWC formats; with the G+D FLOPs per ROI (``FlopCounterMode``) it reports
+the fraction of each ceiling that the G+D forward and the whole image reach (target: the whole
+image >= 60 %).
 
     python benchmarks/inference_speed.py                  # small CPU config
     python benchmarks/inference_speed.py --paper --repeat 2
@@ -20,6 +25,7 @@ Untrained networks (seeded): the time does not depend on the weights; NMS sees ~
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 import resource
 from pathlib import Path
@@ -33,6 +39,7 @@ try:
         ceiling_fields,
         count_flops,
         emit,
+        heaviest_conv,
         machine_ceiling,
         median,
         raw_config,
@@ -44,6 +51,7 @@ except ImportError:  # imported as benchmarks.inference_speed
         ceiling_fields,
         count_flops,
         emit,
+        heaviest_conv,
         machine_ceiling,
         median,
         raw_config,
@@ -51,7 +59,7 @@ except ImportError:  # imported as benchmarks.inference_speed
     )
 
 from gan_detect.data.roi import crop_lr_for_inference
-from gan_detect.inference import InferenceOptions, refine_detections
+from gan_detect.inference import InferenceOptions, inference_variant, refine_detections
 from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, build_variant
 
@@ -94,7 +102,9 @@ def measure(
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(3, IMAGE_WH[1], IMAGE_WH[0], generator=g).to(device)
     props = {k: v.to(device) for k, v in random_proposals(proposals, IMAGE_WH, seed).items()}
+    # The defaults: G + D run as an inference copy (BatchNorm folded, channels-last on the CPU).
     opts = InferenceOptions(top_k=proposals, lr_size=raw["data"]["hr_size"] // variant.scale)
+    plain_opts = dataclasses.replace(opts, fold_bn=False, channels_last=False)
     rss_model = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -107,11 +117,16 @@ def measure(
         ]
 
     lr_chunks = crops()
+    fast = inference_variant(variant, opts, probe=lr_chunks[0][:4])
+    # The ceiling: G's width at the LR size, and the heaviest conv of G + D at its real shape.
+    with torch.no_grad():
+        heavy = heaviest_conv(lambda: variant.discriminate_sr(lr_chunks[0]))
     ceil_args = (raw["variant"]["g_channels"], opts.lr_size)
-    ceil_before = machine_ceiling(*ceil_args, batch=min(opts.chunk_size, proposals))
+    ceil_kw = {"batch": min(opts.chunk_size, proposals), "heaviest": heavy}
+    ceil_before = machine_ceiling(*ceil_args, **ceil_kw)
     for _ in range(warmup):  # allocator, cudnn autotuning, caches
         refine_detections(variant, image, props, opts)
-    full, crop, gd = [], [], []
+    full, crop, gd, gd_plain = [], [], [], []
     n_det = 0
     for _ in range(repeat):
         with timed() as t:
@@ -121,21 +136,27 @@ def measure(
         with timed() as t:
             crops()
         crop.append(t[0])
-        with timed() as t, torch.no_grad():
-            for lr in lr_chunks:
-                variant.discriminator(variant.generator(lr).sr)  # G + D alone
-        gd.append(t[0])
-    # FLOPs per ROI of G + D (8 crops), and the machine's ceiling measured right after the runs.
+        for net, out in ((fast, gd), (variant, gd_plain)):  # G + D alone, copy vs the model
+            with timed() as t, torch.no_grad():
+                for lr in lr_chunks:
+                    net.discriminate_sr(lr)
+            out.append(t[0])
+    with timed() as t:
+        refine_detections(variant, image, props, plain_opts)
+    full_plain = t[0]
+    # FLOPs per ROI of G + D (8 crops; the unfolded model: BN is not counted either way), and
+    # the machine's ceiling measured right after the runs.
     with torch.no_grad():
         per_roi = count_flops(lambda: variant.discriminate_sr(lr_chunks[0][:8])) / 8
-    ceil = best_ceiling(
-        ceil_before, machine_ceiling(*ceil_args, batch=min(opts.chunk_size, proposals))
-    )
+    ceil = best_ceiling(ceil_before, machine_ceiling(*ceil_args, **ceil_kw))
     rec: dict[str, Any] = {
         "ms_per_image": round(1000 * median(full), 1),
         "crop_ms": round(1000 * median(crop), 1),
         "gd_ms": round(1000 * median(gd), 1),
         "gd_rois_per_s": round(proposals / median(gd), 1),
+        "gd_plain_ms": round(1000 * median(gd_plain), 1),  # fold_bn / channels_last off
+        "ms_per_image_plain": round(1000 * full_plain, 1),
+        "speedup_over_plain": round(full_plain / median(full), 2),
         "image_rois_per_s": round(proposals / median(full), 1),
         "detections": n_det,
         "runs_s": [round(x, 3) for x in full],
@@ -143,6 +164,9 @@ def measure(
         **ceiling_fields(ceil, per_roi, proposals / median(gd)),
         "fraction_full_image": round(
             per_roi * proposals / median(full) / 1e9 / ceil["conv_gflops"], 3
+        ),
+        "fraction_full_image_of_heaviest_conv": round(
+            per_roi * proposals / median(full) / 1e9 / ceil["heaviest_conv_gflops"], 3
         ),
     }
     if device.type == "cuda":

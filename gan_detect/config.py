@@ -111,8 +111,12 @@ class EvalConfig:
     # Proposals scoring below this are dropped before G + D (0: re-score all top_k); see
     # benchmarks/proposal_budget.py for AP against proposals kept.
     rescore_min_score: float = 0.0
-    # G + D forward at inference: channels-last weights (exact) and bf16 autocast.
-    channels_last: bool = False
+    # G + D forward at inference, on a copy of G and D (the trained model is never changed):
+    # BatchNorm folded into the convolutions; channels-last weights (null: on the CPU only,
+    # where it measured 1.4x; CUDA is unmeasured); bf16 autocast. Scores move ~1e-6 with the
+    # first two, ~1e-4 with bf16 (benchmarks/README.md, issue 17).
+    fold_bn: bool = True
+    channels_last: bool | None = None
     bf16: bool = False
     device: str = "auto"
     # Detection max per image for COCO AP (>= 1000 for dense scenes; WIDER has 709 faces in one).

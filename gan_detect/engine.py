@@ -6,7 +6,6 @@ docs/design.md §3: one D forward on cat(real, fake), schedules in epochs, ``cli
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +185,9 @@ class GANDetectionModule(L.LightningModule):
                 kind, self._wider_gt, self.cfg.evaluate.coco_max_dets
             )
             self._det_eval.to(self.device)
-        # Never convert the model being trained in place (its optimiser state and DDP wrappers
-        # were built for the current memory format): trainer.channels_last governs training.
-        opts = dataclasses.replace(self.inference_options(), channels_last=False)
+        # The speed options (fold_bn, channels_last) act on an inference copy, never on the
+        # model being trained (its optimiser state and DDP wrappers stay as built).
+        opts = self.inference_options()
         # One G + D pass over the batch's images (ROIs batched across images).
         preds = refine_detections_batch(self.variant, batch.images, batch.proposals, opts)
         self._det_eval.update(preds, batch.targets, batch.image_ids)
@@ -253,6 +252,7 @@ def inference_options(
         max_detections=e.max_detections,
         refine_boxes=e.refine_boxes,
         rescore_min_score=e.rescore_min_score,
+        fold_bn=e.fold_bn,
         channels_last=e.channels_last,
         bf16=e.bf16,
     )

@@ -10,6 +10,7 @@ from _synth import tiny_config
 
 from gan_detect.inference import (
     InferenceOptions,
+    inference_variant,
     refine_detections,
     refine_detections_batch,
     select_proposals,
@@ -80,22 +81,107 @@ def test_no_proposal_above_threshold_gives_empty_detections() -> None:
         refine_detections_batch(variant, [torch.rand(3, 64, 96)] * 2, [p], opts)
 
 
-def test_channels_last_is_exact_and_bf16_close() -> None:
+def _random_weights(variant: GANVariant) -> None:
+    """Random D weights (an untrained D answers 0.5 everywhere) and BatchNorm statistics
+    gathered on random crops (fresh BN, mean 0 / var 1, would make folding trivially exact)."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in variant.discriminator.parameters():
+            param.normal_(0, 0.3)
+        for m in variant.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None  # cumulative average over the batches below
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        variant.train()
+        for _ in range(3):
+            variant.discriminate_sr(torch.rand(16, 3, 4, 4))
+        variant.eval()
+    running = [m.running_var for m in variant.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert running and not all(torch.allclose(v, torch.ones_like(v)) for v in running)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_inference_copy_folds_bn_and_goes_channels_last_without_touching_the_model(
+    name: str,
+) -> None:
+    variant = _variant(name)
+    _random_weights(variant)
+    before = {k: v.clone() for k, v in variant.state_dict().items()}
+    image, p = torch.rand(3, 64, 96), _props(9, 3)
+    # nms_iou=1: nothing suppressed, so every proposal comes back whatever the rounding.
+    plain = InferenceOptions(
+        lr_size=4, min_score=0.0, nms_iou=1.0, fold_bn=False, channels_last=False
+    )
+    ref = refine_detections(variant, image, p, plain)
+    assert ref["scores"].numel() >= 9
+    fast_opts = dataclasses.replace(plain, fold_bn=True, channels_last=None)  # the defaults
+    assert fast_opts == InferenceOptions(lr_size=4, min_score=0.0, nms_iou=1.0)
+    fast = refine_detections(variant, image, p, fast_opts)
+    torch.testing.assert_close(fast["scores"], ref["scores"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast["boxes"], ref["boxes"], atol=1e-3, rtol=0)  # px
+    torch.testing.assert_close(fast["labels"], ref["labels"])
+    # The copy ran, not the model: the model's weights, format and BatchNorms are unchanged.
+    copy_ = inference_variant(variant, fast_opts)
+    assert copy_ is not variant and copy_ is inference_variant(variant, fast_opts)  # cached
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in variant.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules()) == 0 < bns
+    conv = next(m for m in copy_.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    own = next(m for m in variant.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert own.weight.is_contiguous()
+    for k, v in variant.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # New weights (as after more training): the copy is rebuilt, and follows them.
+    with torch.no_grad():
+        own.weight.mul_(0.5)
+    assert inference_variant(variant, fast_opts) is not copy_
+    lr = torch.rand(6, 3, 4, 4)
+    with torch.no_grad():
+        new_ref, new_fast = variant.discriminate_sr(lr), inference_variant(variant, fast_opts)
+        torch.testing.assert_close(
+            new_fast.discriminate_sr(lr).cls_logits, new_ref.cls_logits, atol=1e-4, rtol=1e-4
+        )
+        assert not torch.allclose(new_ref.cls_logits, copy_.discriminate_sr(lr).cls_logits)
+
+
+def test_bf16_runs_and_stays_close() -> None:
     variant = _variant("tiny_face")
     torch.manual_seed(0)
     with torch.no_grad():  # the untrained D answers 0.5 everywhere: give it random weights
         for param in variant.discriminator.parameters():
             param.normal_(0, 0.3)
     image, p = torch.rand(3, 64, 96), _props(9, 3)
-    # nms_iou=1: nothing suppressed, so every proposal comes back whatever the precision.
     opts = InferenceOptions(lr_size=4, min_score=0.0, nms_iou=1.0)
     ref = refine_detections(variant, image, p, opts)
-    assert ref["scores"].numel() == 9
-    cl = refine_detections(variant, image, p, dataclasses.replace(opts, channels_last=True))
-    conv = next(m for m in variant.generator.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(cl["scores"], ref["scores"], atol=1e-5, rtol=1e-5)
     bf = refine_detections(variant, image, p, dataclasses.replace(opts, bf16=True))
     assert bf["scores"].dtype == torch.float32 and bf["scores"].numel() == 9
     diff = (bf["scores"].sort().values - ref["scores"].sort().values).abs().max()
     assert 0 < float(diff) < 0.05  # bf16 really ran (scores moved) and stayed close
+
+
+def test_a_copy_that_changes_the_outputs_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe check: a wrong fold (here: every BN weight of the copy zeroed first) must not
+    reach the scores; the model runs unchanged and the user is told why."""
+    import gan_detect.inference as inf
+
+    variant = _variant("tiny_face")
+    _random_weights(variant)
+
+    def bad_fold(module: torch.nn.Module) -> int:
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.data.zero_()
+        return 0
+
+    monkeypatch.setattr(inf, "fold_batchnorm", bad_fold)
+    image, p = torch.rand(3, 64, 96), _props(9, 3)
+    plain = InferenceOptions(
+        lr_size=4, min_score=0.0, nms_iou=1.0, fold_bn=False, channels_last=False
+    )
+    ref = refine_detections(variant, image, p, plain)
+    with pytest.warns(UserWarning, match="changed the outputs"):
+        out = refine_detections(
+            variant, image, p, InferenceOptions(lr_size=4, min_score=0.0, nms_iou=1.0)
+        )
+    torch.testing.assert_close(out["scores"], ref["scores"])
