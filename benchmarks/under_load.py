@@ -2,7 +2,7 @@
 
     python benchmarks/under_load.py                       # gan-detect demo --quick, 1 competitor
     python benchmarks/under_load.py --workload conv       # a fixed conv loop (seconds)
-    python benchmarks/under_load.py --wait-policies PASSIVE ACTIVE   # also the old spin default
+    python benchmarks/under_load.py --wait-policies default PASSIVE spin=300000   # the choices
 
 Each run is a fresh ``python -m gan_detect ...`` process (so the thread defaults of
 ``gan_detect.threads`` apply as for a user); its own CPU time comes from ``os.wait4`` (user +

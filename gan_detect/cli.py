@@ -492,7 +492,8 @@ def _usage() -> str:
         "--verbose (or GAN_DETECT_VERBOSE=1): also Lightning's tips, hardware lines, summaries.",
         "--debug (or GAN_DETECT_DEBUG=1): a traceback instead of the one-line error.",
         "--threads N: CPU threads for torch (default $GAN_DETECT_THREADS, else torch's own);",
-        "  idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set)",
+        "  idle OpenMP threads spin briefly, then sleep (GOMP_SPINCOUNT=3000 unless it or",
+        "  OMP_WAIT_POLICY is set; OMP_WAIT_POLICY=PASSIVE for a heavily shared node)",
         "start with `gan-detect demo` (a few minutes on a CPU); README.md has the rest.",
     ]
     return "\n".join(lines)

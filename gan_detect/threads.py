@@ -7,17 +7,23 @@ keeps a core busy waiting for the others, which are descheduled by the competing
 ``while 1: pass`` process against 0.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (and ran 2.7x slower in
 wall time); ``gan-detect demo --quick`` used 1.78x its idle CPU time with one competitor under
 libgomp's default and 1.05x with PASSIVE, and one default run on the busy machine burned 129 s
-CPU against 12 s (benchmarks/under_load.py, benchmarks/README.md). The price: on an idle machine
-sleeping threads wake slower (quick demo ~20 % more wall time).
+CPU against 12 s (benchmarks/under_load.py, benchmarks/README.md). Sleeping at once has its own
+price on an idle machine: every wake-up is a futex call.
 
-So the default is ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning); the intra-op
-thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``), since Lightning
-divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is unset. (In a
-container with a CPU quota, which torch does not see, pass ``available_cores()``.) The wait policy
-is read by libgomp when torch loads, so call this before ``import torch`` (the CLI does, before
-dispatching a command); afterwards only the thread count can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
-``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) is respected; ``GOMP_SPINCOUNT=300000`` restores libgomp's
-own default (spin ~0.3 M iterations, then sleep).
+So the default bounds the spinning: ``GOMP_SPINCOUNT=3000`` (libgomp spins ~3 k iterations, then
+sleeps; its own default is 300 k). Measured on the 2-core machine (benchmarks/README.md): the full
+``gan-detect demo`` takes 99 s idle with it, against 82 s with libgomp's spin and 148 s with
+``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once: the demo's many small ops then pay a futex
+wake-up each, 27 s of system time); with one competing process ``demo --quick`` used 1.18x its
+idle CPU time (PASSIVE 1.00x, libgomp's spin 2.33x; target <= 1.5x). On a heavily shared node
+export ``OMP_WAIT_POLICY=PASSIVE``; on a machine of your own, ``GOMP_SPINCOUNT=300000``.
+The intra-op thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``),
+since Lightning divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is
+unset. (In a container with a CPU quota, which torch does not see, pass ``available_cores()``.)
+The wait policy and spin count are read by libgomp when torch loads, so call this before
+``import torch`` (the CLI does, before dispatching a command); afterwards only the thread count
+can still change. A variable the user already exported (``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``) is respected.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import sys
 from pathlib import Path
 
 ENV_VAR = "GAN_DETECT_THREADS"
+# libgomp spin iterations before an idle thread sleeps (its own default: 300000).
+DEFAULT_SPINCOUNT = "3000"
 
 
 def available_cores() -> int:
@@ -74,15 +82,17 @@ def resolve_threads(n: int | None = None) -> int:
 def configure_threads(n: int | None = None) -> int:
     """Apply the thread defaults (see the module docstring) and return the thread count.
 
-    Always: ``OMP_WAIT_POLICY=PASSIVE`` unless set (read by libgomp when torch loads). With an
+    Always: ``GOMP_SPINCOUNT=3000`` unless ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is set
+    (read by libgomp when torch loads). With an
     explicit count (``n`` or ``$GAN_DETECT_THREADS``): ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
     for torch to read, and ``torch.set_num_threads`` if torch is already loaded. Without one the
     count is left to torch and Lightning (whose CPU DDP divides the cores among its processes
     only while ``OMP_NUM_THREADS`` is unset); the return value is then what torch will pick.
     Never imports torch itself (``gan-detect wider-eval`` stays light).
     """
-    if "GOMP_SPINCOUNT" not in os.environ:  # a user-chosen spin count implies its own policy
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        # Spin briefly, then sleep (module docstring); a user's own choice is left alone.
+        os.environ["GOMP_SPINCOUNT"] = DEFAULT_SPINCOUNT
     if n is None and not os.environ.get(ENV_VAR, "").strip():
         # Nothing asked: do not parse OMP_NUM_THREADS (OpenMP also allows lists like "4,2").
         return available_cores()
@@ -95,4 +105,10 @@ def configure_threads(n: int | None = None) -> int:
     return threads
 
 
-__all__ = ["ENV_VAR", "available_cores", "configure_threads", "resolve_threads"]
+__all__ = [
+    "DEFAULT_SPINCOUNT",
+    "ENV_VAR",
+    "available_cores",
+    "configure_threads",
+    "resolve_threads",
+]

@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from gan_detect import cli
-from gan_detect.threads import ENV_VAR, available_cores, configure_threads, resolve_threads
+from gan_detect.threads import (
+    DEFAULT_SPINCOUNT,
+    ENV_VAR,
+    available_cores,
+    configure_threads,
+    resolve_threads,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +39,7 @@ def test_resolve_threads_precedence_and_errors(monkeypatch: pytest.MonkeyPatch) 
         resolve_threads(0)
 
 
-def test_configure_before_torch_import_sets_threads_and_passive_wait() -> None:
+def test_configure_before_torch_import_sets_threads_and_bounded_spin() -> None:
     """In a fresh process (torch not loaded yet) the defaults reach torch and libgomp."""
     code = (
         "import json, os, sys\n"
@@ -45,16 +51,16 @@ def test_configure_before_torch_import_sets_threads_and_passive_wait() -> None:
         "loaded = 'torch' in sys.modules\n"
         "import torch\n"
         "print(json.dumps([unset, n, loaded, torch.get_num_threads(),"
-        " os.environ['OMP_WAIT_POLICY']]))\n"
+        " os.environ['GOMP_SPINCOUNT'], 'OMP_WAIT_POLICY' in os.environ]))\n"
     )
-    drop = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", ENV_VAR)
+    drop = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", ENV_VAR)
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(PYTHONPATH=str(ROOT))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, 1, False, 1, "PASSIVE"]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, 1, False, 1, "3000", False]
 
 
 def test_cli_threads_option_applies_before_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,14 +90,19 @@ def test_cli_threads_option_rejects_bad_values(capsys: pytest.CaptureFixture[str
     assert "--threads" in capsys.readouterr().err
 
 
-def test_user_spin_count_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OMP_WAIT_POLICY", "MKL_NUM_THREADS"):  # setenv first: undone after the test
+def test_user_spin_count_or_wait_policy_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS"):  # undone after the test
         monkeypatch.setenv(var, "x")
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.setenv("GOMP_SPINCOUNT", "300000")  # libgomp's own spin-then-sleep default
     configure_threads()
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "OMP_WAIT_POLICY" not in os.environ and os.environ["GOMP_SPINCOUNT"] == "300000"
     monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # a heavily shared node
     configure_threads()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "GOMP_SPINCOUNT" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    configure_threads()
+    assert os.environ["GOMP_SPINCOUNT"] == DEFAULT_SPINCOUNT == "3000"
+    assert "OMP_WAIT_POLICY" not in os.environ
