@@ -11,10 +11,10 @@ per ROI at the default sizes).
 
 from __future__ import annotations
 
-import copy
 import warnings
 import weakref
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms
 
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.models.discriminator import DiscriminatorOutput
-from gan_detect.models.fusion import fold_batchnorm
+from gan_detect.models.fusion import inference_copy
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -206,7 +206,7 @@ def _build_inference_copy(
     variant: GANVariant, fold_bn: bool, channels_last: bool, probe: Tensor | None
 ) -> GANVariant:
     try:
-        fast = copy.deepcopy(variant).eval()
+        fast = cast(GANVariant, inference_copy(variant, fold_bn, channels_last))
     except Exception as err:  # e.g. a module compiled in place; inference still works unchanged
         warnings.warn(
             f"inference runs the model unchanged (fold_bn/channels_last skipped): it cannot be "
@@ -214,11 +214,6 @@ def _build_inference_copy(
             stacklevel=3,
         )
         return variant
-    if fold_bn:
-        fold_batchnorm(fast)
-    if channels_last:
-        # Convolutions follow the weights' memory format; inputs need no conversion.
-        fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if probe is not None and probe.shape[0] > 0:
         with torch.no_grad():
             ref, out = variant.discriminate_sr(probe), fast.discriminate_sr(probe)

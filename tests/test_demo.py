@@ -14,8 +14,13 @@ from PIL import Image
 
 from gan_detect.report import COCO_KEYS, WIDER_KEYS, write_report
 
-SECTIONS = ["## Metrics", "## AP by object size", "## Precision-recall curves",
-            "## Super-resolved samples", "## Training curves"]
+SECTIONS = [
+    "## Metrics",
+    "## AP by object size",
+    "## Precision-recall curves",
+    "## Super-resolved samples",
+    "## Training curves",
+]
 
 
 def _table_values(report: str) -> dict[tuple[str, str, int], list[str]]:
@@ -33,7 +38,13 @@ def test_demo_report_has_every_section_and_its_table_equals_the_metrics_files(de
     for s in SECTIONS:
         assert s in report, s
     assert report.count("the baseline on ") == 2  # one verdict sentence per run
-    for png in ("ap_by_size.png", "pr_curves.png", "training_curves.png", "sr_grid_0.png", "sr_grid_1.png"):
+    for png in (
+        "ap_by_size.png",
+        "pr_curves.png",
+        "training_curves.png",
+        "sr_grid_0.png",
+        "sr_grid_1.png",
+    ):
         with Image.open(demo / "report" / png) as im:
             assert im.width > 100 and im.height > 100
     rows = _table_values(report)
@@ -42,16 +53,30 @@ def test_demo_report_has_every_section_and_its_table_equals_the_metrics_files(de
         metrics = json.loads((demo / run / "eval" / "metrics.json").read_text())["metrics"]
         for (name, method, _), cells in rows.items():
             if f"[{run}]" in name and len(cells) == len(keys):
-                want = [("n/a" if metrics[method][k] < 0 else f"{100 * metrics[method][k]:.2f}") for k in keys]
+                want = [
+                    ("n/a" if metrics[method][k] < 0 else f"{100 * metrics[method][k]:.2f}")
+                    for k in keys
+                ]
                 assert cells == want, (run, method)
                 checked += 1
     assert checked == 6  # baseline and gan rows: faces in both tables, objects in the COCO one
 
 
 def test_compare_cli_on_two_runs_writes_the_report(demo: Path, tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "gan_detect", "compare", str(demo / "faces"),
-                          str(demo / "objects"), f"--out={tmp_path}"], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gan_detect",
+            "compare",
+            str(demo / "faces"),
+            str(demo / "objects"),
+            f"--out={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     text = (tmp_path / "report.md").read_text()
     assert all(s in text for s in SECTIONS)
@@ -72,9 +97,25 @@ def test_predict_skips_a_corrupt_file_and_draws_at_input_size(demo: Path, tmp_pa
     (inputs / "broken.jpg").write_bytes(b"not a jpeg at all")
     Image.open(imgs[0]).convert("L").save(inputs / "gray.png")  # grayscale is converted
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "gan_detect", "predict", "--ckpt", str(demo / "objects"),
-                          str(inputs), "--out", str(out), "--draw", "--score-threshold", "0"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gan_detect",
+            "predict",
+            "--ckpt",
+            str(demo / "objects"),
+            str(inputs),
+            "--out",
+            str(out),
+            "--draw",
+            "--score-threshold",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "broken.jpg" in res.stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -220,6 +220,37 @@ def test_fit_logs_losses_and_recall_and_checkpoint_round_trip(tmp_path: Path) ->
     assert isinstance(a, Proposals) and np.allclose(a.scores, b.scores)
 
 
+def test_proposals_fast_copy_matches_the_model_and_leaves_it_alone(tmp_path: Path) -> None:
+    """run_proposals(fast=True) runs a BatchNorm-folded, channels-last copy: same proposals."""
+    import torch
+
+    from gan_detect.detector.propose import detector_inference_copy
+
+    records = write_shapes(tmp_path / "img", 2, seed=6)
+    torch.manual_seed(0)
+    model = build_detector("fcos", **{**TINY, "min_size": 128})
+    with torch.no_grad():  # BN statistics that make the fold do something
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.25)
+                m.weight.uniform_(0.8, 1.2)
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    plain = run_proposals(model, records, top_k=20, score_thresh=0.0, progress=False, fast=False)
+    fast = run_proposals(model, records, top_k=20, score_thresh=0.0, progress=False)
+    for k in plain:
+        np.testing.assert_allclose(fast[k].scores, plain[k].scores, atol=1e-5)
+        np.testing.assert_allclose(fast[k].boxes, plain[k].boxes, atol=1e-3)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == bns > 0
+    copy_ = detector_inference_copy(model.eval())
+    assert copy_ is not model and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules()
+    )
+    # A model without a backbone to probe runs as it is.
+    bare = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)).eval()
+    assert detector_inference_copy(bare) is bare
+
+
 def test_coco_metric_logs_map_small(tmp_path: Path) -> None:
     records = write_shapes(tmp_path / "img", 2, seed=4, size=64)
     module = DetectorModule({**TINY, "arch": "fcos", "eval_metric": "coco", "max_size": 64})

@@ -163,7 +163,7 @@ def test_bf16_runs_and_stays_close() -> None:
 def test_a_copy_that_changes_the_outputs_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe check: a wrong fold (here: every BN weight of the copy zeroed first) must not
     reach the scores; the model runs unchanged and the user is told why."""
-    import gan_detect.inference as inf
+    import gan_detect.models.fusion as fusion
 
     variant = _variant("tiny_face")
     _random_weights(variant)
@@ -174,7 +174,7 @@ def test_a_copy_that_changes_the_outputs_is_refused(monkeypatch: pytest.MonkeyPa
                 m.weight.data.zero_()
         return 0
 
-    monkeypatch.setattr(inf, "fold_batchnorm", bad_fold)
+    monkeypatch.setattr(fusion, "fold_batchnorm", bad_fold)
     image, p = torch.rand(3, 64, 96), _props(9, 3)
     plain = InferenceOptions(
         lr_size=4, min_score=0.0, nms_iou=1.0, fold_bn=False, channels_last=False

@@ -75,8 +75,13 @@ def test_cli_fit_then_evaluate_on_generated_faces(faces: Path, tmp_path: Path) -
         "trainer.enable_progress_bar=false",
         "data.gt_dir=null",
     ]
-    fit = _cli("fit", *common, "data.val_detection=true",
-               f"data.val_proposals={faces / 'proposals_val'}", cwd=tmp_path)
+    fit = _cli(
+        "fit",
+        *common,
+        "data.val_detection=true",
+        f"data.val_proposals={faces / 'proposals_val'}",
+        cwd=tmp_path,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     log = (run / "logs" / "metrics.csv").read_text()

@@ -17,10 +17,13 @@ input (``inference_variant`` does) rather than trusting it.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_batchnorm", "inference_copy"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -85,3 +88,20 @@ def fold_batchnorm(module: nn.Module) -> int:
             setattr(module, f"bn{i}", nn.Identity())
             folded += 1
     return folded
+
+
+def inference_copy(
+    module: nn.Module, fold_bn: bool = True, channels_last: bool = True
+) -> nn.Module:
+    """An eval-mode deep copy of ``module`` with BatchNorm folded and/or channels-last weights.
+
+    Convolutions follow their weights' memory format, so inputs need no conversion. The original
+    is untouched (it may keep training). Raises whatever ``copy.deepcopy`` raises for modules
+    that cannot be copied (e.g. compiled in place); callers fall back to the original.
+    """
+    fast = copy.deepcopy(module).eval()
+    if fold_bn:
+        fold_batchnorm(fast)
+    if channels_last:
+        fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return fast
