@@ -346,6 +346,9 @@ def best_ceiling(*ceilings: dict[str, Any]) -> dict[str, Any]:
         for k in ("matmul_gflops", "conv_gflops", "heaviest_conv_gflops"):
             if k in out and k in c:
                 out[k] = max(out[k], c[k])
+        for k in ("conv_gflops_by_format", "heaviest_conv_gflops_by_format"):
+            if k in out and k in c:
+                out[k] = {f: max(v, c[k].get(f, v)) for f, v in out[k].items()}
     out["measured"] = len(ceilings)
     return out
 

@@ -1,4 +1,5 @@
-"""G + D inference on the CPU: fp32 vs bf16 autocast vs channels_last vs torch.compile.
+"""G + D inference on the CPU: fp32 vs bf16 autocast vs channels_last vs BatchNorm folding vs
+torch.compile.
 
     python benchmarks/cpu_modes.py                              # small config, 256 LR crops
     python benchmarks/cpu_modes.py --modes fp32 bf16 compile    # compile: minutes of warm-up
@@ -25,10 +26,21 @@ try:
 except ImportError:  # imported as benchmarks.cpu_modes
     from benchmarks._common import emit, median, raw_config
 
+from gan_detect.models.fusion import fold_batchnorm
 from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, build_variant
 
-MODES = ("fp32", "bf16", "channels_last", "bf16_channels_last", "compile")
+# fold_channels_last is what inference runs by default (gan_detect.inference.inference_variant).
+MODES = (
+    "fp32",
+    "bf16",
+    "channels_last",
+    "bf16_channels_last",
+    "fold",
+    "fold_channels_last",
+    "bf16_fold_channels_last",
+    "compile",
+)
 
 
 def _flags() -> list[str]:
@@ -46,6 +58,8 @@ def build_modes(variant: torch.nn.Module, modes: list[str]) -> dict[str, Any]:
     for mode in modes:
         v = copy.deepcopy(variant).eval()
         cl = "channels_last" in mode
+        if "fold" in mode:
+            fold_batchnorm(v)
         if cl:
             v = v.to(memory_format=torch.channels_last)
         if mode == "compile":
@@ -68,7 +82,7 @@ def main() -> None:
     p.add_argument("--size", default="small", help="small | paper | tiny")
     p.add_argument("--rois", type=int, default=256)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--modes", nargs="+", default=list(MODES[:4]), choices=MODES)
+    p.add_argument("--modes", nargs="+", default=list(MODES[:-1]), choices=MODES)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.threads:
