@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms
 
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.models.discriminator import DiscriminatorOutput
-from gan_detect.models.fusion import inference_copy
+from gan_detect.models.fusion import inference_copy, is_compiled
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -187,12 +187,13 @@ def inference_variant(
     The copy is rebuilt when the weights change (a validation after more training). It is
     checked once against ``variant`` on ``probe`` (a few LR crops (N, 3, h, w)); a copy whose
     logits differ by more than 0.1 % of their scale is discarded with a warning, as is a model
-    that cannot be copied (e.g. compiled in place), and ``variant`` runs unchanged.
+    that cannot be copied, and ``variant`` runs unchanged; a model compiled in place
+    (``trainer.compile``) runs as it is, silently.
     """
     device = next(variant.parameters()).device
     channels_last = _wants_channels_last(opts, device)
-    if not (opts.fold_bn or channels_last):
-        return variant
+    if not (opts.fold_bn or channels_last) or is_compiled(variant):
+        return variant  # nothing asked, or compiled in place (trainer.compile): run as it is
     key = (opts.fold_bn, channels_last, device, _fingerprint(variant))
     cached = _INFERENCE_COPIES.get(variant)
     if cached is not None and cached[0] == key:
@@ -215,8 +216,15 @@ def _build_inference_copy(
         )
         return variant
     if probe is not None and probe.shape[0] > 0:
-        with torch.no_grad():
-            ref, out = variant.discriminate_sr(probe), fast.discriminate_sr(probe)
+        try:
+            with torch.no_grad():
+                ref, out = variant.discriminate_sr(probe), fast.discriminate_sr(probe)
+        except Exception as err:  # the copy does not run: the model still does
+            warnings.warn(
+                f"inference runs the model unchanged: its copy failed on a probe ({err})",
+                stacklevel=3,
+            )
+            return variant
         pairs = [(ref.adv_logits, out.adv_logits), (ref.cls_logits, out.cls_logits)]
         if ref.box_deltas is not None and out.box_deltas is not None:
             pairs.append((ref.box_deltas, out.box_deltas))

@@ -185,3 +185,15 @@ def test_a_copy_that_changes_the_outputs_is_refused(monkeypatch: pytest.MonkeyPa
             variant, image, p, InferenceOptions(lr_size=4, min_score=0.0, nms_iou=1.0)
         )
     torch.testing.assert_close(out["scores"], ref["scores"])
+
+
+def test_a_model_compiled_in_place_runs_as_it_is() -> None:
+    """trainer.compile compiles G and D in place; their compiled forward is bound to the
+    originals, so a copy would not run its own weights: inference uses the model itself."""
+    variant = _variant("tiny_face")
+    variant.generator._compiled_call_impl = variant.generator._call_impl  # as Module.compile sets
+    try:
+        assert inference_variant(variant, InferenceOptions(lr_size=4)) is variant
+    finally:
+        variant.generator._compiled_call_impl = None
+    assert inference_variant(variant, InferenceOptions(lr_size=4)) is not variant

@@ -20,7 +20,7 @@ from gan_detect.data.full_image import FullImageDataset
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
-from gan_detect.models.fusion import inference_copy
+from gan_detect.models.fusion import inference_copy, is_compiled
 
 FORMATS = ("coco", "wider")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -105,7 +105,7 @@ def detector_inference_copy(net: nn.Module) -> nn.Module:
     warning in the first two cases). Post-processing settings are copied with the model.
     """
     backbone = getattr(net, "backbone", None)
-    if not isinstance(backbone, nn.Module):
+    if not isinstance(backbone, nn.Module) or is_compiled(net):
         return net
     device = next(net.parameters()).device
     try:

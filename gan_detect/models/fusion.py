@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "inference_copy"]
+__all__ = ["fold_batchnorm", "inference_copy", "is_compiled"]
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -90,6 +90,12 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` or a submodule was compiled in place (``nn.Module.compile``): its
+    compiled forward is bound to the original, so a copy would not run the copy's weights."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in module.modules())
+
+
 def inference_copy(
     module: nn.Module, fold_bn: bool = True, channels_last: bool = True
 ) -> nn.Module:
@@ -97,8 +103,11 @@ def inference_copy(
 
     Convolutions follow their weights' memory format, so inputs need no conversion. The original
     is untouched (it may keep training). Raises whatever ``copy.deepcopy`` raises for modules
-    that cannot be copied (e.g. compiled in place); callers fall back to the original.
+    that cannot be copied, and refuses a module compiled in place (``is_compiled``); callers
+    fall back to the original.
     """
+    if is_compiled(module):
+        raise ValueError("the model is compiled in place (trainer.compile): already optimised")
     fast = copy.deepcopy(module).eval()
     if fold_bn:
         fold_batchnorm(fast)
