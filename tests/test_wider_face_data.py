@@ -191,3 +191,38 @@ def test_real_subset_files_and_images(split: str, images: int, rows: int) -> Non
         assert r.width == 1024
         if len(r.boxes):
             assert r.boxes[:, 2].max() <= r.width and r.boxes[:, 3].max() <= r.height
+
+
+def test_boxes_over_the_border_are_clipped_when_the_image_is_read(tmp_path: Path) -> None:
+    """The WIDER file has no image sizes: a box running outside keeps its inside part, one
+    wholly outside is dropped with a warning naming the image (issue 14, item 12)."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from gan_detect.data.full_image import FullImageDataset
+    from gan_detect.data.wider_face import read_wider_annotations
+
+    img_dir = tmp_path / "images" / "0--Parade"
+    img_dir.mkdir(parents=True)
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(img_dir / "a.jpg")
+    txt = tmp_path / "gt.txt"
+    # inside; over the right/bottom edge; over the left edge; wholly outside (x >= 40)
+    txt.write_text(
+        "0--Parade/a.jpg\n4\n"
+        "2 2 10 10 0 0 0 0 0 0\n"
+        "35 25 10 10 0 0 0 0 0 0\n"
+        "-5 3 8 6 0 0 0 1 0 0\n"  # invalid = 1: an ignore region
+        "45 5 6 6 0 0 0 0 0 0\n"
+    )
+    ann = read_wider_annotations(txt, tmp_path / "images")
+    rec = ann.records[0] if hasattr(ann, "records") else ann[0]
+    assert len(rec.boxes) == 4  # parse time: nothing known about the image size
+    with pytest.warns(UserWarning, match=r"a\.jpg: 1 annotated box\(es\) lie wholly outside"):
+        item = FullImageDataset([rec])[0]
+    boxes = item.targets[0]["boxes"].numpy()
+    np.testing.assert_allclose(boxes, [[2, 2, 12, 12], [35, 25, 40, 30], [0, 3, 3, 9]])
+    assert item.targets[0]["ignore"].tolist() == [False, False, True]  # attributes follow
+    big = rec.clipped_to(100, 100)  # a larger image: only the left box is clipped, none lost
+    assert len(big.boxes) == 4 and big.boxes[2, 0] == 0 and big.boxes[3, 0] == 45
+    assert big.clipped_to(100, 100) is big  # nothing outside: the record itself comes back

@@ -52,6 +52,7 @@ class FullImageDataset(Dataset[DetectionBatch]):
     def __getitem__(self, index: int) -> DetectionBatch:
         rec = self.records[index]
         image = load_image(rec.path)
+        rec = rec.clipped_to(int(image.shape[1]), int(image.shape[2]))
         target = {
             "boxes": torch.from_numpy(rec.boxes.copy()),
             "labels": torch.from_numpy(rec.labels.copy()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,35 @@ class ImageRecord:
                 f"{self.image_id}: boxes ({len(self.boxes)}), labels ({len(self.labels)}) and "
                 f"ignore ({len(self.ignore)}) must have the same length"
             )
+
+    def clipped_to(self, height: int, width: int) -> ImageRecord:
+        """This record with its boxes clipped to a (height, width) image.
+
+        WIDER FACE annotation files carry no image size, so their boxes are clipped here, when
+        the image is read (COCO boxes are clipped at parse time). A box running over the border
+        keeps its inside part; one wholly outside (no area left) is dropped with a warning
+        naming the image, as a malformed annotation. Returns ``self`` when nothing changes.
+        """
+        b = self.boxes
+        if len(b) == 0 or (
+            b[:, 0].min() >= 0 and b[:, 1].min() >= 0 and b[:, 2].max() <= width
+            and b[:, 3].max() <= height
+        ):  # fmt: skip
+            return self
+        clipped = b.copy()
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        if not keep.all():
+            warnings.warn(
+                f"{self.path}: {int((~keep).sum())} annotated box(es) lie wholly outside the "
+                f"{width}x{height} image and are dropped",
+                stacklevel=2,
+            )
+        return dataclasses.replace(
+            self, boxes=clipped[keep], labels=self.labels[keep], ignore=self.ignore[keep],
+            width=width, height=height,
+        )  # fmt: skip
 
 
 @dataclass

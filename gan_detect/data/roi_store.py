@@ -192,6 +192,7 @@ def _mine_into(
 
     for i, rec in enumerate(tqdm(records, desc="mining ROIs", disable=not progress)):
         image = load_image(rec.path)
+        rec = rec.clipped_to(int(image.shape[1]), int(image.shape[2]))
         props = proposals.get(rec.image_id) if proposals is not None else None
         if props is None or len(props) == 0:
             if p["jitter_when_missing"]:
@@ -335,6 +336,7 @@ class OnTheFlyRoiDataset(Dataset[RoiBatch]):
     def __getitem__(self, index: int) -> RoiBatch:
         rec = self.records[index]
         image = load_image(rec.path)
+        rec = rec.clipped_to(int(image.shape[1]), int(image.shape[2]))
         props = self.proposals.get(rec.image_id) if self.proposals is not None else None
         if props is None or len(props) == 0:
             size = (int(image.shape[1]), int(image.shape[2]))

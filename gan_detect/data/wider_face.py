@@ -124,7 +124,9 @@ def read_wider_annotations(
       * boxes with w <= 0 or h <= 0 are dropped (counted in ``num_dropped``): they have no area,
         so they can be neither positives nor ignore regions (val has 7 besides the 4 dummy rows).
       * ``invalid = 1`` faces are kept with ``ignore=True`` (never negatives).
-      * boxes become xyxy = (x, y, x + w, y + h) in pixels, not clipped.
+      * boxes become xyxy = (x, y, x + w, y + h) in pixels, not clipped here (the file has no
+        image sizes): datasets clip them when the image is read (``ImageRecord.clipped_to``;
+        a box wholly outside is dropped there with a warning).
 
     Args:
         txt_path: the ``wider_face_{split}_bbx_gt.txt`` (or a subset in the same format).
