@@ -116,3 +116,27 @@ def test_wider_eval_prints_three_decimals_and_names_the_official_flag(
     assert "settings: official eval_tools gt_list" in text
     saved = json.loads(out_json.read_text())
     assert saved["official_gt_list"] is True and "official" not in saved
+
+
+def test_evaluate_uses_the_runs_last_checkpoint_when_no_ckpt_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate` without ckpt= evaluates OUTPUT_DIR/checkpoints/last.ckpt when it exists (as its
+    help says), else the baseline alone with a note; an explicit ckpt= always wins."""
+    import gan_detect.training as training
+
+    seen: list[object] = []
+    monkeypatch.setattr(training, "evaluate", lambda cfg, ckpt: seen.append(ckpt))
+    exp = ROOT / "experiments"
+    run = tmp_path / "run"
+    base = [str(exp / "tiny_face_wider.yaml"), str(exp / "smoke.yaml"), f"output_dir={run}"]
+    assert main(["evaluate", *base]) == 0
+    assert seen == [None] and "no ckpt= and no" in capsys.readouterr().err
+    last = run / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert main(["evaluate", *base]) == 0
+    assert seen[-1] == str(last)
+    other = tmp_path / "other.ckpt"
+    assert main(["evaluate", *base, f"ckpt={other}"]) == 0
+    assert seen[-1] == str(other)
