@@ -11,18 +11,17 @@ per ROI at the default sizes).
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.models.discriminator import DiscriminatorOutput
-from gan_detect.models.fusion import inference_copy, is_compiled
+from gan_detect.models.fusion import checked_inference_copy, is_compiled
 from gan_detect.variants import GANVariant
 
 SCORE_FUSIONS = ("d_only", "geometric_mean")
@@ -164,8 +163,6 @@ def refine_detections_batch(
 _INFERENCE_COPIES: weakref.WeakKeyDictionary[GANVariant, tuple[tuple, GANVariant]] = (
     weakref.WeakKeyDictionary()
 )
-# Probe check of a rewritten copy: max |logit difference| allowed, relative to the logits' scale.
-_PROBE_RTOL = 1e-3
 
 
 def _wants_channels_last(opts: InferenceOptions, device: torch.device) -> bool:
@@ -206,39 +203,16 @@ def inference_variant(
 def _build_inference_copy(
     variant: GANVariant, fold_bn: bool, channels_last: bool, probe: Tensor | None
 ) -> GANVariant:
-    try:
-        fast = cast(GANVariant, inference_copy(variant, fold_bn, channels_last))
-    except Exception as err:  # e.g. a module compiled in place; inference still works unchanged
-        warnings.warn(
-            f"inference runs the model unchanged (fold_bn/channels_last skipped): it cannot be "
-            f"copied ({type(err).__name__}: {err})",
-            stacklevel=3,
-        )
-        return variant
-    if probe is not None and probe.shape[0] > 0:
-        try:
-            with torch.no_grad():
-                ref, out = variant.discriminate_sr(probe), fast.discriminate_sr(probe)
-        except Exception as err:  # the copy does not run: the model still does
-            warnings.warn(
-                f"inference runs the model unchanged: its copy failed on a probe ({err})",
-                stacklevel=3,
-            )
-            return variant
-        pairs = [(ref.adv_logits, out.adv_logits), (ref.cls_logits, out.cls_logits)]
-        if ref.box_deltas is not None and out.box_deltas is not None:
-            pairs.append((ref.box_deltas, out.box_deltas))
-        for a, b in pairs:
-            scale = 1.0 + float(a.abs().max())
-            if float((a - b).abs().max()) > _PROBE_RTOL * scale:
-                warnings.warn(
-                    "inference runs the model unchanged: its BatchNorm-folded/channels-last "
-                    f"copy changed the outputs by {float((a - b).abs().max()):.3g} on a probe "
-                    "(set evaluate.fold_bn=false to skip folding)",
-                    stacklevel=3,
-                )
-                return variant
-    return fast
+    def outputs_of(net: nn.Module) -> list[Tensor]:
+        out: DiscriminatorOutput = net.discriminate_sr(probe)  # type: ignore[operator]
+        box = [] if out.box_deltas is None else [out.box_deltas]
+        return [out.adv_logits, out.cls_logits, *box]
+
+    checked = probe is not None and probe.shape[0] > 0
+    fast = checked_inference_copy(
+        variant, outputs_of if checked else None, "inference", fold_bn, channels_last
+    )
+    return cast(GANVariant, fast)
 
 
 def _cat_outputs(outs: list[DiscriminatorOutput]) -> DiscriminatorOutput | None:

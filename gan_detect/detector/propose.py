@@ -6,7 +6,6 @@ detector that writes a COCO results JSON or a WIDER per-image txt tree can repla
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from gan_detect.data.full_image import FullImageDataset
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
-from gan_detect.models.fusion import inference_copy, is_compiled
+from gan_detect.models.fusion import checked_inference_copy, is_compiled
 
 FORMATS = ("coco", "wider")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -100,40 +99,23 @@ def detector_inference_copy(net: nn.Module) -> nn.Module:
     """``net`` (eval mode) as an inference copy: BatchNorm folded, channels-last on the CPU.
 
     The copy's backbone features (``net.backbone``, as torchvision detection models have) must
-    match the original's on a probe image within 0.1 % of their scale; otherwise, or when the
-    model cannot be copied or has no backbone to probe, ``net`` itself is returned (with a
-    warning in the first two cases). Post-processing settings are copied with the model.
+    match the original's on a probe image (``fusion.checked_inference_copy``); otherwise, or
+    when the model cannot be copied, ``net`` itself is returned with a warning. A model without
+    a backbone module, or compiled in place, runs as it is. Post-processing settings are
+    copied with the model.
     """
-    backbone = getattr(net, "backbone", None)
-    if not isinstance(backbone, nn.Module) or is_compiled(net):
+    if not isinstance(getattr(net, "backbone", None), nn.Module) or is_compiled(net):
         return net
     device = next(net.parameters()).device
-    try:
-        fast = inference_copy(net, fold_bn=True, channels_last=device.type == "cpu")
-    except Exception as copy_err:  # e.g. compiled in place: run the model unchanged
-        warnings.warn(
-            f"proposals run the detector unchanged: it cannot be copied ({copy_err})", stacklevel=3
-        )
-        return net
     probe = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(device)
-    try:
-        with torch.no_grad():
-            ref, got = backbone(probe), fast.backbone(probe)  # type: ignore[operator]
-        refs = list(ref.values()) if isinstance(ref, dict) else [ref]
-        gots = list(got.values()) if isinstance(got, dict) else [got]
-        pairs = list(zip(refs, gots, strict=True))
-    except Exception:  # a backbone that does not take one image tensor: nothing to check with
-        return net
-    for a, b in pairs:
-        err = float((a - b).abs().max())
-        if err > 1e-3 * (1.0 + float(a.abs().max())):
-            warnings.warn(
-                f"proposals run the detector unchanged: its BatchNorm-folded copy changed the "
-                f"backbone features by {err:.3g} on a probe image",
-                stacklevel=3,
-            )
-            return net
-    return fast
+
+    def outputs_of(model: nn.Module) -> list[torch.Tensor]:
+        feats = model.backbone(probe)  # type: ignore[operator]
+        return list(feats.values()) if isinstance(feats, dict) else [feats]
+
+    return checked_inference_copy(
+        net, outputs_of, "proposals", fold_bn=True, channels_last=device.type == "cpu"
+    )
 
 
 def _formats_for(image_ids: Sequence[str]) -> tuple[str, ...]:

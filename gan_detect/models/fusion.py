@@ -18,12 +18,17 @@ input (``inference_variant`` does) rather than trusting it.
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "inference_copy", "is_compiled"]
+__all__ = ["checked_inference_copy", "fold_batchnorm", "inference_copy", "is_compiled"]
+
+# Probe check of a rewritten copy: max |output difference| allowed, relative to the outputs' scale.
+PROBE_RTOL = 1e-3
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -113,4 +118,51 @@ def inference_copy(
         fold_batchnorm(fast)
     if channels_last:
         fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return fast
+
+
+def checked_inference_copy(
+    module: nn.Module,
+    outputs_of: Callable[[nn.Module], Sequence[torch.Tensor]] | None,
+    what: str,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+) -> nn.Module:
+    """``inference_copy(module)``, checked: ``outputs_of(net)`` (a probe forward) must agree for
+    the copy and ``module`` within ``PROBE_RTOL`` of their scale.
+
+    The naming rule of ``fold_batchnorm`` is a convention, not a proof, hence the check. When
+    the copy cannot be built, fails on the probe or disagrees, ``module`` itself is returned
+    with a warning that starts with ``what`` (e.g. "inference") and says why. Without
+    ``outputs_of`` the copy is returned unchecked.
+    """
+    try:
+        fast = inference_copy(module, fold_bn, channels_last)
+    except Exception as err:
+        warnings.warn(
+            f"{what} runs the model unchanged (fold_bn/channels_last skipped): it cannot be "
+            f"copied ({type(err).__name__}: {err})",
+            stacklevel=3,
+        )
+        return module
+    if outputs_of is None:
+        return fast
+    try:
+        with torch.no_grad():
+            pairs = list(zip(outputs_of(module), outputs_of(fast), strict=True))
+    except Exception as err:
+        warnings.warn(
+            f"{what} runs the model unchanged: its copy failed on a probe ({err})", stacklevel=3
+        )
+        return module
+    for a, b in pairs:
+        diff = float((a - b).abs().max())
+        if diff > PROBE_RTOL * (1.0 + float(a.abs().max())):
+            warnings.warn(
+                f"{what} runs the model unchanged: its BatchNorm-folded/channels-last copy "
+                f"changed the outputs by {diff:.3g} on a probe (set evaluate.fold_bn=false to "
+                "skip folding)",
+                stacklevel=3,
+            )
+            return module
     return fast
