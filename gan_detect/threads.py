@@ -15,7 +15,8 @@ sleeps; its own default is 300 k). Measured on the 2-core machine (benchmarks/RE
 ``gan-detect demo`` takes 99 s idle with it, against 82 s with libgomp's spin and 148 s with
 ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once: the demo's many small ops then pay a futex
 wake-up each, 27 s of system time); with one competing process ``demo --quick`` used 1.18x its
-idle CPU time (PASSIVE 1.00x, libgomp's spin 2.33x; target <= 1.5x). On a heavily shared node
+idle CPU time (PASSIVE 1.00x, libgomp's spin 2.33x; target <= 1.5x); the real-data experiment
+(experiments/real_wider.py) took 1,151 s with it and 1,537 s with PASSIVE. On a heavily shared node
 export ``OMP_WAIT_POLICY=PASSIVE``; on a machine of your own, ``GOMP_SPINCOUNT=300000``.
 The intra-op thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``),
 since Lightning divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is
