@@ -12,7 +12,7 @@ price on an idle machine: every wake-up is a futex call.
 
 So the default bounds the spinning: ``GOMP_SPINCOUNT=3000`` (libgomp spins ~3 k iterations, then
 sleeps; its own default is 300 k). Measured on the 2-core machine (benchmarks/README.md): the full
-``gan-detect demo`` takes 99 s idle with it, against 82 s with libgomp's spin and 148 s with
+``gan-detect demo`` took 99 s idle with it, against 82 s with libgomp's spin and 148 s with
 ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once: the demo's many small ops then pay a futex
 wake-up each, 27 s of system time); with one competing process ``demo --quick`` used 1.18x its
 idle CPU time (PASSIVE 1.00x, libgomp's spin 2.33x; target <= 1.5x); the real-data experiment

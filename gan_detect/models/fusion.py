@@ -12,7 +12,7 @@ Which pairs are folded: adjacent ``(Conv2d | ConvTranspose2d, BatchNorm2d)`` chi
 (VGG-BN trunks; children run in order there) and the
 ``convN``/``bnN`` attribute pairs of residual blocks (timm and torchvision ResNets). The second
 rule relies on naming, so callers check the folded network against the original on a probe
-input (``inference_variant`` does) rather than trusting it.
+input (``checked_inference_copy``, used by inference and ``propose``) rather than trusting it.
 """
 
 from __future__ import annotations
