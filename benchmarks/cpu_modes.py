@@ -26,11 +26,11 @@ try:
 except ImportError:  # imported as benchmarks.cpu_modes
     from benchmarks._common import emit, median, raw_config
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.models.fusion import fold_batchnorm
-from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, build_variant
 
-# fold_channels_last is what inference runs by default (gan_detect.inference.inference_variant).
+# fold_channels_last is what inference runs by default (gan_detect.infer.inference.inference_variant).
 MODES = (
     "fp32",
     "bf16",

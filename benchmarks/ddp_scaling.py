@@ -47,10 +47,10 @@ def worker(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+    from gan_detect.config.validate import to_experiment_config
     from gan_detect.data.batch import RoiBatch
-    from gan_detect.engine import GANDetectionModule
-    from gan_detect.schema import to_experiment_config
-    from gan_detect.training import build_trainer
+    from gan_detect.train.gan_module import GANDetectionModule
+    from gan_detect.train.trainer import build_trainer
 
     raw = {
         "variant": SMOKE_VARIANT,

@@ -39,10 +39,10 @@ except ImportError:  # imported as benchmarks.gpu_suite
     from benchmarks._common import emit, median, raw_config, smooth_rois, sync
     from benchmarks.step_time import plain_step
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.records import ImageRecord
 from gan_detect.data.roi_store import RoiStoreDataset, build_roi_store
-from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, GANVariant, build_variant
 
 MODES = ("fp32", "bf16", "bf16_compile")

@@ -58,9 +58,9 @@ except ImportError:  # imported as benchmarks.inference_speed
         timed,
     )
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.roi import crop_lr_for_inference
-from gan_detect.inference import InferenceOptions, inference_variant, refine_detections
-from gan_detect.schema import to_experiment_config
+from gan_detect.infer.inference import InferenceOptions, inference_variant, refine_detections
 from gan_detect.variants import VARIANTS, build_variant
 
 IMAGE_WH = (1024, 768)

@@ -30,12 +30,12 @@ try:
 except ImportError:  # imported as benchmarks.proposal_budget
     from benchmarks._common import emit
 
-from gan_detect.cli import load_config
+from gan_detect.app.cli import load_config
 from gan_detect.data import build_datamodule
-from gan_detect.evaluation import evaluate_baseline_vs_gan
-from gan_detect.inference import select_proposals
+from gan_detect.infer.evaluation import evaluate_baseline_vs_gan
+from gan_detect.infer.inference import select_proposals
 from gan_detect.metrics import load_wider_ground_truth
-from gan_detect.training import load_module
+from gan_detect.train.gan_module import GANDetectionModule
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"faces": ("ap_easy", "ap_medium", "ap_hard"), "objects": ("map", "map_50", "map_small")}
@@ -62,7 +62,7 @@ def stage_budgets(
     """Evaluate one demo stage under every (top_k, threshold) budget; JSON records."""
     run = demo_dir / stage
     cfg = load_config([run / "config.yaml"], ["logger.kind=none"])
-    module = load_module(run / "checkpoints" / "last.ckpt")
+    module = GANDetectionModule.from_checkpoint(run / "checkpoints" / "last.ckpt")
     variant = module.variant.eval()
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     ds = dm.detection_dataset(cfg.evaluate.split)

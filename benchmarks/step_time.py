@@ -60,10 +60,10 @@ except ImportError:  # imported as benchmarks.step_time
         sync,
     )
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
-from gan_detect.engine import GANDetectionModule
-from gan_detect.schema import to_experiment_config
-from gan_detect.training import build_trainer
+from gan_detect.train.gan_module import GANDetectionModule
+from gan_detect.train.trainer import build_trainer
 from gan_detect.variants import VARIANTS, GANVariant, build_variant
 
 TARGET_RATIO = 1.05

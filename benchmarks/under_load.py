@@ -5,7 +5,7 @@
     python benchmarks/under_load.py --wait-policies default PASSIVE spin=300000   # the choices
 
 Each run is a fresh ``python -m gan_detect ...`` process (so the thread defaults of
-``gan_detect.threads`` apply as for a user); its own CPU time comes from ``os.wait4`` (user +
+``gan_detect.utils.threads`` apply as for a user); its own CPU time comes from ``os.wait4`` (user +
 system of that child only, not of the competitors). The competitors are ``while True: pass``
 processes started before and killed after the run. ``spin=300000`` (``GOMP_SPINCOUNT``, no wait
 policy) is libgomp's own default, the behaviour before ``configure_threads`` existed; ``ACTIVE``
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A fixed amount of convolution work (G-sized 3x3 convs) run through the CLI's thread defaults.
 CONV_CODE = """
 import sys
-from gan_detect.threads import configure_threads
+from gan_detect.utils.threads import configure_threads
 configure_threads(int(sys.argv[1]) or None)  # 0: the defaults
 import torch
 x = torch.randn(16, 32, 64, 64)
@@ -77,7 +77,7 @@ def main() -> None:
         "--wait-policies",
         nargs="+",
         default=["default"],
-        help="'default' (gan_detect.threads decides), OMP_WAIT_POLICY values (ACTIVE: spin"
+        help="'default' (gan_detect.utils.threads decides), OMP_WAIT_POLICY values (ACTIVE: spin"
         " forever), or spin=N (GOMP_SPINCOUNT; spin=300000 is libgomp's own default)",
     )
     a = p.parse_args()

@@ -187,14 +187,15 @@ def cached_proposals(records: list[Any], out: Path, progress: bool) -> Path:
 
 def train_row(raw: dict[str, Any]) -> Any:
     """Fit one row (or load its finished checkpoint); returns the GANDetectionModule."""
-    from gan_detect.schema import to_experiment_config
-    from gan_detect.training import fit, load_module
+    from gan_detect.config.validate import to_experiment_config
+    from gan_detect.train.fit import fit
+    from gan_detect.train.gan_module import GANDetectionModule
 
     cfg = to_experiment_config(raw)
     run = Path(cfg.output_dir)
     done, ckpt = run / "done.json", run / "checkpoints" / "last.ckpt"
     if done.is_file() and ckpt.is_file():
-        return load_module(ckpt)
+        return GANDetectionModule.from_checkpoint(ckpt)
     start = time.perf_counter()
     module, _ = fit(cfg)
     done.write_text(json.dumps({"seconds": time.perf_counter() - start}))
@@ -207,7 +208,7 @@ def train_row(raw: dict[str, Any]) -> Any:
 def fused_detections(
     boxes: Tensor, det_scores: Tensor, face_probs: Tensor, fusion: str, nms_iou: float = 0.4
 ) -> dict[str, np.ndarray]:
-    """Re-scored boxes after NMS, as ``gan_detect.inference.refine_detections`` does for faces."""
+    """Re-scored boxes after NMS, as ``gan_detect.infer.inference.refine_detections`` does for faces."""
     if fusion == "d_only":
         scores = face_probs
     else:
@@ -273,7 +274,7 @@ def evaluate_rows(
     from tqdm.auto import tqdm
 
     from gan_detect.data.roi import crop_lr_for_inference
-    from gan_detect.evaluation import as_numpy_tree
+    from gan_detect.infer.evaluation import as_numpy_tree
     from gan_detect.metrics import wider_face_ap
 
     dets: dict[str, dict[str, dict[str, np.ndarray]]] = {"RetinaFace alone": {}}
@@ -443,9 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         b = Budget(**{**vars(b), "backbone": "test_resnet"})
     assert b.backbone.startswith(TORCHVISION_PREFIX) or ns.quick
     progress = not ns.quick
+    from gan_detect.config.validate import to_experiment_config
     from gan_detect.data import build_datamodule
     from gan_detect.metrics import load_wider_ground_truth
-    from gan_detect.schema import to_experiment_config
 
     # The DataModule's own records (annotation order, max_*_images), so proposals cover them.
     cfg = to_experiment_config(experiment_config(wf, out, b, ROWS[0]))

@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from gan_detect.app.wider_eval import evaluate_wider_tree
 from gan_detect.detector.propose import WIDER_DIR, folder_records, propose_folder
-from gan_detect.wider_eval import evaluate_wider_tree
 
 
 def main() -> int:

@@ -1,3 +1,3 @@
-from gan_detect.cli import main
+from gan_detect.app.cli import main
 
 raise SystemExit(main())

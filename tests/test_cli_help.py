@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gan_detect.cli import COMMANDS, main
+from gan_detect.app.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs every command's --help in one fresh interpreter and reports what got imported.
 _PROBE = """
 import contextlib, io, json, sys, time
-from gan_detect.cli import COMMANDS, main
+from gan_detect.app.cli import COMMANDS, main
 t0 = time.perf_counter()
 out = {}
 for name in [None, *COMMANDS]:
@@ -123,7 +123,7 @@ def test_evaluate_uses_the_runs_last_checkpoint_when_no_ckpt_is_given(
 ) -> None:
     """`evaluate` without ckpt= evaluates OUTPUT_DIR/checkpoints/last.ckpt when it exists (as its
     help says), else the baseline alone with a note; an explicit ckpt= always wins."""
-    import gan_detect.training as training
+    import gan_detect.train.fit as training
 
     seen: list[object] = []
     monkeypatch.setattr(training, "evaluate", lambda cfg, ckpt: seen.append(ckpt))

@@ -141,7 +141,7 @@ import torch, torch.distributed as dist
 from torch.utils.data import DistributedSampler
 sys.path.insert(0, os.environ["GD_TESTS"])
 from test_coco_metrics import _scene
-from gan_detect.evaluation import DetectionEvaluator
+from gan_detect.infer.evaluation import DetectionEvaluator
 
 rank, world = int(os.environ["RANK"]), 2
 dist.init_process_group("gloo", init_method="file://" + os.environ["GD_PG"], rank=rank,
@@ -184,7 +184,7 @@ def test_coco_map_under_two_process_ddp_counts_padded_images_once(tmp_path: Path
     import subprocess
     import sys
 
-    from gan_detect.evaluation import DetectionEvaluator
+    from gan_detect.infer.evaluation import DetectionEvaluator
 
     env = {
         **os.environ,

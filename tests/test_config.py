@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gan_detect.cli import load_config
-from gan_detect.schema import ConfigError, to_experiment_config
+from gan_detect.app.cli import load_config
+from gan_detect.config.validate import ConfigError, to_experiment_config
 from gan_detect.variants import SODMTGANConfig, TinyFaceConfig
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_detect.report import COCO_KEYS, WIDER_KEYS, write_report
+from gan_detect.app.report import COCO_KEYS, WIDER_KEYS, write_report
 
 SECTIONS = [
     "## Metrics",
@@ -126,7 +126,7 @@ def test_predict_skips_a_corrupt_file_and_draws_at_input_size(demo: Path, tmp_pa
             assert a.size == b.size
 
     # The Python API gives the CLI's boxes.
-    from gan_detect.predict import Pipeline
+    from gan_detect.infer.pipeline import Pipeline
 
     pipe = Pipeline.load(demo / "objects", score_threshold=0.0)
     det = pipe(Image.open(inputs / imgs[0].name))

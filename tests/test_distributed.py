@@ -17,18 +17,18 @@ from _synth import PairDataset, roi_batch, tiny_config
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.synthetic import write_synthetic_faces
-from gan_detect.distributed import (
+from gan_detect.train.distributed import (
     GANDDPStrategy,
     ResumableDataLoader,
     ResumableDistributedSampler,
     SubmoduleDDP,
     make_resumable,
 )
-from gan_detect.engine import GANDetectionModule
-from gan_detect.schema import to_experiment_config
-from gan_detect.training import build_trainer
+from gan_detect.train.gan_module import GANDetectionModule
+from gan_detect.train.trainer import build_trainer
 from gan_detect.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ WORKER = textwrap.dedent(
     import hashlib, json, os, sys
     import torch
     from lightning.pytorch.callbacks import Callback
-    import gan_detect.training as T
+    import gan_detect.train.fit as T
 
     OUT = os.environ["GD_TEST_OUT"]
 
@@ -83,7 +83,7 @@ WORKER = textwrap.dedent(
         return _fit(cfg, ckpt_path, callbacks=[*T.build_callbacks(cfg), Recorder()], **kw)
 
     T.fit = fit
-    from gan_detect.cli import main
+    from gan_detect.app.cli import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -203,8 +203,8 @@ def test_two_process_ddp_keeps_ranks_identical_and_shards_data(
     module.load_state_dict(ckpt["state_dict"])  # strict: same keys as a 1-process model
     # Validation SR metrics covered the whole val set: equal to a 1-process validation. (Only
     # per-ROI means compare: val/psnr_* average per-batch PSNRs, and shards batch differently.)
-    from gan_detect.cli import load_config
-    from gan_detect.training import validate
+    from gan_detect.app.cli import load_config
+    from gan_detect.train.fit import validate
 
     cfg = load_config(
         [EXP / "tiny_face_wider.yaml"],
@@ -370,7 +370,7 @@ class _Order(L.Callback):
 def _resume_run(raw: dict, root: Path, order: _Order, every_n: int, ckpt: str | None = None):
     from _synth import loader
 
-    from gan_detect.training import ResumeCallback
+    from gan_detect.train.callbacks import ResumeCallback
 
     L.seed_everything(0)
     module = GANDetectionModule(raw)

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from _synth import default_num_classes, loader, roi_batch, tiny_config
 
-from gan_detect.engine import GANDetectionModule
-from gan_detect.schema import to_experiment_config
-from gan_detect.training import build_trainer, load_module
+from gan_detect.config.validate import to_experiment_config
+from gan_detect.train.gan_module import GANDetectionModule
+from gan_detect.train.trainer import build_trainer
 from gan_detect.variants import VARIANTS, build_variant
 
 
@@ -250,7 +250,7 @@ def test_checkpoint_holds_every_optimiser_and_loads_with_weights_only(
     n_opt = 2 if module.variant.has_trainable_generator else 1  # G (if trained) and D
     assert len(ckpt["optimizer_states"]) == n_opt and len(ckpt["lr_schedulers"]) == n_opt
     assert ckpt["hyper_parameters"]["config"]["variant"]["name"] == name
-    loaded = load_module(tmp_path / "last.ckpt")
+    loaded = GANDetectionModule.from_checkpoint(tmp_path / "last.ckpt")
     for (k, a), (_, c) in zip(
         module.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
@@ -276,8 +276,8 @@ def test_real_configs_train_one_mse_epoch_then_3_at_1e4_then_3_at_1e5(
     and the D scheduler never steps before D's optimiser has (no PyTorch order warning)."""
     import warnings
 
-    from gan_detect.cli import load_config
-    from gan_detect.schema import to_container
+    from gan_detect.app.cli import load_config
+    from gan_detect.config.validate import to_container
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     tiny = [f"variant.{k}={v}" for k, v in tiny_config()["variant"].items() if k != "name"]
@@ -406,8 +406,8 @@ def test_task_terms_alone_reach_the_generator_through_training_step(
 def test_inference_options_take_lr_size_and_context_from_the_checkpoint(tmp_path: Path) -> None:
     """evaluate with another config: top-K / fusion / NMS from it, the LR size and context from
     the checkpoint's ROI mining (what G was trained on)."""
-    from gan_detect.cli import load_config
-    from gan_detect.schema import to_container
+    from gan_detect.app.cli import load_config
+    from gan_detect.config.validate import to_container
 
     raw = tiny_config("tiny_face", **{"data.hr_size": 32, "data.context": 1.3})
     module = GANDetectionModule(to_container(to_experiment_config(raw)))
@@ -421,6 +421,8 @@ def test_inference_options_take_lr_size_and_context_from_the_checkpoint(tmp_path
         ["evaluate.top_k=17", "evaluate.nms_iou=0.3", "evaluate.score_fusion=geometric_mean"],
     )
     assert (other.data.hr_size, other.data.context) == (64, 1.0)
-    opts = load_module(tmp_path / "gan.ckpt").inference_options(other.evaluate)
+    opts = GANDetectionModule.from_checkpoint(tmp_path / "gan.ckpt").inference_options(
+        other.evaluate
+    )
     assert (opts.lr_size, opts.context) == (8, 1.3)
     assert (opts.top_k, opts.nms_iou, opts.score_fusion) == (17, 0.3, "geometric_mean")

@@ -20,7 +20,10 @@ from _synth import variant_cases
 from PIL import Image
 from test_pipeline import fake_detector
 
-from gan_detect.configload import load_config
+from gan_detect.app.evaluate import evaluate
+from gan_detect.app.report import write_report
+from gan_detect.config.load import load_config
+from gan_detect.config.validate import ExperimentConfig
 from gan_detect.data import build_datamodule
 from gan_detect.data.proposals import write_coco_results, write_wider_tree
 from gan_detect.data.synthetic import (
@@ -29,10 +32,8 @@ from gan_detect.data.synthetic import (
     write_synthetic_objects,
 )
 from gan_detect.detector.module import DetectorModule
-from gan_detect.predict import Pipeline, export_pipeline
-from gan_detect.report import write_report
-from gan_detect.schema import ExperimentConfig
-from gan_detect.training import evaluate, fit
+from gan_detect.infer.pipeline import Pipeline, export_pipeline
+from gan_detect.train.fit import fit
 from gan_detect.variants import VARIANTS, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
     build_discriminator,
@@ -206,7 +207,7 @@ def test_the_readme_example_variant_trains_and_detects(
     import lightning as L
     from _synth import loader, roi_batch, tiny_config
 
-    from gan_detect.engine import GANDetectionModule
+    from gan_detect.train.gan_module import GANDetectionModule
 
     text = (EXP.parent / "README.md").read_text()
     section = text.split("## Writing your own variant", 1)[1]

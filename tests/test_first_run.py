@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gan_detect.cli import main
-from gan_detect.training import new_run_folder
+from gan_detect.app.cli import main
+from gan_detect.train.fit import new_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

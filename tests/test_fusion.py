@@ -9,8 +9,8 @@ import torch
 from _synth import tiny_config
 from torch import nn
 
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.models.fusion import fold_batchnorm
-from gan_detect.schema import to_experiment_config
 from gan_detect.variants import build_variant
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from gan_detect.cli import load_config
+from gan_detect.app.cli import load_config
 from gan_detect.data import build_datamodule
 from gan_detect.data.records import Proposals
 from gan_detect.data.synthetic import write_synthetic_faces
-from gan_detect.evaluation import DetectionEvaluator
-from gan_detect.inference import InferenceOptions, refine_detections
-from gan_detect.training import fit
+from gan_detect.infer.evaluation import DetectionEvaluator
+from gan_detect.infer.inference import InferenceOptions, refine_detections
+from gan_detect.train.fit import fit
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -109,12 +109,12 @@ def test_sod_mtgan_box_refinement_moves_proposals_towards_the_ground_truth(tmp_p
     from _synth import loader, tiny_config
     from torchvision.ops import box_iou
 
+    from gan_detect.config.validate import to_experiment_config
     from gan_detect.data.batch import RoiBatch
     from gan_detect.data.records import ImageRecord
     from gan_detect.data.roi import clip_proposals, hr_from_uint8, make_lr, mine_rois
-    from gan_detect.engine import GANDetectionModule
-    from gan_detect.schema import to_experiment_config
-    from gan_detect.training import build_trainer
+    from gan_detect.train.gan_module import GANDetectionModule
+    from gan_detect.train.trainer import build_trainer
 
     context, hr_size = 1.5, 32
     rng = np.random.default_rng(0)
@@ -188,10 +188,10 @@ def test_border_proposals_get_the_same_crops_in_mining_and_inference(
     rule in ROI mining and in refine_detections, so D sees the same crop in both."""
     from _synth import tiny_config
 
-    import gan_detect.inference as inference
+    import gan_detect.infer.inference as inference
+    from gan_detect.config.validate import to_experiment_config
     from gan_detect.data.records import ImageRecord
     from gan_detect.data.roi import crop_lr_for_inference, hr_from_uint8, make_lr, mine_rois
-    from gan_detect.schema import to_experiment_config
     from gan_detect.variants import build_variant
 
     img = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0))
@@ -280,7 +280,7 @@ def _sod_case() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
 
 def test_sod_mtgan_inference_picks_each_class_slot_and_drops_background() -> None:
     from gan_detect.data.roi import decode_roi_deltas
-    from gan_detect.inference import InferenceOptions, refine_detections
+    from gan_detect.infer.inference import InferenceOptions, refine_detections
 
     props, probs, deltas = _sod_case()
     img = torch.rand(3, 80, 80)
@@ -307,7 +307,7 @@ def test_sod_mtgan_inference_picks_each_class_slot_and_drops_background() -> Non
 
 
 def test_sod_mtgan_inference_geometric_mean_agnostic_deltas_and_no_refinement() -> None:
-    from gan_detect.inference import InferenceOptions, refine_detections
+    from gan_detect.infer.inference import InferenceOptions, refine_detections
 
     props, probs, deltas = _sod_case()
     img = torch.rand(3, 80, 80)

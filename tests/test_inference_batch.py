@@ -8,14 +8,14 @@ import pytest
 import torch
 from _synth import tiny_config
 
-from gan_detect.inference import (
+from gan_detect.config.validate import to_experiment_config
+from gan_detect.infer.inference import (
     InferenceOptions,
     inference_variant,
     refine_detections,
     refine_detections_batch,
     select_proposals,
 )
-from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, GANVariant, build_variant
 
 

@@ -103,8 +103,8 @@ def test_cli_fit_then_evaluate_on_generated_faces(faces: Path, tmp_path: Path) -
     res = json.loads((run / "eval" / "metrics.json").read_text())
     assert set(res["metrics"]) == {"baseline", "gan"}
     assert res["official_wider_settings"] is True
+    from gan_detect.app.wider_eval import evaluate_wider_tree
     from gan_detect.data.proposals import read_wider_tree_arrays
-    from gan_detect.wider_eval import evaluate_wider_tree
 
     for m in ("baseline", "gan"):
         tree = run / "eval" / m / "wider_txt"
@@ -130,11 +130,11 @@ def test_cli_bad_key_is_named(tmp_path: Path) -> None:
 def test_both_datamodules_feed_the_engine(name: str, tmp_path: Path) -> None:
     import lightning as L
 
-    from gan_detect.cli import load_config
+    from gan_detect.app.cli import load_config
+    from gan_detect.config.validate import to_container
     from gan_detect.data import build_datamodule
-    from gan_detect.engine import GANDetectionModule
-    from gan_detect.schema import to_container
-    from gan_detect.training import build_trainer
+    from gan_detect.train.gan_module import GANDetectionModule
+    from gan_detect.train.trainer import build_trainer
 
     if name == "wider_face":
         root = write_synthetic_faces(tmp_path / "d", num_train=4, num_val=2, seed=1)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from _synth import loader, roi_batch, tiny_config
 
-from gan_detect.engine import GANDetectionModule
-from gan_detect.schema import to_experiment_config
-from gan_detect.training import apply_speed_options, build_trainer
+from gan_detect.config.validate import to_experiment_config
+from gan_detect.train.gan_module import GANDetectionModule
+from gan_detect.train.trainer import apply_speed_options, build_trainer
 
 
 class _Recording(GANDetectionModule):

@@ -14,12 +14,13 @@ from test_detector import TINY, loader, write_shapes
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
+from gan_detect.app.predict import run_predict
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.roi_store import RoiStoreDataset, build_roi_store
 from gan_detect.detector.module import DetectorModule
-from gan_detect.engine import GANDetectionModule
-from gan_detect.inference import InferenceOptions
-from gan_detect.predict import Pipeline, run_predict, to_image_tensor
+from gan_detect.infer.inference import InferenceOptions
+from gan_detect.infer.pipeline import Pipeline, to_image_tensor
+from gan_detect.train.gan_module import GANDetectionModule
 
 
 @pytest.mark.slow
@@ -109,10 +110,10 @@ def test_exported_pipeline_uses_the_runs_evaluate_settings(tmp_path: Path) -> No
     """One source of inference settings: export_pipeline(opts=None) takes the GAN run's evaluate
     options (what `evaluate` builds for that checkpoint), and the pipeline's detections on an
     image equal evaluate's re-scoring of the same proposals."""
-    from gan_detect.evaluation import evaluate_baseline_vs_gan
-    from gan_detect.predict import export_pipeline
-    from gan_detect.schema import to_container, to_experiment_config
-    from gan_detect.training import load_module
+    from gan_detect.config.validate import to_container, to_experiment_config
+    from gan_detect.infer.evaluation import evaluate_baseline_vs_gan
+    from gan_detect.infer.pipeline import export_pipeline
+    from gan_detect.train.gan_module import GANDetectionModule
 
     torch.manual_seed(0)
     det = DetectorModule({**TINY, "score_thresh": 0.0})
@@ -132,7 +133,7 @@ def test_exported_pipeline_uses_the_runs_evaluate_settings(tmp_path: Path) -> No
     )
     path = export_pipeline(tmp_path / "det.ckpt", tmp_path / "gan.ckpt", tmp_path / "p.pt", ["x"])
     pipe = Pipeline.load(path)
-    module = load_module(tmp_path / "gan.ckpt")
+    module = GANDetectionModule.from_checkpoint(tmp_path / "gan.ckpt")
     want = module.inference_options(module.cfg.evaluate)  # exactly what `evaluate` builds
     assert pipe.opts == want
     assert (want.top_k, want.lr_size, want.context) == (7, 8, 1.25)

@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from gan_detect.cli import main
-from gan_detect.predict import (
-    Detections,
-    draw_detections,
-    draw_style,
-    label_layout,
-    run_predict,
-    to_image_tensor,
-)
+from gan_detect.app.cli import main
+from gan_detect.app.predict import draw_detections, draw_style, label_layout, run_predict
+from gan_detect.infer.pipeline import Detections, to_image_tensor
 
 
 class FakePipeline:

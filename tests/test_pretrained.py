@@ -109,7 +109,7 @@ def test_predict_cli_without_a_trained_model_gives_real_faces(
     val_subset: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     _need_retinaface()
-    from gan_detect.cli import main
+    from gan_detect.app.cli import main
 
     root, gt = val_subset
     image_id = f"19--Couple/{VAL_IMAGES[0]}"
@@ -200,8 +200,8 @@ def test_propose_cli_on_a_folder_and_builtin_pipeline_file(
     val_subset: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     _need_retinaface()
-    from gan_detect.cli import main as cli_main
-    from gan_detect.predict import Pipeline, export_pipeline
+    from gan_detect.app.cli import main as cli_main
+    from gan_detect.infer.pipeline import Pipeline, export_pipeline
 
     root, gt = val_subset
     assert cli_main(["propose", f"--images={root}", f"--out={tmp_path / 'p'}"]) == 0
@@ -218,7 +218,7 @@ def test_propose_cli_on_a_folder_and_builtin_pipeline_file(
 
 
 def test_retinaface_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str]) -> None:
-    from gan_detect.cli import main as cli_main
+    from gan_detect.app.cli import main as cli_main
 
     exp = Path(__file__).resolve().parents[1] / "experiments"
     assert cli_main(["fit", str(exp / "detector_wider.yaml"), "detector.arch=retinaface"]) == 2

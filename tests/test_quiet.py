@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gan_detect.quiet import VERBOSE_ENV, quiet_lightning
+from gan_detect.utils.quiet import VERBOSE_ENV, quiet_lightning
 
 NOISE = [
     "litlogger",
@@ -57,8 +57,8 @@ def test_verbose_switch_sets_the_environment_and_the_model_summary(
 ) -> None:
     from lightning.pytorch.callbacks import ModelSummary
 
-    from gan_detect.cli import load_config, main
-    from gan_detect.training import build_trainer
+    from gan_detect.app.cli import load_config, main
+    from gan_detect.train.trainer import build_trainer
 
     cfg = load_config(
         [],

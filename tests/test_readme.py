@@ -120,7 +120,7 @@ def test_design_references_resolve_and_no_stale_ones_remain() -> None:
 
 
 def test_readme_report_tables_have_the_shape_report_md_prints() -> None:
-    from gan_detect.report import COCO_KEYS, WIDER_KEYS, metric_table
+    from gan_detect.app.report import COCO_KEYS, WIDER_KEYS, metric_table
 
     def run(keys: tuple[str, ...]) -> dict:
         m = {k: 0.5 for k in keys}

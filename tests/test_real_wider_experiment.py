@@ -59,7 +59,7 @@ def test_quick_real_wider_experiment_runs_every_row_and_caches(tmp_path: Path) -
     report = (out / "report.md").read_text()
     assert "RetinaFace alone" in report and "G's SR output" in report
     # predict: the built-in RetinaFace re-scored by a trained row's GAN (no pipeline file).
-    from gan_detect.cli import main as cli_main
+    from gan_detect.app.cli import main as cli_main
 
     image = next((root / "widerface" / "WIDER_val" / "images" / "19--Couple").glob("*.jpg"))
     ckpt = out / "runs" / "gan" / "checkpoints" / "last.ckpt"

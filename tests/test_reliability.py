@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from gan_detect.checkpoints import (
+from gan_detect.app.cli import load_config, main
+from gan_detect.data.synthetic import write_synthetic_faces
+from gan_detect.train.fit import fit
+from gan_detect.train.resume import resume_checkpoint
+from gan_detect.train.run_folder import LOCK_FILE, RunFolderError, run_lock
+from gan_detect.utils.checkpoints import (
     CheckpointError,
     SafeCheckpointIO,
     atomic_torch_save,
     load_checkpoint,
 )
-from gan_detect.cli import load_config, main
-from gan_detect.data.synthetic import write_synthetic_faces
-from gan_detect.run_folder import LOCK_FILE, RunFolderError, run_lock
-from gan_detect.training import fit, resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -73,7 +74,7 @@ def test_last_ckpt_is_the_final_state_after_resume_with_periodic_saves(
     """4 batches an epoch, a checkpoint every 2; a crash before global batch 7, then resume."""
     from lightning.pytorch.callbacks import Callback
 
-    from gan_detect.training import build_callbacks
+    from gan_detect.train.callbacks import build_callbacks
 
     class Crash(Callback):  # a hard stop (like SIGKILL): only the periodic checkpoint survives
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
@@ -134,7 +135,7 @@ SIGTERM_WORKER = textwrap.dedent(
     """
     import signal, sys
     from lightning.pytorch.callbacks import Callback
-    import gan_detect.training as T
+    import gan_detect.train.fit as T
 
     class Term(Callback):  # SIGTERM (as SLURM sends it) before the 2nd epoch's batch
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -143,7 +144,7 @@ SIGTERM_WORKER = textwrap.dedent(
 
     _build = T.build_callbacks
     T.build_callbacks = lambda cfg: [*_build(cfg), Term()]
-    from gan_detect.cli import main
+    from gan_detect.app.cli import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -176,7 +177,7 @@ def test_sigterm_through_the_python_api_is_systemexit_143(faces: Path, tmp_path:
 
     from lightning.pytorch.callbacks import Callback
 
-    from gan_detect.training import build_callbacks
+    from gan_detect.train.callbacks import build_callbacks
 
     class Term(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
@@ -273,7 +274,7 @@ def test_crafted_checkpoint_runs_no_code_in_any_command(
         assert "\n" not in err
         assert not marker.exists(), name
     # Lightning's own resume path (trainer.fit(ckpt_path=...)) reads through SafeCheckpointIO
-    from gan_detect.training import build_trainer
+    from gan_detect.train.trainer import build_trainer
 
     trainer = build_trainer(_cfg(faces, run), logger=False)
     assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
@@ -348,7 +349,7 @@ def test_cli_errors_are_one_line_with_exit_2(
 
 
 def test_debug_flag_shows_the_traceback() -> None:
-    from gan_detect.schema import ConfigError
+    from gan_detect.config.validate import ConfigError
 
     with pytest.raises(ConfigError, match="trainer.max_epochs"):
         main(["fit", str(EXP / "tiny_face_wider.yaml"), "trainer.max_epochs=-5", "--debug"])
@@ -406,9 +407,9 @@ def test_unknown_event_is_an_error_naming_the_valid_ones(faces: Path, tmp_path: 
 def test_wider_eval_on_an_empty_or_wrong_level_folder_fails(tmp_path: Path) -> None:
     from test_wider_face_ap import PREDS, _write_mats
 
+    from gan_detect.app.wider_eval import evaluate_wider_tree
     from gan_detect.data.proposals import write_wider_tree
     from gan_detect.data.records import Proposals
-    from gan_detect.wider_eval import evaluate_wider_tree
 
     gt_dir = tmp_path / "gt"
     gt_dir.mkdir()

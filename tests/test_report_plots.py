@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from gan_detect import report
-from gan_detect.visualize import grid_caption
+from gan_detect.app import report
+from gan_detect.utils.visualize import grid_caption
 
 
 def test_sr_grid_captions_name_the_classes() -> None:

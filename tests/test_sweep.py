@@ -13,8 +13,8 @@ import yaml
 from omegaconf import OmegaConf
 from test_distributed import data_overrides, faces, smoke_overrides  # noqa: F401 (fixture)
 
-from gan_detect.cli import load_config
-from gan_detect.training import WANDB_MAX_METRICS, WandbSummaryCallback
+from gan_detect.app.cli import load_config
+from gan_detect.train.callbacks import WANDB_MAX_METRICS, WandbSummaryCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))

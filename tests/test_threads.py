@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_detect import cli
-from gan_detect.threads import (
+from gan_detect.app import cli
+from gan_detect.utils.threads import (
     DEFAULT_SPINCOUNT,
     ENV_VAR,
     available_cores,
@@ -43,7 +43,7 @@ def test_configure_before_torch_import_sets_threads_and_bounded_spin() -> None:
     """In a fresh process (torch not loaded yet) the defaults reach torch and libgomp."""
     code = (
         "import json, os, sys\n"
-        "from gan_detect.threads import ENV_VAR, configure_threads\n"
+        "from gan_detect.utils.threads import ENV_VAR, configure_threads\n"
         "configure_threads()\n"
         "unset = 'OMP_NUM_THREADS' not in os.environ  # no explicit count: left to torch\n"
         "os.environ[ENV_VAR] = '1'\n"

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from _synth import default_num_classes, roi_batch, tiny_config, variant_cases
 
 import gan_detect.variants as variants_pkg
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.roi import decode_roi_deltas
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
-from gan_detect.schema import to_experiment_config
 from gan_detect.variants import VARIANTS, GANVariantConfig, build_variant
 from gan_detect.variants.common import class_box_candidates, face_accuracy, face_candidates
 

@@ -15,7 +15,8 @@ import pytest
 import scipy.io
 import torch
 
-from gan_detect.cli import main
+from gan_detect.app.cli import main
+from gan_detect.app.wider_eval import evaluate_wider_tree
 from gan_detect.data.proposals import write_wider_tree
 from gan_detect.data.records import Proposals
 from gan_detect.metrics import WiderFaceAP
@@ -29,7 +30,6 @@ from gan_detect.metrics.wider_gt import (
     fallback_ground_truth,
     load_wider_ground_truth,
 )
-from gan_detect.wider_eval import evaluate_wider_tree
 
 DATA = Path(
     os.environ.get(
@@ -274,9 +274,9 @@ def test_wider_eval_command_path_imports_no_torch(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code = (
         "import json, sys\n"
-        "import gan_detect.wider_eval, gan_detect.metrics, gan_detect.data\n"
+        "import gan_detect.app.wider_eval, gan_detect.metrics, gan_detect.data\n"
         "from gan_detect.metrics import wider_face_ap, load_wider_ground_truth\n"
-        "from gan_detect.cli import main\n"
+        "from gan_detect.app.cli import main\n"
         f"rc = main(['wider-eval', {str(pred_dir)!r}, '--gt', {str(gt_dir)!r},"
         f" '--json', {str(out)!r}])\n"
         f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))\n"

@@ -8,56 +8,16 @@ from __future__ import annotations
 
 import sys
 from abc import abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
-from gan_detect.config import DataConfig
+from gan_detect.config.sections import CocoDataConfig, RoiDataConfig, WiderFaceDataConfig
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.data.full_image import FullImageDataset
 from gan_detect.data.records import ImageRecord, Proposals
-
-
-@dataclass
-class RoiDataConfig(DataConfig):
-    """Options shared by the WIDER FACE and COCO DataModules (ROI mining: docs/design.md, D5-D6)."""
-
-    train_split: str = "train"
-    val_split: str = "val"
-    # Override the official annotation paths (e.g. the subset files in shared/data).
-    train_annotation_file: str | None = None
-    val_annotation_file: str | None = None
-    train_image_dir: str | None = None
-    val_image_dir: str | None = None
-    # Detector output used as proposals (COCO results JSON or a WIDER txt tree). None: ground-truth
-    # jitter proposals (an approximation of a detector, see data/roi.py).
-    train_proposals: str | None = None
-    val_proposals: str | None = None
-    top_k: int = 600
-    max_train_images: int | None = None
-    max_val_images: int | None = None
-    # ROI mining.
-    hr_size: int = 64
-    context: float = 1.0
-    rois_per_image: int = 32
-    positive_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.0
-    # A proposal that would be background but whose best overlap is an ignore region (WIDER
-    # invalid face, COCO crowd) at IoU >= this is never a negative (label -1): 0.3, the RPN
-    # negative threshold (Faster R-CNN), since such a crop shows much of an unlabelled object.
-    ignore_neg_iou: float = 0.3
-    include_gt: bool = True
-    hflip: bool = False
-    cache_dir: str = "data_cache"
-    # Validation: SR metrics on val ROIs, and/or detection metrics on full val images.
-    val_rois: bool = True
-    val_detection: bool = False
-    # Full-image batch size (detection validation, detector training, proposals).
-    val_batch_size: int = 2
 
 
 def check_proposals_match(
@@ -254,20 +214,6 @@ class RoiDataModule(L.LightningDataModule):
         )
 
 
-@dataclass
-class WiderFaceDataConfig(RoiDataConfig):
-    """WIDER FACE in its official layout (``WIDER_{split}/images``, ``wider_face_split/``)."""
-
-    name: str = "wider_face"
-    root: str = "${oc.env:WIDER_ROOT,data/widerface}"
-    num_classes: int = 1
-    # Restrict to these events (folder names such as "0--Parade"); None = all.
-    train_events: list[str] | None = None
-    val_events: list[str] | None = None
-    # Folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat (official AP settings).
-    gt_dir: str | None = None
-
-
 class WiderFaceDataModule(RoiDataModule):
     """Faces (1 class); invalid faces are ignore regions, never negatives."""
 
@@ -303,17 +249,6 @@ class WiderFaceDataModule(RoiDataModule):
             except ValueError as err:
                 raise ValueError(f"data.{split}_events: {err}") from None
         return recs
-
-
-@dataclass
-class CocoDataConfig(RoiDataConfig):
-    """COCO in its official layout (``annotations/instances_<split>.json``, ``<split>/``)."""
-
-    name: str = "coco"
-    root: str = "${oc.env:COCO_ROOT,data/coco}"
-    num_classes: int = 80
-    train_split: str = "train2017"
-    val_split: str = "val2017"
 
 
 class CocoDataModule(RoiDataModule):

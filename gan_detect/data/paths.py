@@ -11,6 +11,24 @@ import warnings
 from pathlib import Path
 
 ENV_VAR = "GAN_DETECT_DATA"
+# Image files every command reads (predict, propose --images, WIDER annotation lines): the formats
+# PIL reads that detection data comes in. One set, so every command takes the same files.
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` names an image by its suffix (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
 def repo_root() -> Path:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gan_detect.data.paths import is_image_file
 from gan_detect.data.records import ImageRecord
 
 ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SPLITS = ("train", "val")
 
 
@@ -109,7 +109,7 @@ def _to_table(lines: _Lines, rows: list[list[str]], linenos: list[int]) -> np.nd
 
 
 def _is_path(text: str) -> bool:
-    return text.lower().endswith(_IMAGE_SUFFIXES)
+    return is_image_file(text)
 
 
 def read_wider_annotations(

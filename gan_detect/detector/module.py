@@ -6,10 +6,12 @@ The config is a plain dict (checkpoints then hold plain containers) validated ag
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,42 +21,21 @@ from torchmetrics.aggregation import SumMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
 
+from gan_detect.config import ExperimentConfig
+from gan_detect.config.sections import DetectorConfig
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.detector.model import build_detector, training_targets
 from gan_detect.metrics.wider_face_metric import WiderFaceAP
 
 
-@dataclass
-class DetectorConfig:
-    """Every setting of the baseline detector, with its default."""
-
-    # "retinaface": the built-in pretrained face detector (detector/retinaface.py; not trained).
-    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
-    backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
-    num_classes: int = 1  # C, without background
-    pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
-    pretrained_path: str | None = None  # local weights file (offline clusters)
-    frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
-    p2: bool = True  # stride-4 pyramid level (small objects)
-    fpn_channels: int = 256
-    smallest_size: int = 16  # smallest anchor (FCOS: size unit at the finest level), px
-    # Shorter side after resizing; several values = multi-scale training (eval uses the last).
-    min_size: list[int] = field(default_factory=lambda: [800])
-    max_size: int = 1333
-    score_thresh: float = 0.02  # WIDER FACE convention: low threshold, NMS 0.4, up to 750 boxes
-    nms_thresh: float = 0.4
-    detections_per_img: int = 750
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01  # SGD at batch 16 (FCOS / RetinaNet 1x); scale linearly with batch size
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_steps: int = 500  # linear warm-up, in optimiser steps (batches)
-    milestones: list[int] = field(default_factory=lambda: [8, 11])  # epochs (1x = 12 epochs)
-    gamma: float = 0.1
-    eval_metric: Literal["wider", "coco"] = "wider"
-    recall_iou: float = 0.5  # val/recall_50: objects found by any detection at this IoU
-    recall_min_size: float = 16.0  # ... counting objects with sqrt(w * h) >= this, px
+def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The detector's own config as plain containers; classes and metric follow ``data``."""
+    det = cfg.detector if isinstance(cfg.detector, DetectorConfig) else DetectorConfig()
+    out = dataclasses.asdict(det)
+    out["num_classes"] = cfg.data.num_classes
+    out["eval_metric"] = "wider" if cfg.data.name == "wider_face" else "coco"
+    return out
 
 
 def load_detector_config(config: Mapping[str, Any] | DetectorConfig) -> DetectorConfig:
@@ -226,6 +207,16 @@ class DetectorModule(L.LightningModule):
             self.wider_ap.reset()
             for key, value in res.items():
                 self.log(f"val/{key}", float(value))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> DetectorModule:  # type: ignore[override]
+        """Load a trained detector with ``weights_only=True`` (a checkpoint cannot run code)."""
+        from gan_detect.utils.checkpoints import load_checkpoint
+
+        state = load_checkpoint(path, expect="detector")
+        module = cls(state["hyper_parameters"]["config"])
+        module.load_state_dict(state["state_dict"])
+        return module.eval()
 
     def predict(self, images: list[Tensor]) -> list[Proposals]:
         """Detections for (3, H, W) [0, 1] images as :class:`Proposals` (boxes in input px).

@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.full_image import FullImageDataset
+from gan_detect.data.paths import IMAGE_SUFFIXES
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
 
 FORMATS = ("coco", "wider")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 COCO_FILE = "proposals.json"
 WIDER_DIR = "proposals_wider"
 

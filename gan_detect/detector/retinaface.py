@@ -8,7 +8,7 @@ boxes and variances) and suppressed with torchvision's NMS, so tiny faces keep s
 :class:`RetinaFaceDetector` behaves like the trained detectors where the pipeline touches them:
 ``forward(list of (3, H, W) images) -> list of {"boxes", "scores", "labels"}``, ``predict`` ->
 :class:`Proposals`, and ``score_thresh`` / ``nms_thresh`` / ``detections_per_img`` attributes, so
-:func:`~gan_detect.detector.propose.run_proposals` and :class:`~gan_detect.predict.Pipeline` take
+:func:`~gan_detect.detector.propose.run_proposals` and :class:`~gan_detect.infer.pipeline.Pipeline` take
 it as they are.
 """
 

@@ -99,7 +99,6 @@ def _torchvision_trunk(
     name: str, pretrained: bool, pretrained_path: str | None, remove_last_pool: bool
 ) -> tuple[FeatureTrunk, int]:
     import torch
-    from torchvision.transforms._presets import ImageClassification
 
     from gan_detect.models.pretrained import load_imagenet_model
 
@@ -115,13 +114,15 @@ def _torchvision_trunk(
     reduction = 32
     if remove_last_pool and _drop_last_stride(body):
         reduction //= 2
-    norm = ImageClassification(crop_size=224)  # torchvision's ImageNet statistics
+    # The ImageNet statistics torchvision's classification weights were trained with (their
+    # weights' transforms() hold the same; read from there only when weights are available).
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     trunk = _SequentialTrunk(
         body,
         out_channels=out_channels,
         reduction=reduction,
-        mean=tuple(norm.mean),
-        std=tuple(norm.std),
+        mean=mean,
+        std=std,
         features_only=False,
     )
     return trunk, out_channels

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from gan_detect.config import VariantConfig
-from gan_detect.variants.base import GANVariant, GANVariantConfig
+from gan_detect.config.sections import GANVariantConfig, SODMTGANConfig, TinyFaceConfig
+from gan_detect.variants.base import GANVariant
 from gan_detect.variants.bicubic import BicubicControl
-from gan_detect.variants.sod_mtgan import SODMTGAN, SODMTGANConfig
-from gan_detect.variants.tiny_face import TinyFaceConfig, TinyFaceGAN
+from gan_detect.variants.sod_mtgan import SODMTGAN
+from gan_detect.variants.tiny_face import TinyFaceGAN
 
 VARIANTS: dict[str, type[GANVariant]] = {
     "tiny_face": TinyFaceGAN,

@@ -3,73 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from gan_detect.config import VariantConfig
+from gan_detect.config import ExperimentConfig
+from gan_detect.config.sections import G_STEP_D_NORMS, GANVariantConfig
+from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
 from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
-from gan_detect.visualize import label_name
+from gan_detect.utils.visualize import label_name
 
 # Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
 Candidates = tuple[Tensor, Tensor, Tensor]
-
-
-@dataclass
-class GANVariantConfig(VariantConfig):
-    """Options shared by both papers' variants (generator, discriminator, loss weights).
-
-    Defaults follow Bai et al. (CVPR 2018): Table 1 generator, VGG19 discriminator, alpha = 1e-3
-    (adversarial) and beta = 1e-2 (classification) in the generator loss, equal weights in the
-    discriminator loss (Eq. 9).
-    """
-
-    # Generator (Table 1). "x8" is read as 8 residual blocks of 2 convs (SRGAN lineage).
-    g_channels: int = 64
-    g_res_blocks: int = 8
-    g_convs_per_block: int = 2
-    g_upsample_channels: int = 256
-    g_refine_channels: int = 256
-    g_refinement: bool = True
-    g_output_activation: str = "tanh"
-    # Not in the paper: add bicubic(LR) to the coarse output (residual learning) for short schedules.
-    g_bicubic_skip: bool = False
-    # Discriminator trunk: any timm model name.
-    backbone: str = "vgg19"
-    pretrained: bool = False
-    pretrained_path: str | None = None
-    remove_last_pool: bool = True
-    # Generator-loss weights (Eq. 8). pixel_weight scales both MSE terms of Eq. 4.
-    pixel_weight: float = 1.0
-    adv_weight: float = 1e-3
-    cls_weight: float = 1e-2
-    # Discriminator-loss weights (Eq. 9: equal).
-    d_adv_weight: float = 1.0
-    d_cls_weight: float = 1.0
-    # Eq. 5 prints log(1 - D(G(x))) (saturating); SRGAN [17] and common practice minimise
-    # -log D(G(x)), same fixed point, usable gradients when D wins early. Default: non_saturating.
-    adv_form: str = "non_saturating"
-    # Pixel loss only on ROIs whose source box side (min of w, h) is at least this many pixels:
-    # a tiny object's HR crop is an upsampled blur (docs/design.md, D5). 0 = all ROIs.
-    pixel_loss_min_size: float = 0.0
-    # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
-    pixel_loss_on_background: bool = True
-    # How D normalises in the G step (papers silent; matters for BatchNorm trunks, not VGG19).
-    # "batch": D in train mode on cat(HR, SR) as in the D step (same real+fake batch statistics),
-    # SR half kept, D's running statistics restored afterwards; costs one extra D forward on HR.
-    # "running": D in eval mode (running statistics; cheaper, but G then optimises against a
-    # normalisation D never trained with). Either way the G step leaves D's buffers untouched.
-    g_step_d_norm: str = "batch"
-
-
-G_STEP_D_NORMS = ("batch", "running")
 
 
 @contextmanager
@@ -132,6 +84,8 @@ class GANVariant(nn.Module, ABC):
         self.discriminator = discriminator
         self.hparams_: dict[str, Any] = dict(vars(cfg))
         self.cfg = cfg
+        # The whole run's config when loaded from a checkpoint (from_state); None when built bare.
+        self.run_config: ExperimentConfig | None = None
         # Read once at build: Lightning's toggled_optimizer freezes parameters inside a step.
         self._trainable_g = any(p.requires_grad for p in generator.parameters())
 
@@ -153,6 +107,37 @@ class GANVariant(nn.Module, ABC):
     @abstractmethod
     def build(cls, cfg: GANVariantConfig, num_classes: int) -> GANVariant:
         """The one place that reads this variant's Config; builds G and D from primitives."""
+
+    @staticmethod
+    def from_state(config: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> GANVariant:
+        """A trained variant from a run config (plain containers) and a state dict.
+
+        ``state_dict`` may be the training module's (keys ``variant.*``; other entries such as
+        validation metrics are dropped) or the variant's own. The validated run config is kept as
+        :attr:`run_config` (inference needs its ROI-mining settings: LR size, context).
+        """
+        cfg = to_experiment_config(dict(config))
+        # The variant table's classes, found as subclasses: importing the table from here would
+        # be a circle (the package imports this module first, so every variant is loaded).
+        classes = {c.name: c for c in _all_subclasses(GANVariant) if hasattr(c, "name")}
+        if cfg.variant.name not in classes:
+            raise ValueError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
+        variant = classes[cfg.variant.name].build(cfg.variant, cfg.data.num_classes)
+        if any(k.startswith("variant.") for k in state_dict):
+            state_dict = {
+                k[len("variant.") :]: v for k, v in state_dict.items() if k.startswith("variant.")
+            }
+        variant.load_state_dict(state_dict)
+        variant.run_config = cfg
+        return variant.eval()
+
+    @staticmethod
+    def from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> GANVariant:
+        """Load G + D of a GAN checkpoint (``weights_only=True``: the file cannot run code)."""
+        from gan_detect.utils.checkpoints import load_checkpoint
+
+        state = load_checkpoint(path, expect="gan", map_location=map_location)
+        return GANVariant.from_state(state["hyper_parameters"]["config"], state["state_dict"])
 
     # ---- shared pieces -------------------------------------------------------------------------
     def pixel_mask(self, batch: RoiBatch) -> Tensor:
@@ -317,3 +302,10 @@ def _split_output(
         DiscriminatorOutput(out.adv_logits[a], out.cls_logits[a], part(out.box_deltas, a)),
         DiscriminatorOutput(out.adv_logits[b], out.cls_logits[b], part(out.box_deltas, b)),
     )
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_all_subclasses(sub)]
+    return out

@@ -10,11 +10,10 @@ Stack it on any experiment: ``gan-detect fit experiments/tiny_face_wider.yaml va
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 from torch import Tensor
 
+from gan_detect.config.sections import BicubicConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
@@ -28,18 +27,6 @@ from gan_detect.variants.common import (
     face_accuracy,
     face_candidates,
 )
-
-
-@dataclass
-class BicubicConfig(GANVariantConfig):
-    """The shared options (the ``g_*`` and generator-loss weights are unused: there is no G).
-
-    With several classes D gets SOD-MTGAN's box head, weighted by ``d_box_weight``.
-    """
-
-    name: str = "bicubic"
-    d_box_weight: float = 1.0
-    class_agnostic_box: bool = False
 
 
 class BicubicUpsampler(Generator):

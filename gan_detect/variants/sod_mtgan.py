@@ -6,10 +6,9 @@ discriminator trunk below are our choices, each a config option.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
+from gan_detect.config.sections import SODMTGANConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
@@ -22,22 +21,6 @@ from gan_detect.variants.common import (
     class_box_candidates,
     class_terms,
 )
-
-
-@dataclass
-class SODMTGANConfig(GANVariantConfig):
-    """SOD-MTGAN: D with real/SR, (C+1)-way class and box-regression heads.
-
-    Our choices where the paper is unreadable: ResNet-50 trunk (the papers' detectors are
-    ResNet-based); class-specific deltas (Fast R-CNN); the generator's task weights equal the
-    tiny-face beta (1e-2) so both papers weigh task terms alike; smooth-L1 box loss.
-    """
-
-    name: str = "sod_mtgan"
-    backbone: str = "resnet50"
-    box_weight: float = 1e-2
-    d_box_weight: float = 1.0
-    class_agnostic_box: bool = False
 
 
 class SODMTGAN(GANVariant):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
+from gan_detect.config.sections import TinyFaceConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
@@ -17,13 +16,6 @@ from gan_detect.variants.common import (
     face_accuracy,
     face_candidates,
 )
-
-
-@dataclass
-class TinyFaceConfig(GANVariantConfig):
-    """Tiny-face GAN: VGG19 discriminator with two parallel heads (real/SR and face/non-face)."""
-
-    name: str = "tiny_face"
 
 
 class TinyFaceGAN(GANVariant):

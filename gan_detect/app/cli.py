@@ -1,7 +1,7 @@
 """Command line: ``gan-detect fit|validate|evaluate|propose|demo|compare|predict|config ...``.
 
 Commands read YAML and ``key=value`` overrides (the form W&B sweep agents pass with
-``${args_no_hyphens}``) through :func:`gan_detect.configload.load_config`: files are merged left
+``${args_no_hyphens}``) through :func:`gan_detect.config.load.load_config`: files are merged left
 to right, overrides last, then validated against the structured schema.
 
 Argument parsing and ``--help`` happen before torch or Lightning is imported (every command
@@ -18,12 +18,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gan_detect.config import ExperimentConfig
-from gan_detect.configload import load_config, load_raw_config
-from gan_detect.quiet import VERBOSE_ENV, quiet_lightning
-from gan_detect.schema import ConfigError, to_container
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from gan_detect.config import PRESETS, ExperimentConfig
+from gan_detect.config.load import load_config, load_raw_config
+from gan_detect.config.validate import ConfigError, to_container
+from gan_detect.utils.quiet import VERBOSE_ENV, quiet_lightning
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -35,7 +33,7 @@ def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 def _resolve_resume(cfg: ExperimentConfig) -> str | None:
     if cfg.resume not in (None, "auto") and not Path(cfg.resume).is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
-    from gan_detect.training import resume_checkpoint
+    from gan_detect.train.resume import resume_checkpoint
 
     return resume_checkpoint(cfg)
 
@@ -60,17 +58,15 @@ COMMON_KEYS = [
 
 
 def _experiment_files() -> list[tuple[str, str]]:
-    """``(relative path, first comment line)`` of each YAML file in experiments/."""
-    if not EXPERIMENTS.is_dir():
-        return []
+    """``(preset name, first comment line)`` of each preset shipped in ``config/presets/``."""
     out = []
-    for p in sorted(EXPERIMENTS.glob("*.yaml")):
+    for p in sorted(PRESETS.glob("*.yaml")):
         first = next((ln for ln in p.read_text().splitlines() if ln.startswith("#")), "# ")
         # The first sentence of the file's header comment, without its parenthesis.
         desc = first.lstrip("# ").strip().split(". ")[0].split(" (")[0].rstrip(":.")
         if len(desc) > 56:
             desc = desc[:53].rsplit(" ", 1)[0] + " ..."
-        out.append((f"experiments/{p.name}", desc))
+        out.append((p.stem, desc))
     return out
 
 
@@ -101,7 +97,7 @@ def _groups() -> list[tuple[str, str]]:
 def config_epilog() -> str:
     """The shared part of the config-driven commands' help: files, groups, keys, how to list."""
     lines = ["config files (stack them left to right; later files and key=value win):"]
-    lines += [f"  {p:39s} {d}" for p, d in _experiment_files()] or ["  (no experiments/ folder)"]
+    lines += [f"  {p:39s} {d}" for p, d in _experiment_files()] or ["  (no presets found)"]
     lines += ["", "config groups (set any key as group.key=value):"]
     lines += [f"  {g:10s} {d}" for g, d in _groups()]
     lines += ["", "common keys:"]
@@ -185,7 +181,7 @@ outputs: OUT/report.md and its figures."""
 
 PREDICT_HELP = """\
 Boxes for your images: the detector's proposals re-scored by the GAN of a pipeline file
-(OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.predict.export_pipeline);
+(OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.infer.pipeline.export_pipeline);
 without --ckpt the built-in pretrained RetinaFace finds faces (re-scored by --gan GAN.ckpt).
 
 inputs:  image files, folders (searched recursively) or globs.
@@ -331,11 +327,11 @@ def cmd_fit(args: Sequence[str]) -> int:
 
     try:
         if cfg.task == "detector":
-            from gan_detect.detector_tasks import fit_detector
+            from gan_detect.train.detector import fit_detector
 
             print(f"detector checkpoint: {fit_detector(cfg, ckpt_path=_resolve_resume(cfg))}")
             return 0
-        from gan_detect.training import fit
+        from gan_detect.train.fit import fit
 
         fit(cfg, ckpt_path=_resolve_resume(cfg))
     except SIGTERMException as err:
@@ -355,7 +351,7 @@ def cmd_validate(args: Sequence[str]) -> int:
     cfg = load_config(files, overrides)
     if cfg.ckpt is None:
         raise ConfigError("validate needs ckpt=PATH (a checkpoint written by fit)")
-    from gan_detect.training import validate
+    from gan_detect.train.fit import validate
 
     metrics = validate(cfg, cfg.ckpt)
     for k, v in sorted(metrics.items()):
@@ -366,7 +362,7 @@ def cmd_validate(args: Sequence[str]) -> int:
 def cmd_evaluate(args: Sequence[str]) -> int:
     files, overrides = _config_args(_config_parser("evaluate", EVALUATE_HELP), args)
     cfg = load_config(files, overrides)
-    from gan_detect.training import evaluate
+    from gan_detect.app.evaluate import evaluate
 
     ckpt = cfg.ckpt
     default = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
@@ -384,21 +380,21 @@ def cmd_propose(args: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         _config_parser("propose", PROPOSE_HELP).print_help()
         return 0
-    from gan_detect.detector_tasks import propose
+    from gan_detect.app.propose import propose
 
     images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)
     out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
     args = [a for a in args if not a.startswith(("--images=", "--out="))]
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
+        from gan_detect.detector.module import DetectorModule
         from gan_detect.detector.propose import propose_folder
-        from gan_detect.detector_tasks import load_detector
 
         bad = [a for a in args if not a.startswith("ckpt=")]
         if bad:
             raise ConfigError(f"propose --images=DIR takes only --out=DIR and ckpt=PATH, got {bad}")
         ckpt = next((a.split("=", 1)[1] for a in args), None)
-        model = None if ckpt is None else load_detector(ckpt)
+        model = None if ckpt is None else DetectorModule.from_checkpoint(ckpt)
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")
@@ -417,7 +413,7 @@ def cmd_propose(args: Sequence[str]) -> int:
 
 def cmd_compare(args: Sequence[str]) -> int:
     ns = compare_parser().parse_args(list(args))
-    from gan_detect.report import write_report
+    from gan_detect.app.report import write_report
 
     print(f"report: {write_report(ns.runs, ns.out)}")
     return 0
@@ -425,7 +421,7 @@ def cmd_compare(args: Sequence[str]) -> int:
 
 def cmd_demo(args: Sequence[str]) -> int:
     ns = demo_parser().parse_args(list(args))
-    from gan_detect.demo import run_demo
+    from gan_detect.app.demo import run_demo
 
     run_demo(ns.out, quick=ns.quick, seed=ns.seed)
     return 0
@@ -439,21 +435,21 @@ def cmd_predict(args: Sequence[str]) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(ns, name)}")
     if ns.ckpt is not None and ns.gan is not None:
         parser.error("--gan goes with the built-in detector: give --ckpt or --gan, not both")
-    from gan_detect.predict import run_cli
+    from gan_detect.app.predict import run_cli
 
     return int(run_cli(ns))
 
 
 def cmd_wider_eval(args: Sequence[str]) -> int:
     ns = wider_eval_parser().parse_args(list(args))
-    from gan_detect.wider_eval import run_cli
+    from gan_detect.app.wider_eval import run_cli
 
     return int(run_cli(ns))
 
 
 def cmd_config(args: Sequence[str]) -> int:
     ns = config_parser().parse_intermixed_args(list(args))
-    from gan_detect.config_show import format_keys, resolved_yaml
+    from gan_detect.config.show import format_keys, resolved_yaml
 
     files, overrides = _split_args(ns.args)
     print(format_keys(files, overrides) if ns.keys else resolved_yaml(files, overrides), end="")
@@ -503,8 +499,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The project's own errors (and Lightning's config errors): one line, exit 2."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from gan_detect.checkpoints import CheckpointError
-    from gan_detect.run_folder import RunFolderError
+    from gan_detect.train.run_folder import RunFolderError
+    from gan_detect.utils.checkpoints import CheckpointError
 
     return (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError,
             MisconfigurationException)  # fmt: skip
@@ -540,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gan-detect: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from gan_detect.threads import configure_threads
+    from gan_detect.utils.threads import configure_threads
 
     try:
         # Before any command imports torch: the OpenMP wait policy is read when torch loads.

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from gan_detect.config import EvalConfig, ExperimentConfig
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
@@ -268,3 +269,28 @@ def _postprocess(
         return empty
     keep = batched_nms(flat_boxes, flat_scores, flat_labels, opts.nms_iou)[: opts.max_detections]
     return {"boxes": flat_boxes[keep], "scores": flat_scores[keep], "labels": flat_labels[keep]}
+
+
+def inference_options(
+    cfg: ExperimentConfig, eval_cfg: EvalConfig | None = None
+) -> InferenceOptions:
+    """The one source of inference settings (validation, ``evaluate``, exported pipelines).
+
+    LR size and context come from ``cfg``'s ROI mining (what G was trained on); top-K, fusion,
+    NMS and box refinement from ``eval_cfg`` (default: ``cfg.evaluate``).
+    """
+    e, d = eval_cfg or cfg.evaluate, cfg.data
+    return InferenceOptions(
+        top_k=e.top_k,
+        lr_size=int(getattr(d, "hr_size", 64)) // int(cfg.variant.scale),
+        context=float(getattr(d, "context", 1.0)),
+        chunk_size=e.chunk_size,
+        score_fusion=e.score_fusion,
+        nms_iou=e.nms_iou,
+        max_detections=e.max_detections,
+        refine_boxes=e.refine_boxes,
+        rescore_min_score=e.rescore_min_score,
+        fold_bn=e.fold_bn,
+        channels_last=e.channels_last,
+        bf16=e.bf16,
+    )

@@ -12,9 +12,38 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gan_detect.schema import ConfigError, ExperimentConfig, to_experiment_config
+from gan_detect.config.validate import ConfigError, ExperimentConfig, to_experiment_config
 
-__all__ = ["load_config", "load_raw_config"]
+__all__ = ["load_config", "load_raw_config", "preset_names", "resolve_config_path"]
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package (``tiny_face_wider``, ``demo``, ...)."""
+    from gan_detect.config import PRESETS
+
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or a preset: ``tiny_face_wider``, ``tiny_face_wider.yaml`` or the
+    checkout's ``experiments/tiny_face_wider.yaml`` all name the shipped preset when no such file
+    exists, so the same commands work from a checkout and from an installed wheel.
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset (the presets are listed).
+    """
+    from gan_detect.config import PRESETS
+
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = p.name[: -len(".yaml")] if p.name.endswith(".yaml") else p.name
+    preset = PRESETS / f"{stem}.yaml"
+    if preset.is_file() and (len(p.parts) == 1 or p.parent.name == "experiments"):
+        return preset
+    raise FileNotFoundError(
+        f"config file not found: {p} (nor a preset; presets: {', '.join(preset_names())})"
+    )
 
 
 def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
@@ -27,9 +56,7 @@ def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) 
     """
     parts: list[DictConfig] = []
     for f in files:
-        p = Path(f)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+        p = resolve_config_path(f)
         try:
             loaded = OmegaConf.load(p)
         except Exception as err:
@@ -66,7 +93,7 @@ def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) ->
     ``runs/a`` and ``007`` as 7); ``null`` stays null and a quoted value is unquoted."""
     from omegaconf.nodes import StringNode
 
-    from gan_detect.schema import build_schema
+    from gan_detect.config.validate import build_schema
 
     vname = OmegaConf.select(raw, "variant.name", default=None)
     if vname is None and OmegaConf.select(raw, "task", default=None) == "detector":

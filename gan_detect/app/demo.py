@@ -12,14 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gan_detect.configload import load_config
+from gan_detect.config import PRESETS
+from gan_detect.config.load import load_config
 from gan_detect.data.synthetic import (
     SHAPE_CATEGORIES,
     write_synthetic_faces,
     write_synthetic_objects,
 )
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @dataclass
@@ -37,7 +36,7 @@ class DemoSizes:
 
 
 def _exp(name: str) -> Path:
-    path = EXPERIMENTS / name
+    path = PRESETS / name
     if not path.is_file():
         raise FileNotFoundError(
             f"demo config not found: {path} (is the package installed from a checkout?)"
@@ -49,11 +48,13 @@ def run_demo(
     out_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, progress: bool = True
 ) -> Path:
     """Run every stage; returns the report's path. Re-running re-uses the generated data."""
+    from gan_detect.app.evaluate import evaluate
+    from gan_detect.app.propose import propose
+    from gan_detect.app.report import write_report
     from gan_detect.data import build_datamodule
-    from gan_detect.detector_tasks import fit_detector, propose
-    from gan_detect.predict import export_pipeline
-    from gan_detect.report import write_report
-    from gan_detect.training import evaluate, fit
+    from gan_detect.infer.pipeline import export_pipeline
+    from gan_detect.train.detector import fit_detector
+    from gan_detect.train.fit import fit
 
     sizes = DemoSizes.quick() if quick else DemoSizes()
     out = Path(out_dir).resolve()

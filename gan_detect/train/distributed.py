@@ -223,7 +223,7 @@ class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
 
     Lightning stores ``state_dict()`` of stateful train loaders under ``loops.fit_loop`` and
     restores it before iterating a resumed epoch. It pre-fetches a batch, so the loader cannot
-    count consumption itself: :class:`~gan_detect.training.ResumeCallback` sets
+    count consumption itself: :class:`~gan_detect.train.fit.ResumeCallback` sets
     ``sampler.consumed`` from the batch index after each finished batch.
     """
 

@@ -12,7 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gan_detect.config import DataConfig, ExperimentConfig, VariantConfig
+from gan_detect.config.schema import DataConfig, ExperimentConfig, VariantConfig
+from gan_detect.config.sections import DATA_CONFIGS, VARIANT_CONFIGS, DetectorConfig
 
 __all__ = ["ConfigError", "ExperimentConfig", "build_schema", "to_experiment_config"]
 
@@ -23,18 +24,16 @@ class ConfigError(ValueError):
 
 def build_schema(variant_name: str, data_name: str) -> DictConfig:
     """Structured schema with the variant's and the DataModule's own config classes."""
-    from gan_detect.data import get_datamodule_class
-    from gan_detect.variants import get_variant_class
-
-    try:
-        vcls = get_variant_class(variant_name)
-        dcls = get_datamodule_class(data_name)
-    except KeyError as err:
-        raise ConfigError(str(err.args[0])) from None
-    from gan_detect.detector.module import DetectorConfig
-
+    if variant_name not in VARIANT_CONFIGS:
+        raise ConfigError(f"unknown variant {variant_name!r}; valid: {sorted(VARIANT_CONFIGS)}")
+    if data_name not in DATA_CONFIGS:
+        raise ConfigError(f"unknown datamodule {data_name!r}; valid: {sorted(DATA_CONFIGS)}")
     return OmegaConf.structured(
-        ExperimentConfig(variant=vcls.Config(), data=dcls.Config(), detector=DetectorConfig())
+        ExperimentConfig(
+            variant=VARIANT_CONFIGS[variant_name](),
+            data=DATA_CONFIGS[data_name](),
+            detector=DetectorConfig(),
+        )
     )
 
 

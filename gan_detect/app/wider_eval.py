@@ -83,7 +83,7 @@ def evaluate_wider_tree(
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``gan-detect wider-eval`` on parsed arguments (``gan_detect.cli.wider_eval_parser``)."""
+    """``gan-detect wider-eval`` on parsed arguments (``gan_detect.app.cli.wider_eval_parser``)."""
     ids = None
     if args.images is not None:
         ids = {s.strip() for s in args.images.read_text().splitlines() if s.strip()}

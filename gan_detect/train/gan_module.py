@@ -16,13 +16,14 @@ from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from gan_detect.config import EvalConfig
+from gan_detect.config.validate import ExperimentConfig, to_experiment_config
 from gan_detect.data.batch import DetectionBatch, RoiBatch
-from gan_detect.evaluation import DetectionEvaluator
-from gan_detect.inference import InferenceOptions, refine_detections_batch
+from gan_detect.infer.evaluation import DetectionEvaluator
+from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
 from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
-from gan_detect.schema import ExperimentConfig, to_experiment_config
+from gan_detect.utils.checkpoints import load_checkpoint
+from gan_detect.utils.visualize import bicubic_upsample, save_sr_grid
 from gan_detect.variants import GANVariant, build_variant
-from gan_detect.visualize import bicubic_upsample, save_sr_grid
 
 
 class GANDetectionModule(L.LightningModule):
@@ -168,6 +169,17 @@ class GANDetectionModule(L.LightningModule):
                 batch.src_sizes[:k],
             )
 
+    @classmethod
+    def from_checkpoint(  # type: ignore[override]
+        cls, path: str | Path, map_location: str | torch.device = "cpu"
+    ) -> GANDetectionModule:
+        """Load a trained module safely (``weights_only=True``: a checkpoint cannot run code)."""
+        state = load_checkpoint(path, expect="gan", map_location=map_location)
+        module = cls(state["hyper_parameters"]["config"])
+        module.load_state_dict(state["state_dict"])
+        module.eval()
+        return module
+
     def inference_options(self, eval_cfg: EvalConfig | None = None) -> InferenceOptions:
         """Inference settings: LR size and context from this model's ROI mining (they must match
         what G was trained on); top-K, fusion and NMS from ``eval_cfg`` (default: own config)."""
@@ -231,31 +243,6 @@ class GANDetectionModule(L.LightningModule):
                 logger.log_image(key="val/sr_grid", images=[str(path)], step=self.current_epoch)
             except Exception as err:  # a logging failure must not kill a training run
                 self.print(f"warning: could not log the SR grid: {err}")
-
-
-def inference_options(
-    cfg: ExperimentConfig, eval_cfg: EvalConfig | None = None
-) -> InferenceOptions:
-    """The one source of inference settings (validation, ``evaluate``, exported pipelines).
-
-    LR size and context come from ``cfg``'s ROI mining (what G was trained on); top-K, fusion,
-    NMS and box refinement from ``eval_cfg`` (default: ``cfg.evaluate``).
-    """
-    e, d = eval_cfg or cfg.evaluate, cfg.data
-    return InferenceOptions(
-        top_k=e.top_k,
-        lr_size=int(getattr(d, "hr_size", 64)) // int(cfg.variant.scale),
-        context=float(getattr(d, "context", 1.0)),
-        chunk_size=e.chunk_size,
-        score_fusion=e.score_fusion,
-        nms_iou=e.nms_iou,
-        max_detections=e.max_detections,
-        refine_boxes=e.refine_boxes,
-        rescore_min_score=e.rescore_min_score,
-        fold_bn=e.fold_bn,
-        channels_last=e.channels_last,
-        bf16=e.bf16,
-    )
 
 
 def _sum_losses(terms: dict[str, Tensor]) -> Tensor:

@@ -14,9 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gan_detect.config import ExperimentConfig
-from gan_detect.configload import load_raw_config
-from gan_detect.schema import merge_with_schema
+from gan_detect.config.load import load_raw_config
+from gan_detect.config.schema import ExperimentConfig
+from gan_detect.config.validate import merge_with_schema
 
 # Without files `config show` describes the tiny-face GAN on WIDER FACE; override to see others.
 DEFAULT_NAMES = {"variant": {"name": "tiny_face"}, "data": {"name": "wider_face"}}
@@ -39,13 +39,13 @@ def resolved_yaml(files: Sequence[str | Path], overrides: Sequence[str] = ()) ->
 
 def _schema_object(cfg: DictConfig) -> ExperimentConfig:
     """Default-valued dataclasses of the config's variant, DataModule and detector."""
-    from gan_detect.data import get_datamodule_class
-    from gan_detect.detector.module import DetectorConfig
-    from gan_detect.variants import get_variant_class
+    from gan_detect.config.sections import DATA_CONFIGS, VARIANT_CONFIGS, DetectorConfig
 
-    vcls = get_variant_class(str(cfg.variant.name))
-    dcls = get_datamodule_class(str(cfg.data.name))
-    return ExperimentConfig(variant=vcls.Config(), data=dcls.Config(), detector=DetectorConfig())
+    return ExperimentConfig(
+        variant=VARIANT_CONFIGS[str(cfg.variant.name)](),
+        data=DATA_CONFIGS[str(cfg.data.name)](),
+        detector=DetectorConfig(),
+    )
 
 
 def iter_keys(obj: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:

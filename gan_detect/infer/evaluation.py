@@ -1,7 +1,7 @@
 """Baseline vs GAN re-scoring on full images: official WIDER FACE AP or COCO AP, per size bucket.
 
 The baseline is the proposals' own scores; the GAN is the same proposals re-scored (and, for
-SOD-MTGAN, re-localised) by :func:`gan_detect.inference.refine_detections`.
+SOD-MTGAN, re-localised) by :func:`gan_detect.infer.inference.refine_detections`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
-from gan_detect.inference import InferenceOptions, refine_detections_batch
+from gan_detect.infer.inference import InferenceOptions, refine_detections_batch
 from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
 from gan_detect.variants import GANVariant
 

@@ -1,0 +1,98 @@
+"""``gan-detect evaluate``: baseline vs GAN re-scoring on a split, written to ``eval/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger
+
+from gan_detect.config.validate import ExperimentConfig
+from gan_detect.data import build_datamodule
+
+
+def evaluate(
+    cfg: ExperimentConfig,
+    ckpt: str | Path | None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Baseline (proposal scores) vs the GAN's re-scoring on ``cfg.evaluate.split``.
+
+    Writes ``<out_dir>/{baseline,gan}/`` detections in both official formats and
+    ``<out_dir>/metrics.json``; logs the metrics to the configured logger. ``ckpt=None``
+    evaluates the baseline alone.
+    """
+    from gan_detect.data.proposals import write_coco_results, write_wider_tree
+    from gan_detect.infer.evaluation import (
+        evaluate_baseline_vs_gan,
+        format_comparison,
+        save_metrics,
+    )
+    from gan_detect.infer.inference import InferenceOptions, inference_options
+    from gan_detect.metrics import load_wider_ground_truth
+    from gan_detect.train.loggers import build_logger
+    from gan_detect.utils.device import resolve_device
+    from gan_detect.variants import GANVariant
+
+    out = Path(out_dir or Path(cfg.output_dir) / "eval")
+    # A bad checkpoint fails before the (slow) data set-up.
+    trained = GANVariant.from_checkpoint(ckpt) if ckpt is not None else None
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    split = cfg.evaluate.split
+    ds = dm.detection_dataset(split)
+    if ds.proposals is None:
+        raise FileNotFoundError(
+            f"evaluate needs proposals for the {split} split: set data.{split}_proposals "
+            "(a COCO results JSON or a WIDER txt tree, e.g. from `gan-detect propose`)"
+        )
+    e = cfg.evaluate
+    variant = None
+    opts = InferenceOptions(top_k=e.top_k)  # the baseline alone needs only top-K
+    if trained is not None:
+        variant = trained.to(resolve_device(e.device))
+        assert trained.run_config is not None
+        # LR size and context from the checkpoint (what G was trained on); the rest from cfg.
+        opts = inference_options(trained.run_config, e)
+    kind = "wider" if cfg.data.name == "wider_face" else "coco"
+    gt = None
+    gt_dir = getattr(cfg.data, "gt_dir", None)
+    if kind == "wider" and gt_dir:
+        ids = {r.image_id for r in ds.records}
+        gt = load_wider_ground_truth(gt_dir).subset(ids)
+    metrics, dets, curves = evaluate_baseline_vs_gan(
+        variant, ds, kind, opts, gt=gt, progress=progress, coco_max_dets=e.coco_max_dets
+    )
+    cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    for method, per_image in dets.items():
+        # WIDER ids are "event/name" strings: the official txt tree; COCO: a results JSON.
+        if kind == "wider":
+            write_wider_tree(per_image, out / method / "wider_txt")
+        else:
+            (out / method).mkdir(parents=True, exist_ok=True)
+            write_coco_results(per_image, out / method / "detections.json", category_ids=cat_ids)
+    save_metrics(
+        metrics,
+        out / "metrics.json",
+        extra={
+            "checkpoint": str(ckpt) if ckpt else None,
+            "split": split,
+            "num_images": len(ds),
+            "official_wider_settings": gt is not None,
+            "inference": vars(opts),
+        },
+    )
+    (out / "pr_curves.json").write_text(json.dumps(curves))
+    print(format_comparison(metrics))
+    print(f"metrics: {out / 'metrics.json'}")
+    # CSV goes next to the eval outputs: the run's training logs must not be overwritten.
+    logger = (
+        CSVLogger(save_dir=str(out), name="logs", version="")
+        if cfg.logger.kind == "csv"
+        else build_logger(cfg)
+    )
+    if logger:
+        flat = {f"eval/{m}/{k}": v for m, vals in metrics.items() for k, v in vals.items()}
+        logger.log_metrics(flat)  # type: ignore[union-attr]
+        logger.finalize("success")  # type: ignore[union-attr]
+    return metrics

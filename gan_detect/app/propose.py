@@ -1,0 +1,54 @@
+"""Stage 1 of the pipeline from the CLI: train the baseline detector, write its proposals.
+
+``gan-detect fit experiments/detector_wider.yaml`` trains it on the same DataModules' full-image
+loaders; ``gan-detect propose ... ckpt=...`` writes proposals (COCO results JSON and/or a WIDER
+txt tree) that the ROI miner (``data.train_proposals``) and ``evaluate`` (``data.val_proposals``)
+read directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gan_detect.config import ExperimentConfig
+from gan_detect.data import build_datamodule
+from gan_detect.detector.module import DetectorModule
+from gan_detect.detector.propose import run_proposals, write_proposals
+from gan_detect.detector.retinaface import RetinaFaceDetector
+
+
+def propose(
+    cfg: ExperimentConfig,
+    ckpt: str | Path | None,
+    split: str,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Run a detector over a split; write its proposals in the official layouts.
+
+    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace.
+    """
+    from gan_detect.utils.device import resolve_device
+
+    module: DetectorModule | RetinaFaceDetector
+    if ckpt is None:
+        if cfg.detector is None or cfg.detector.arch != "retinaface":
+            raise ValueError("propose needs a detector checkpoint or detector.arch=retinaface")
+        module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
+    else:
+        module = DetectorModule.from_checkpoint(ckpt)
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    records = dm.records(split)
+    device = resolve_device(cfg.evaluate.device)
+    dets = run_proposals(
+        module.to(device),
+        records,
+        top_k=cfg.evaluate.top_k,
+        score_thresh=cfg.evaluate.proposal_score_thresh,
+        batch_size=cfg.data.val_batch_size if hasattr(cfg.data, "val_batch_size") else 2,
+        device=device,
+        progress=progress,
+    )
+    out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
+    cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    return write_proposals(dets, out, category_ids=cat_ids)

@@ -1,0 +1,207 @@
+"""Config sections of the pluggable parts: each GAN variant, each DataModule, the detector.
+
+They live here, not next to the code they configure, so that loading and validating a config (and
+``gan-detect config show`` / ``--help``) never imports torch. A variant file sets
+``Config = <its class here>``; :data:`VARIANT_CONFIGS` and :data:`DATA_CONFIGS` are the tables the
+schema is built from (a test checks that they match the variant and DataModule tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gan_detect.config.schema import DataConfig, VariantConfig
+
+# variant.g_step_d_norm values (see GANVariantConfig).
+G_STEP_D_NORMS = ("batch", "running")
+
+
+@dataclass
+class GANVariantConfig(VariantConfig):
+    """Options shared by both papers' variants (generator, discriminator, loss weights).
+
+    Defaults follow Bai et al. (CVPR 2018): Table 1 generator, VGG19 discriminator, alpha = 1e-3
+    (adversarial) and beta = 1e-2 (classification) in the generator loss, equal weights in the
+    discriminator loss (Eq. 9).
+    """
+
+    # Generator (Table 1). "x8" is read as 8 residual blocks of 2 convs (SRGAN lineage).
+    g_channels: int = 64
+    g_res_blocks: int = 8
+    g_convs_per_block: int = 2
+    g_upsample_channels: int = 256
+    g_refine_channels: int = 256
+    g_refinement: bool = True
+    g_output_activation: str = "tanh"
+    # Not in the paper: add bicubic(LR) to the coarse output (residual learning) for short schedules.
+    g_bicubic_skip: bool = False
+    # Discriminator trunk: any timm model name.
+    backbone: str = "vgg19"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    remove_last_pool: bool = True
+    # Generator-loss weights (Eq. 8). pixel_weight scales both MSE terms of Eq. 4.
+    pixel_weight: float = 1.0
+    adv_weight: float = 1e-3
+    cls_weight: float = 1e-2
+    # Discriminator-loss weights (Eq. 9: equal).
+    d_adv_weight: float = 1.0
+    d_cls_weight: float = 1.0
+    # Eq. 5 prints log(1 - D(G(x))) (saturating); SRGAN [17] and common practice minimise
+    # -log D(G(x)), same fixed point, usable gradients when D wins early. Default: non_saturating.
+    adv_form: str = "non_saturating"
+    # Pixel loss only on ROIs whose source box side (min of w, h) is at least this many pixels:
+    # a tiny object's HR crop is an upsampled blur (docs/design.md, D5). 0 = all ROIs.
+    pixel_loss_min_size: float = 0.0
+    # Pixel loss on background ROIs too (the paper trains G on faces and non-faces alike).
+    pixel_loss_on_background: bool = True
+    # How D normalises in the G step (papers silent; matters for BatchNorm trunks, not VGG19).
+    # "batch": D in train mode on cat(HR, SR) as in the D step (same real+fake batch statistics),
+    # SR half kept, D's running statistics restored afterwards; costs one extra D forward on HR.
+    # "running": D in eval mode (running statistics; cheaper, but G then optimises against a
+    # normalisation D never trained with). Either way the G step leaves D's buffers untouched.
+    g_step_d_norm: str = "batch"
+
+
+@dataclass
+class TinyFaceConfig(GANVariantConfig):
+    """Tiny-face GAN: VGG19 discriminator with two parallel heads (real/SR and face/non-face)."""
+
+    name: str = "tiny_face"
+
+
+@dataclass
+class SODMTGANConfig(GANVariantConfig):
+    """SOD-MTGAN: D with real/SR, (C+1)-way class and box-regression heads.
+
+    Our choices where the paper is unreadable: ResNet-50 trunk (the papers' detectors are
+    ResNet-based); class-specific deltas (Fast R-CNN); the generator's task weights equal the
+    tiny-face beta (1e-2) so both papers weigh task terms alike; smooth-L1 box loss.
+    """
+
+    name: str = "sod_mtgan"
+    backbone: str = "resnet50"
+    box_weight: float = 1e-2
+    d_box_weight: float = 1.0
+    class_agnostic_box: bool = False
+
+
+@dataclass
+class BicubicConfig(GANVariantConfig):
+    """The shared options (the ``g_*`` and generator-loss weights are unused: there is no G).
+
+    With several classes D gets SOD-MTGAN's box head, weighted by ``d_box_weight``.
+    """
+
+    name: str = "bicubic"
+    d_box_weight: float = 1.0
+    class_agnostic_box: bool = False
+
+
+@dataclass
+class RoiDataConfig(DataConfig):
+    """Options shared by the WIDER FACE and COCO DataModules (ROI mining: docs/design.md, D5-D6)."""
+
+    train_split: str = "train"
+    val_split: str = "val"
+    # Override the official annotation paths (e.g. the subset files in shared/data).
+    train_annotation_file: str | None = None
+    val_annotation_file: str | None = None
+    train_image_dir: str | None = None
+    val_image_dir: str | None = None
+    # Detector output used as proposals (COCO results JSON or a WIDER txt tree). None: ground-truth
+    # jitter proposals (an approximation of a detector, see data/roi.py).
+    train_proposals: str | None = None
+    val_proposals: str | None = None
+    top_k: int = 600
+    max_train_images: int | None = None
+    max_val_images: int | None = None
+    # ROI mining.
+    hr_size: int = 64
+    context: float = 1.0
+    rois_per_image: int = 32
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.0
+    # A proposal that would be background but whose best overlap is an ignore region (WIDER
+    # invalid face, COCO crowd) at IoU >= this is never a negative (label -1): 0.3, the RPN
+    # negative threshold (Faster R-CNN), since such a crop shows much of an unlabelled object.
+    ignore_neg_iou: float = 0.3
+    include_gt: bool = True
+    hflip: bool = False
+    cache_dir: str = "data_cache"
+    # Validation: SR metrics on val ROIs, and/or detection metrics on full val images.
+    val_rois: bool = True
+    val_detection: bool = False
+    # Full-image batch size (detection validation, detector training, proposals).
+    val_batch_size: int = 2
+
+
+@dataclass
+class WiderFaceDataConfig(RoiDataConfig):
+    """WIDER FACE in its official layout (``WIDER_{split}/images``, ``wider_face_split/``)."""
+
+    name: str = "wider_face"
+    root: str = "${oc.env:WIDER_ROOT,data/widerface}"
+    num_classes: int = 1
+    # Restrict to these events (folder names such as "0--Parade"); None = all.
+    train_events: list[str] | None = None
+    val_events: list[str] | None = None
+    # Folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat (official AP settings).
+    gt_dir: str | None = None
+
+
+@dataclass
+class CocoDataConfig(RoiDataConfig):
+    """COCO in its official layout (``annotations/instances_<split>.json``, ``<split>/``)."""
+
+    name: str = "coco"
+    root: str = "${oc.env:COCO_ROOT,data/coco}"
+    num_classes: int = 80
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+
+
+@dataclass
+class DetectorConfig:
+    """Every setting of the baseline detector, with its default."""
+
+    # "retinaface": the built-in pretrained face detector (detector/retinaface.py; not trained).
+    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
+    backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
+    num_classes: int = 1  # C, without background
+    pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
+    pretrained_path: str | None = None  # local weights file (offline clusters)
+    frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
+    p2: bool = True  # stride-4 pyramid level (small objects)
+    fpn_channels: int = 256
+    smallest_size: int = 16  # smallest anchor (FCOS: size unit at the finest level), px
+    # Shorter side after resizing; several values = multi-scale training (eval uses the last).
+    min_size: list[int] = field(default_factory=lambda: [800])
+    max_size: int = 1333
+    score_thresh: float = 0.02  # WIDER FACE convention: low threshold, NMS 0.4, up to 750 boxes
+    nms_thresh: float = 0.4
+    detections_per_img: int = 750
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01  # SGD at batch 16 (FCOS / RetinaNet 1x); scale linearly with batch size
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500  # linear warm-up, in optimiser steps (batches)
+    milestones: list[int] = field(default_factory=lambda: [8, 11])  # epochs (1x = 12 epochs)
+    gamma: float = 0.1
+    eval_metric: Literal["wider", "coco"] = "wider"
+    recall_iou: float = 0.5  # val/recall_50: objects found by any detection at this IoU
+    recall_min_size: float = 16.0  # ... counting objects with sqrt(w * h) >= this, px
+
+
+# name -> config class; the same keys as ``variants.VARIANTS`` and ``data.DATAMODULES``.
+VARIANT_CONFIGS: dict[str, type[GANVariantConfig]] = {
+    "tiny_face": TinyFaceConfig,
+    "sod_mtgan": SODMTGANConfig,
+    "bicubic": BicubicConfig,
+}
+DATA_CONFIGS: dict[str, type[RoiDataConfig]] = {
+    "wider_face": WiderFaceDataConfig,
+    "coco": CocoDataConfig,
+}

@@ -1,0 +1,1 @@
+"""Inference: full-image re-scoring, the evaluation loop, the :class:`Pipeline` (no training code)."""

@@ -1,0 +1,232 @@
+"""Image in, boxes out: a trained detector + GAN refiner as one callable, and ``gan-detect predict``.
+
+A *pipeline file* (``pipeline.pt``) bundles the detector and GAN weights with their configs,
+label names and inference options: it is all ``predict`` needs. It is read with
+``torch.load(..., weights_only=True)``, so a pipeline file cannot run code on the user's machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from gan_detect.config.validate import to_experiment_config
+from gan_detect.detector.module import DetectorModule
+from gan_detect.detector.retinaface import RetinaFaceDetector
+from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
+from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
+from gan_detect.variants import GANVariant
+
+PIPELINE_FILE = "pipeline.pt"
+# ``detector_ckpt`` value (and pipeline-file entry) naming the built-in pretrained face detector.
+BUILTIN_RETINAFACE = "retinaface"
+
+
+@dataclass
+class Detections:
+    """Boxes found in one image (numpy, in the input image's pixels)."""
+
+    boxes: np.ndarray  # (D, 4) float32 xyxy
+    scores: np.ndarray  # (D,) float32
+    labels: np.ndarray  # (D,) int64, 1..C
+    label_names: list[str]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "box_xyxy": [round(float(v), 2) for v in b],
+                "score": round(float(s), 5),
+                "label": int(lab),
+                "label_name": name,
+            }
+            for b, s, lab, name in zip(
+                self.boxes, self.scores, self.labels, self.label_names, strict=True
+            )
+        ]
+
+
+def export_pipeline(
+    detector_ckpt: str | Path,
+    gan_ckpt: str | Path | None,
+    path: str | Path,
+    class_names: Sequence[str],
+    opts: InferenceOptions | None = None,
+) -> Path:
+    """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file.
+
+    ``opts=None`` takes the GAN run's own ``evaluate`` settings (the options ``gan-detect
+    evaluate`` uses for that checkpoint, via :func:`gan_detect.infer.inference.inference_options`), so
+    ``predict`` and ``evaluate`` agree; without a GAN, :class:`InferenceOptions` defaults.
+    ``detector_ckpt="retinaface"`` (:data:`BUILTIN_RETINAFACE`) names the built-in pretrained
+    RetinaFace instead of a trained detector: the file then holds no detector weights.
+    """
+    detector: dict[str, Any]
+    if str(detector_ckpt) == BUILTIN_RETINAFACE:
+        detector = {"builtin": BUILTIN_RETINAFACE}
+    else:
+        det = load_checkpoint(detector_ckpt, expect="detector")
+        detector = {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]}
+    bundle: dict[str, Any] = {
+        "format": "gan-detect-pipeline/1",
+        "class_names": list(class_names),
+        "detector": detector,
+        "gan": None,
+        "inference": asdict(opts or InferenceOptions()),
+    }
+    if gan_ckpt is not None:
+        gan = load_checkpoint(gan_ckpt, expect="gan")
+        bundle["gan"] = {
+            "config": gan["hyper_parameters"]["config"],
+            "state_dict": gan["state_dict"],
+        }
+        if opts is None:
+            run_cfg = to_experiment_config(gan["hyper_parameters"]["config"])
+            bundle["inference"] = asdict(inference_options(run_cfg))
+    return atomic_torch_save(bundle, path)
+
+
+def to_image_tensor(image: Any) -> Tensor:
+    """PIL image, numpy (H, W[, C]) uint8/float, or tensor (C, H, W) -> (3, H, W) float [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise ValueError(f"numpy image must be (H, W), (H, W, 1|3|4); got {arr.shape}")
+        arr = arr[..., :3] if arr.shape[2] >= 3 else np.repeat(arr, 3, axis=2)
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # PIL's and memory-mapped arrays: torch warns on those
+            arr = arr.copy()
+        t = torch.from_numpy(arr).permute(2, 0, 1)
+        return t.float().div(255.0) if arr.dtype == np.uint8 else t.float()
+    if isinstance(image, Tensor):
+        t = image
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3:
+            raise ValueError(f"tensor image must be (C, H, W); got {tuple(t.shape)}")
+        t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)
+        return t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+class Pipeline:
+    """Detector proposals re-scored (and re-localised) by a GAN refiner; call it on an image.
+
+    >>> pipe = Pipeline.load("runs/demo/faces")          # doctest: +SKIP
+    >>> det = pipe(Image.open("photo.jpg"))              # doctest: +SKIP
+    >>> det.boxes, det.scores, det.label_names           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        detector: DetectorModule | RetinaFaceDetector,
+        gan: GANVariant | None,
+        class_names: Sequence[str],
+        opts: InferenceOptions,
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.0,
+        max_detections: int = 750,
+    ) -> None:
+        self.device = torch.device(device)
+        self.detector = detector.to(self.device).eval()
+        self.gan = None if gan is None else gan.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.opts = opts
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+
+    @classmethod
+    def load(
+        cls, path: str | Path, device: str = "cpu", refine: bool = True, **kw: Any
+    ) -> Pipeline:
+        """Load a pipeline file, or a run directory holding ``pipeline.pt``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / PIPELINE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"pipeline file not found: {path}")
+        bundle = load_checkpoint(path, expect="pipeline")
+        det: DetectorModule | RetinaFaceDetector
+        if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
+            det = RetinaFaceDetector()
+        else:
+            det = DetectorModule(bundle["detector"]["config"])
+            det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a checkpoint
+        gan = None
+        if refine and bundle["gan"] is not None:
+            gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
+        return cls(
+            det, gan, bundle["class_names"], InferenceOptions(**bundle["inference"]), device, **kw
+        )
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[Any]) -> list[Detections]:
+        """Detect in several images (one detector forward), then re-score their proposals (one
+        batched G + D pass over all the images' ROIs)."""
+        tensors = [to_image_tensor(im) for im in images]
+        proposals = self.detector.predict([t.to(self.device) for t in tensors])
+        props_list = [
+            {
+                "boxes": torch.from_numpy(p.boxes),
+                "scores": torch.from_numpy(p.scores),
+                "labels": torch.from_numpy(p.labels),
+            }
+            for p in proposals
+        ]
+        if self.gan is not None:  # the images' ROIs through G + D together
+            dets = refine_detections_batch(self.gan, tensors, props_list, self.opts)
+        else:
+            dets = []
+            for props in props_list:
+                order = torch.argsort(props["scores"], descending=True)[: self.opts.top_k]
+                dets.append({k: v[order] for k, v in props.items()})
+        out = []
+        for d in dets:
+            keep = d["scores"] >= self.score_threshold
+            d = {k: v[keep][: self.max_detections].cpu() for k, v in d.items()}
+            labels = d["labels"].long().numpy()
+            out.append(
+                Detections(
+                    d["boxes"].float().numpy(),
+                    d["scores"].float().numpy(),
+                    labels,
+                    [self._name(int(lab)) for lab in labels],
+                )
+            )
+        return out
+
+    @classmethod
+    def retinaface(
+        cls,
+        gan_ckpt: str | Path | None = None,
+        device: str = "cpu",
+        class_names: Sequence[str] = ("face",),
+        **kw: Any,
+    ) -> Pipeline:
+        """The built-in pretrained RetinaFace, re-scored by a trained GAN when one is given.
+
+        Without ``gan_ckpt`` this needs no training at all: real face boxes from the detector.
+        """
+        gan = None
+        opts = InferenceOptions()
+        if gan_ckpt is not None:
+            gan = GANVariant.from_checkpoint(gan_ckpt)
+            assert gan.run_config is not None
+            opts = inference_options(gan.run_config)  # LR size and context of G's training ROIs
+        return cls(RetinaFaceDetector(), gan, class_names, opts, device, **kw)
+
+    def _name(self, label: int) -> str:
+        return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
+
+    def __call__(self, image: Any) -> Detections:
+        return self.predict_batch([image])[0]

@@ -1,0 +1,1 @@
+"""Training: the GAN LightningModule, trainer factory, callbacks, loggers, DDP, run folder, resume."""

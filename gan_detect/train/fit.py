@@ -1,0 +1,121 @@
+"""``fit`` and ``validate`` of a GAN config: run-folder guard, resumable data, the Trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
+
+from gan_detect.config.validate import ExperimentConfig, to_container
+from gan_detect.data import build_datamodule
+from gan_detect.train.gan_module import GANDetectionModule
+from gan_detect.train.resume import newest_checkpoint
+from gan_detect.train.trainer import _launch_rank, apply_speed_options, build_trainer
+
+# 128 + SIGTERM, what a shell reports for a process the signal ended: scripts see a failure.
+EXIT_SIGTERM = 143
+
+
+@contextlib.contextmanager
+def run_folder_guard(cfg: ExperimentConfig, resuming: bool = False) -> Iterator[None]:
+    """Rank 0: refuse an old run's folder (unless resuming / ``overwrite``), lock it, check that
+    ``checkpoints/`` is writable, write ``config.yaml``. ``resuming`` (or ``cfg.resume``): the
+    run continues from a checkpoint, so its folder may hold outputs. Every rank: SIGTERM leaves as
+    ``SIGTERMException(143)`` (a ``SystemExit``), so even a Python caller exits non-zero."""
+    from gan_detect.train.run_folder import check_writable, prepare_run_folder, run_lock
+
+    try:
+        if _launch_rank() != 0:
+            yield
+            return
+        out = Path(cfg.output_dir)
+        with run_lock(out):
+            prepare_run_folder(
+                out, resuming=resuming or cfg.resume is not None, overwrite=cfg.overwrite
+            )
+            check_writable(out / "checkpoints")
+            write_run_config(cfg)
+            yield
+    except SIGTERMException as err:
+        # Lightning raises SystemExit(None), exit status 0: a half-trained run would look done.
+        if err.code in (None, 0):
+            raise SIGTERMException(EXIT_SIGTERM) from None
+        raise
+
+
+def _resumable_train_data(dm: L.LightningDataModule) -> None:
+    """Make ``dm.train_dataloader()`` return a loader that resumes mid-epoch (see distributed)."""
+    from gan_detect.train.distributed import make_resumable
+
+    build = dm.train_dataloader
+
+    def train_dataloader() -> Any:
+        return make_resumable(build())
+
+    # Until the DataModules build resumable loaders themselves (a no-op once they do).
+    dm.train_dataloader = train_dataloader  # type: ignore[method-assign]
+
+
+def write_run_config(cfg: ExperimentConfig) -> Path:
+    """``output_dir/config.yaml``: the resolved config, so a run directory describes itself."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    OmegaConf.save(OmegaConf.create(to_container(cfg)), path)
+    return path
+
+
+@contextlib.contextmanager
+def new_run_folder(output_dir: str | Path) -> Iterator[None]:
+    """Remove a run folder that this run created if it fails before writing more than its
+    ``config.yaml`` (a bad data path, a missing proposals file): a failed start leaves no
+    half-made run behind. A run that wrote checkpoints or logs is kept (it can be resumed)."""
+    out = Path(output_dir)
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and _launch_rank() == 0 and out.is_dir():
+            files = [p for p in out.rglob("*") if p.is_file()]
+            if all(p == out / "config.yaml" for p in files):
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def fit(
+    cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
+) -> tuple[GANDetectionModule, L.Trainer]:
+    """Train ``cfg.variant`` on ``cfg.data``; resumes from ``ckpt_path`` when given.
+
+    Raises:
+        RunFolderError: ``output_dir`` holds another run, is locked, or cannot be written.
+        SIGTERMException: stopped by SIGTERM (``last.ckpt`` was saved first).
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    with new_run_folder(cfg.output_dir), run_folder_guard(cfg, resuming=ckpt_path is not None):
+        dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        _resumable_train_data(dm)
+        module = GANDetectionModule(to_container(cfg))
+        apply_speed_options(module, cfg)
+        trainer = build_trainer(cfg, **trainer_overrides)
+        ckpt = newest_checkpoint(ckpt_path, cfg.output_dir)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return module, trainer
+
+
+def validate(cfg: ExperimentConfig, ckpt: str | Path, **trainer_overrides: Any) -> dict[str, float]:
+    """Run validation of a checkpoint on ``cfg.data``; returns the logged metrics."""
+    module = GANDetectionModule.from_checkpoint(ckpt)
+    dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+    trainer = build_trainer(cfg, **trainer_overrides)
+    results = trainer.validate(module, datamodule=dm)
+    merged: dict[str, float] = {}
+    for r in results:
+        merged.update({k: float(v) for k, v in r.items()})
+    return merged

@@ -1,0 +1,1 @@
+"""Small shared pieces with no project imports: checkpoint IO, threads, verbosity, drawing."""
