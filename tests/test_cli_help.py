@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gan_detect.app.cli import COMMANDS, main
+from gan_detect.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def test_help_of_every_command_imports_no_torch(helps: dict) -> None:
 def test_config_commands_list_files_groups_keys_and_how_to_list_every_key(helps: dict) -> None:
     for name in ("fit", "validate", "evaluate", "propose", "config"):
         text = helps["help"][name]["text"]
-        assert "experiments/tiny_face_wider.yaml" in text and "experiments/smoke.yaml" in text
+        assert "\n  tiny_face_wider " in text and "\n  smoke " in text  # the shipped presets
         for group in ("variant", "data", "optim", "trainer", "logger", "evaluate", "detector"):
             assert f"\n  {group} " in text, (name, group)
         assert "data.root" in text and "trainer.max_epochs" in text
@@ -82,7 +83,7 @@ def test_python_m_gan_detect_help_is_fast() -> None:
 
 
 def test_config_show_prints_the_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:
-    files = [str(ROOT / "experiments" / f) for f in ("tiny_face_wider.yaml", "smoke.yaml")]
+    files = [str(PRESETS / f) for f in ("tiny_face_wider.yaml", "smoke.yaml")]
     assert main(["config", "show", *files, "data.root=/somewhere", "variant.adv_weight=0.5"]) == 0
     text = capsys.readouterr().out
     assert "root: /somewhere" in text and "adv_weight: 0.5" in text
@@ -90,7 +91,7 @@ def test_config_show_prints_the_resolved_yaml(capsys: pytest.CaptureFixture[str]
 
 
 def test_config_show_keys_lists_type_default_and_value(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "show", "--keys", str(ROOT / "experiments" / "smoke.yaml")]) == 0
+    assert main(["config", "show", "--keys", str(PRESETS / "smoke.yaml")]) == 0
     rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
     assert rows["variant.g_channels"] == ["variant.g_channels", "int", "64", "=", "16"]
     assert rows["optim.lr_g"][1:3] == ["float", "0.0001"]
@@ -123,11 +124,11 @@ def test_evaluate_uses_the_runs_last_checkpoint_when_no_ckpt_is_given(
 ) -> None:
     """`evaluate` without ckpt= evaluates OUTPUT_DIR/checkpoints/last.ckpt when it exists (as its
     help says), else the baseline alone with a note; an explicit ckpt= always wins."""
-    import gan_detect.train.fit as training
+    import gan_detect.app.evaluate as training
 
     seen: list[object] = []
     monkeypatch.setattr(training, "evaluate", lambda cfg, ckpt: seen.append(ckpt))
-    exp = ROOT / "experiments"
+    exp = PRESETS
     run = tmp_path / "run"
     base = [str(exp / "tiny_face_wider.yaml"), str(exp / "smoke.yaml"), f"output_dir={run}"]
     assert main(["evaluate", *base]) == 0

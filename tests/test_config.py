@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from gan_detect.app.cli import load_config
+from gan_detect.config import PRESETS
 from gan_detect.config.validate import ConfigError, to_experiment_config
 from gan_detect.variants import SODMTGANConfig, TinyFaceConfig
 
-EXP = Path(__file__).resolve().parents[1] / "experiments"
+EXP = PRESETS
 # Files stacked after an experiment (deltas without a variant or task of their own).
 STACKED = {"smoke.yaml", "demo.yaml"}
 # The paper-scale experiments: pretrained weights on.

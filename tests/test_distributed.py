@@ -17,6 +17,7 @@ from _synth import PairDataset, roi_batch, tiny_config
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
+from gan_detect.config import PRESETS
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.synthetic import write_synthetic_faces
@@ -32,7 +33,7 @@ from gan_detect.train.trainer import build_trainer
 from gan_detect.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
-EXP = ROOT / "experiments"
+EXP = PRESETS
 
 # Runs `gan-detect fit ARGS` through the real CLI on every rank (Lightning re-executes this file
 # for rank 1), with a callback that records what each rank saw and holds.
@@ -42,6 +43,7 @@ WORKER = textwrap.dedent(
     import torch
     from lightning.pytorch.callbacks import Callback
     import gan_detect.train.fit as T
+    from gan_detect.train.callbacks import build_callbacks
 
     OUT = os.environ["GD_TEST_OUT"]
 
@@ -80,7 +82,7 @@ WORKER = textwrap.dedent(
     _fit = T.fit
 
     def fit(cfg, ckpt_path=None, **kw):
-        return _fit(cfg, ckpt_path, callbacks=[*T.build_callbacks(cfg), Recorder()], **kw)
+        return _fit(cfg, ckpt_path, callbacks=[*build_callbacks(cfg), Recorder()], **kw)
 
     T.fit = fit
     from gan_detect.app.cli import main

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from _synth import default_num_classes, loader, roi_batch, tiny_config
 
+from gan_detect.config import PRESETS
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.train.gan_module import GANDetectionModule
 from gan_detect.train.trainer import build_trainer
@@ -279,7 +280,7 @@ def test_real_configs_train_one_mse_epoch_then_3_at_1e4_then_3_at_1e5(
     from gan_detect.app.cli import load_config
     from gan_detect.config.validate import to_container
 
-    root = Path(__file__).resolve().parents[1] / "experiments"
+    root = PRESETS
     tiny = [f"variant.{k}={v}" for k, v in tiny_config()["variant"].items() if k != "name"]
     cfg = load_config(
         [root / config],
@@ -415,7 +416,7 @@ def test_inference_options_take_lr_size_and_context_from_the_checkpoint(tmp_path
         {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
         tmp_path / "gan.ckpt",
     )
-    root = Path(__file__).resolve().parents[1] / "experiments"
+    root = PRESETS
     other = load_config(  # the paper config: hr_size 64, context 1.0
         [root / "tiny_face_wider.yaml"],
         ["evaluate.top_k=17", "evaluate.nms_iou=0.3", "evaluate.score_fusion=geometric_mean"],

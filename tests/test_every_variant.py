@@ -22,6 +22,7 @@ from test_pipeline import fake_detector
 
 from gan_detect.app.evaluate import evaluate
 from gan_detect.app.report import write_report
+from gan_detect.config import PRESETS
 from gan_detect.config.load import load_config
 from gan_detect.config.validate import ExperimentConfig
 from gan_detect.data import build_datamodule
@@ -42,7 +43,7 @@ from gan_detect.variants.common import (
     face_candidates,
 )
 
-EXP = Path(__file__).resolve().parents[1] / "experiments"
+EXP = PRESETS
 DET_TINY = {"backbone": "test_resnet", "fpn_channels": 32, "min_size": [128], "max_size": 160}
 
 

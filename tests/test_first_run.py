@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gan_detect.app.cli import main
+from gan_detect.config import PRESETS
 from gan_detect.train.fit import new_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ def test_failed_fit_leaves_no_run_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    files = [str(ROOT / "experiments" / f) for f in ("tiny_face_wider.yaml", "smoke.yaml")]
+    files = [str(PRESETS / f) for f in ("tiny_face_wider.yaml", "smoke.yaml")]
     rc = main(
         ["fit", *files, f"data.root={tmp_path / 'nope'}", f"output_dir={run}", "logger.kind=none"]
     )

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gan_detect.app.cli import load_config
+from gan_detect.config import PRESETS
 from gan_detect.data import build_datamodule
 from gan_detect.data.records import Proposals
 from gan_detect.data.synthetic import write_synthetic_faces
@@ -16,7 +17,7 @@ from gan_detect.infer.evaluation import DetectionEvaluator
 from gan_detect.infer.inference import InferenceOptions, refine_detections
 from gan_detect.train.fit import fit
 
-EXP = Path(__file__).resolve().parents[1] / "experiments"
+EXP = PRESETS
 
 
 def _proposals(rec, rng: np.random.Generator, n_bg: int = 40) -> dict[str, torch.Tensor]:

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gan_detect.config import PRESETS
 from gan_detect.data.proposals import write_wider_tree
 from gan_detect.data.records import Proposals
 from gan_detect.data.synthetic import write_synthetic_faces, write_synthetic_objects
 from gan_detect.data.wider_face import parse_wider_annotations
 
 ROOT = Path(__file__).resolve().parents[1]
-EXP = ROOT / "experiments"
+EXP = PRESETS
 
 
 def fake_detector(records, seed: int = 0) -> dict[str, Proposals]:

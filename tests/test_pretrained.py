@@ -15,6 +15,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from gan_detect.config import PRESETS
 from gan_detect.data.paths import shared_data_dir
 from gan_detect.data.proposals import read_coco_results, read_wider_tree
 from gan_detect.data.wider_face import read_wider_annotations
@@ -220,6 +221,6 @@ def test_propose_cli_on_a_folder_and_builtin_pipeline_file(
 def test_retinaface_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str]) -> None:
     from gan_detect.app.cli import main as cli_main
 
-    exp = Path(__file__).resolve().parents[1] / "experiments"
+    exp = PRESETS
     assert cli_main(["fit", str(exp / "detector_wider.yaml"), "detector.arch=retinaface"]) == 2
     assert "retinaface is the built-in pretrained detector" in capsys.readouterr().err

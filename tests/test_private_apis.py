@@ -20,9 +20,9 @@ def test_lightning_csv_writer_hooks_we_override() -> None:
     # train/loggers.py: an appending writer overrides the hook that deletes an old metrics.csv.
     assert issubclass(ExperimentWriter, _ExperimentWriter)
     assert hasattr(_ExperimentWriter, "_check_log_dir_exists")
-    assert "metrics_file_path" in inspect.signature(_ExperimentWriter.__init__).parameters or hasattr(
-        _ExperimentWriter, "NAME_METRICS_FILE"
-    )
+    assert "metrics_file_path" in inspect.signature(
+        _ExperimentWriter.__init__
+    ).parameters or hasattr(_ExperimentWriter, "NAME_METRICS_FILE")
 
 
 def test_lightning_ddp_helpers_the_gan_strategy_calls() -> None:

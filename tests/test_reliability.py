@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gan_detect.app.cli import load_config, main
+from gan_detect.config import PRESETS
 from gan_detect.data.synthetic import write_synthetic_faces
 from gan_detect.train.fit import fit
 from gan_detect.train.resume import resume_checkpoint
@@ -26,7 +27,7 @@ from gan_detect.utils.checkpoints import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-EXP = ROOT / "experiments"
+EXP = PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ SIGTERM_WORKER = textwrap.dedent(
     """
     import signal, sys
     from lightning.pytorch.callbacks import Callback
-    import gan_detect.train.fit as T
+    import gan_detect.train.trainer as T
 
     class Term(Callback):  # SIGTERM (as SLURM sends it) before the 2nd epoch's batch
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

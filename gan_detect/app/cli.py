@@ -96,7 +96,10 @@ def _groups() -> list[tuple[str, str]]:
 
 def config_epilog() -> str:
     """The shared part of the config-driven commands' help: files, groups, keys, how to list."""
-    lines = ["config files (stack them left to right; later files and key=value win):"]
+    lines = [
+        "config files: a YAML path, or a preset shipped with gan-detect by name (stack them left",
+        "to right; later files and key=value win). Presets:",
+    ]
     lines += [f"  {p:39s} {d}" for p, d in _experiment_files()] or ["  (no presets found)"]
     lines += ["", "config groups (set any key as group.key=value):"]
     lines += [f"  {g:10s} {d}" for g, d in _groups()]

@@ -29,6 +29,7 @@ def evaluate(
         format_comparison,
         save_metrics,
     )
+    from gan_detect.infer.fusion_fit import fusion_for_checkpoint
     from gan_detect.infer.inference import InferenceOptions, inference_options
     from gan_detect.metrics import load_wider_ground_truth
     from gan_detect.train.loggers import build_logger
@@ -53,7 +54,7 @@ def evaluate(
         variant = trained.to(resolve_device(e.device))
         assert trained.run_config is not None
         # LR size and context from the checkpoint (what G was trained on); the rest from cfg.
-        opts = inference_options(trained.run_config, e)
+        opts = inference_options(trained.run_config, e, fusion_for_checkpoint(str(ckpt)))
     kind = "wider" if cfg.data.name == "wider_face" else "coco"
     gt = None
     gt_dir = getattr(cfg.data, "gt_dir", None)

@@ -97,12 +97,18 @@ class LoggerConfig:
     num_val_images: int = 8
 
 
+# evaluate.score_fusion: how D's probability and the detector's score make the final score
+# (gan_detect/infer/score_fusion.py). The last two are fitted on held-out training proposals.
+SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean", "learned", "size_gated")
+
+
 @dataclass
 class EvalConfig:
     """Options of ``gan-detect evaluate`` and of detection metrics during validation."""
 
     split: str = "val"
     top_k: int = 600
+    # d_only | geometric_mean | learned | size_gated (SCORE_FUSIONS above).
     score_fusion: str = "d_only"
     nms_iou: float = 0.4
     max_detections: int = 750

@@ -136,6 +136,9 @@ class RoiDataConfig(DataConfig):
     val_detection: bool = False
     # Full-image batch size (detection validation, detector training, proposals).
     val_batch_size: int = 2
+    # Share of the train images kept out of GAN training (fixed by a hash of the image id) to fit
+    # evaluate.score_fusion=learned / size_gated on proposals D never trained on. 0: none.
+    fusion_holdout_fraction: float = 0.0
 
 
 @dataclass

@@ -6,8 +6,10 @@ ROI stores are built once in ``prepare_data`` (rank 0 of each node) and memory-m
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +49,22 @@ def check_proposals_match(
     )
 
 
+def fusion_holdout_ids(records: Sequence[ImageRecord], fraction: float) -> set[str]:
+    """Image ids held out of GAN training for fitting score fusion: a fixed hash of each id (the
+    same images whatever the seed or the image order), at least one image when ``fraction > 0``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.fusion_holdout_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0 or not records:
+        return set()
+
+    def key(image_id: str) -> float:
+        digest = hashlib.sha1(image_id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2.0**64
+
+    held = {r.image_id for r in records if key(r.image_id) < fraction}
+    return held or {min(records, key=lambda r: key(r.image_id)).image_id}
+
+
 class RoiDataModule(L.LightningDataModule):
     """Base DataModule: records -> ROI stores -> loaders. Subclasses read the records."""
 
@@ -84,18 +102,27 @@ class RoiDataModule(L.LightningDataModule):
         return None
 
     def records(self, split: str) -> list[ImageRecord]:
+        """The split's images. ``"fusion"``: the held-out part of the train split
+        (``fusion_holdout_fraction``), which ``"train"`` then leaves out: D never trains on it, so
+        a score combiner fit there sees D's scores as they are on unseen images."""
         if split not in self._records:
-            recs = self.read_records(split)
-            limit = self.cfg.max_train_images if split == "train" else self.cfg.max_val_images
+            source = "train" if split == "fusion" else split
+            recs = self.read_records(source)
+            limit = self.cfg.max_train_images if source == "train" else self.cfg.max_val_images
             if limit is not None:
                 recs = recs[:limit]
+            if source == "train" and self.cfg.fusion_holdout_fraction > 0:
+                held = fusion_holdout_ids(recs, self.cfg.fusion_holdout_fraction)
+                recs = [r for r in recs if (r.image_id in held) == (split == "fusion")]
+            elif split == "fusion":
+                recs = []
             self._records[split] = recs
         return self._records[split]
 
     def proposals(self, split: str) -> dict[str, Proposals] | None:
         from gan_detect.data.proposals import load_proposals
 
-        path = self.cfg.train_proposals if split == "train" else self.cfg.val_proposals
+        path = self.cfg.train_proposals if split in ("train", "fusion") else self.cfg.val_proposals
         if path is None:
             return None
         props = load_proposals(

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from gan_detect.config import EvalConfig, ExperimentConfig
+from gan_detect.config.schema import SCORE_FUSIONS
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
+from gan_detect.infer.score_fusion import FITTED_FUSIONS, fuse_scores, proposal_sizes
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
 from gan_detect.variants import GANVariant
-
-SCORE_FUSIONS = ("d_only", "geometric_mean")
 
 
 @dataclass
@@ -36,7 +36,10 @@ class InferenceOptions:
     lr_size: int = 16  # LR crop side; hr_size / scale of the training ROIs
     context: float = 1.0  # must match the ROI mining context
     chunk_size: int = 256  # ROIs per G+D forward
-    score_fusion: str = "d_only"  # d_only | geometric_mean (with the detector score)
+    # d_only | geometric_mean | learned | size_gated (infer/score_fusion.py); the fitted ones
+    # read ``fusion_params`` (a run's score_fusion.json).
+    score_fusion: str = "d_only"
+    fusion_params: dict[str, Any] | None = None
     nms_iou: float = 0.4  # class-wise NMS after re-scoring (RetinaFace's WIDER setting)
     min_score: float = 0.001
     max_detections: int = 750
@@ -56,6 +59,12 @@ class InferenceOptions:
         if self.score_fusion not in SCORE_FUSIONS:
             raise ValueError(
                 f"score_fusion must be one of {SCORE_FUSIONS}, got {self.score_fusion!r}"
+            )
+        if self.score_fusion in FITTED_FUSIONS and self.fusion_params is None:
+            raise ValueError(
+                f"score_fusion={self.score_fusion} needs a fitted combiner: the run's "
+                "score_fusion.json, written when the GAN is trained with "
+                "data.fusion_holdout_fraction > 0 (or by `gan-detect fit-fusion`)"
             )
 
 
@@ -128,6 +137,22 @@ def refine_detections_batch(
     Returns:
         I dicts ``boxes`` (D_i, 4), ``scores`` (D_i,), ``labels`` (D_i,), sorted by score.
     """
+    raw = discriminate_proposals(variant, images, proposals, opts)
+    return [
+        _postprocess(variant, boxes, det_scores, d_img, hw, opts)
+        for hw, boxes, det_scores, d_img in raw
+    ]
+
+
+@torch.no_grad()
+def discriminate_proposals(
+    variant: GANVariant,
+    images: list[Tensor],
+    proposals: list[dict[str, Tensor]],
+    opts: InferenceOptions,
+) -> list[tuple[tuple[int, int], Tensor, Tensor, DiscriminatorOutput | None]]:
+    """D's outputs on each image's selected proposals (before the variant's candidates, fusion
+    and NMS): per image ``((H, W), boxes (K, 4), detector scores (K,), D output or None)``."""
     if len(images) != len(proposals):
         raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
     variant.eval()
@@ -151,12 +176,13 @@ def refine_detections_batch(
             with torch.autocast(device.type, torch.bfloat16, enabled=opts.bf16):
                 outs.append(fast.discriminate_sr(lr_all[start : start + opts.chunk_size]))
     d_all = _cat_outputs(outs)
-    results, start = [], 0
+    results: list[tuple[tuple[int, int], Tensor, Tensor, DiscriminatorOutput | None]] = []
+    start = 0
     for hw, (boxes, det_scores) in zip(sizes, selected, strict=True):
         k = int(boxes.shape[0])
         d_img = None if d_all is None or k == 0 else _slice_output(d_all, start, start + k)
         start += k
-        results.append(_postprocess(variant, boxes, det_scores, d_img, hw, opts))
+        results.append((hw, boxes, det_scores, d_img))
     return results
 
 
@@ -255,9 +281,14 @@ def _postprocess(
     cand_boxes, cand_scores, labels = variant.candidates(
         d_out, boxes, image_size, opts.refine_boxes, opts.context
     )
-    cls_boxes, cls_scores, labels = cand_boxes.float(), cand_scores.float(), labels.long()
-    if opts.score_fusion == "geometric_mean":
-        cls_scores = torch.sqrt(cls_scores.clamp_min(0) * det_scores.clamp(0, 1)[:, None])
+    cls_boxes, labels = cand_boxes.float(), labels.long()
+    cls_scores = fuse_scores(
+        opts.score_fusion,
+        det_scores,
+        cand_scores.float(),
+        proposal_sizes(boxes),
+        opts.fusion_params,
+    )
     flat_scores, flat_boxes, flat_labels = (
         cls_scores.reshape(-1),
         cls_boxes.reshape(-1, 4),
@@ -272,12 +303,15 @@ def _postprocess(
 
 
 def inference_options(
-    cfg: ExperimentConfig, eval_cfg: EvalConfig | None = None
+    cfg: ExperimentConfig,
+    eval_cfg: EvalConfig | None = None,
+    fusion: dict[str, Any] | None = None,
 ) -> InferenceOptions:
     """The one source of inference settings (validation, ``evaluate``, exported pipelines).
 
     LR size and context come from ``cfg``'s ROI mining (what G was trained on); top-K, fusion,
-    NMS and box refinement from ``eval_cfg`` (default: ``cfg.evaluate``).
+    NMS and box refinement from ``eval_cfg`` (default: ``cfg.evaluate``); ``fusion``: the run's
+    fitted combiners (``score_fusion.json``: ``{"learned": {...}, "size_gated": {...}}``).
     """
     e, d = eval_cfg or cfg.evaluate, cfg.data
     return InferenceOptions(
@@ -286,6 +320,7 @@ def inference_options(
         context=float(getattr(d, "context", 1.0)),
         chunk_size=e.chunk_size,
         score_fusion=e.score_fusion,
+        fusion_params=(fusion or {}).get(e.score_fusion),
         nms_iou=e.nms_iou,
         max_detections=e.max_detections,
         refine_boxes=e.refine_boxes,

@@ -20,6 +20,7 @@ from torch import Tensor
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.retinaface import RetinaFaceDetector
+from gan_detect.infer.fusion_fit import fusion_for_checkpoint
 from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
 from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.variants import GANVariant
@@ -88,7 +89,8 @@ def export_pipeline(
         }
         if opts is None:
             run_cfg = to_experiment_config(gan["hyper_parameters"]["config"])
-            bundle["inference"] = asdict(inference_options(run_cfg))
+            fusion = fusion_for_checkpoint(gan_ckpt)
+            bundle["inference"] = asdict(inference_options(run_cfg, fusion=fusion))
     return atomic_torch_save(bundle, path)
 
 
@@ -222,7 +224,8 @@ class Pipeline:
         if gan_ckpt is not None:
             gan = GANVariant.from_checkpoint(gan_ckpt)
             assert gan.run_config is not None
-            opts = inference_options(gan.run_config)  # LR size and context of G's training ROIs
+            # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
+            opts = inference_options(gan.run_config, fusion=fusion_for_checkpoint(gan_ckpt))
         return cls(RetinaFaceDetector(), gan, class_names, opts, device, **kw)
 
     def _name(self, label: int) -> str:

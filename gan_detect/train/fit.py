@@ -106,7 +106,32 @@ def fit(
         trainer = build_trainer(cfg, **trainer_overrides)
         ckpt = newest_checkpoint(ckpt_path, cfg.output_dir)
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        if cfg.data.fusion_holdout_fraction > 0 and trainer.is_global_zero:  # type: ignore[attr-defined]
+            fit_score_fusion(module, dm, cfg)
     return module, trainer
+
+
+def fit_score_fusion(module: GANDetectionModule, dm: Any, cfg: ExperimentConfig) -> Path:
+    """Fit the ``learned`` and ``size_gated`` combiners on the held-out train images and write
+    ``<output_dir>/score_fusion.json`` (printed in a readable form)."""
+    from gan_detect.infer.fusion_fit import fit_run_fusion, save_fusion
+    from gan_detect.infer.score_fusion import describe
+
+    was_training = module.training
+    module.eval()
+    variant = module.variant
+    opts = module.inference_options()
+    ds = dm.detection_dataset("fusion")
+    params = fit_run_fusion(variant, ds, opts)
+    module.train(was_training)
+    path = save_fusion(params, cfg.output_dir)
+    print(
+        f"score fusion fit on {len(ds)} held-out train images "
+        f"({params['num_positives']}/{params['num_candidates']} true candidates) -> {path}"
+    )
+    print(describe(params["learned"]))
+    print(describe(params["size_gated"]))
+    return path
 
 
 def validate(cfg: ExperimentConfig, ckpt: str | Path, **trainer_overrides: Any) -> dict[str, float]:

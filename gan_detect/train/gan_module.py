@@ -6,6 +6,7 @@ docs/design.md §3: one D forward on cat(real, fake), schedules in epochs, ``cli
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gan_detect.config.validate import ExperimentConfig, to_experiment_config
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.infer.evaluation import DetectionEvaluator
 from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
+from gan_detect.infer.score_fusion import FITTED_FUSIONS
 from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
 from gan_detect.utils.checkpoints import load_checkpoint
 from gan_detect.utils.visualize import bicubic_upsample, save_sr_grid
@@ -182,8 +184,14 @@ class GANDetectionModule(L.LightningModule):
 
     def inference_options(self, eval_cfg: EvalConfig | None = None) -> InferenceOptions:
         """Inference settings: LR size and context from this model's ROI mining (they must match
-        what G was trained on); top-K, fusion and NMS from ``eval_cfg`` (default: own config)."""
-        return inference_options(self.cfg, eval_cfg)
+        what G was trained on); top-K, fusion and NMS from ``eval_cfg`` (default: own config).
+
+        A fitted fusion (``learned``, ``size_gated``) exists only after training: validation
+        during training scores with ``d_only`` then."""
+        e = eval_cfg or self.cfg.evaluate
+        if e.score_fusion in FITTED_FUSIONS:
+            e = dataclasses.replace(e, score_fusion="d_only")
+        return inference_options(self.cfg, e)
 
     def _validate_detections(self, batch: DetectionBatch) -> None:
         if batch.proposals is None:

@@ -119,10 +119,12 @@ class GANVariant(nn.Module, ABC):
         cfg = to_experiment_config(dict(config))
         # The variant table's classes, found as subclasses: importing the table from here would
         # be a circle (the package imports this module first, so every variant is loaded).
-        classes = {c.name: c for c in _all_subclasses(GANVariant) if hasattr(c, "name")}
+        classes = {c.name: c for c in _all_subclasses(GANVariant) if hasattr(c, "name")}  # type: ignore[type-abstract]
         if cfg.variant.name not in classes:
             raise ValueError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
-        variant = classes[cfg.variant.name].build(cfg.variant, cfg.data.num_classes)
+        vcfg = cfg.variant
+        assert isinstance(vcfg, GANVariantConfig)
+        variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
         if any(k.startswith("variant.") for k in state_dict):
             state_dict = {
                 k[len("variant.") :]: v for k, v in state_dict.items() if k.startswith("variant.")
@@ -304,8 +306,8 @@ def _split_output(
     )
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
+def _all_subclasses(cls: type[GANVariant]) -> list[type[GANVariant]]:
+    out: list[type[GANVariant]] = []
     for sub in cls.__subclasses__():
         out += [sub, *_all_subclasses(sub)]
     return out
