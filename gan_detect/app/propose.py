@@ -15,6 +15,7 @@ from gan_detect.data import build_datamodule
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.propose import run_proposals, write_proposals
 from gan_detect.detector.retinaface import RetinaFaceDetector
+from gan_detect.utils.errors import InputError
 
 
 def propose(
@@ -33,7 +34,7 @@ def propose(
     module: DetectorModule | RetinaFaceDetector
     if ckpt is None:
         if cfg.detector is None or cfg.detector.arch != "retinaface":
-            raise ValueError("propose needs a detector checkpoint or detector.arch=retinaface")
+            raise InputError("propose needs a detector checkpoint or detector.arch=retinaface")
         module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
     else:
         module = DetectorModule.from_checkpoint(ckpt)

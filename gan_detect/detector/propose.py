@@ -21,6 +21,7 @@ from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
+from gan_detect.utils.errors import InputError
 
 FORMATS = ("coco", "wider")
 COCO_FILE = "proposals.json"
@@ -88,7 +89,7 @@ def run_proposals(
                 dets = runner([im.to(device) for im in batch.images])
                 for image_id, det in zip(batch.image_ids, dets, strict=True):
                     if image_id in out:
-                        raise ValueError(f"image id {image_id!r} occurs twice in the dataset")
+                        raise InputError(f"image id {image_id!r} occurs twice in the dataset")
                     out[image_id] = detections_to_proposals(det).top_k(top_k)
     finally:
         set_postprocess(net, *saved)
@@ -159,13 +160,13 @@ def write_proposals(
     if formats is None:
         formats = fits
         if not formats:
-            raise ValueError(
+            raise InputError(
                 "image ids fit neither COCO (integer ids) nor WIDER FACE ('event/name'), e.g. "
                 f"{ids[0]!r}; nothing can be written"
             )
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown proposal formats {unknown}; expected a subset of {FORMATS}")
+        raise InputError(f"unknown proposal formats {unknown}; expected a subset of {FORMATS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -173,7 +174,7 @@ def write_proposals(
         if fmt not in fits:
             need = "integer ids" if fmt == "coco" else "'event/name' ids"
             bad = next(i for i in ids if fmt not in _formats_for([i]))
-            raise ValueError(f"format {fmt!r} needs {need}; got image id {bad!r}")
+            raise InputError(f"format {fmt!r} needs {need}; got image id {bad!r}")
         if fmt == "coco":
             written[fmt] = out_dir / COCO_FILE
             write_coco_results(dets, written[fmt], category_ids)
@@ -213,7 +214,7 @@ def folder_records(folder: str | Path) -> list[ImageRecord]:
         else:
             image_id = f"{p.parent.name}/{p.stem}"
         if image_id in seen:
-            raise ValueError(f"images {seen[image_id]} and {p} would share the id {image_id!r}")
+            raise InputError(f"images {seen[image_id]} and {p} would share the id {image_id!r}")
         seen[image_id] = p
         records.append(ImageRecord(image_id=image_id, path=str(p)))
     return records

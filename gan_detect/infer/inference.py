@@ -20,12 +20,11 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from gan_detect.config import EvalConfig, ExperimentConfig
+from gan_detect.config.schema import SCORE_FUSIONS
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
 from gan_detect.variants import GANVariant
-
-SCORE_FUSIONS = ("d_only", "geometric_mean")
 
 
 @dataclass
