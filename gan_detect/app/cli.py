@@ -244,6 +244,11 @@ def predict_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
     )
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier predict run in --out (refused without it)",
+    )
     return ap
 
 
@@ -394,6 +399,22 @@ def cmd_propose(args: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         _config_parser("propose", PROPOSE_HELP).print_help()
         return 0
+    from gan_detect.detector.propose import ProposalsInterrupted
+
+    try:
+        return _propose(args)
+    except ProposalsInterrupted as stop:  # Ctrl-C: the finished images' proposals are written
+        where = ", ".join(str(p) for p in stop.written.values()) or "nothing written"
+        print(
+            f"gan-detect propose: interrupted (Ctrl-C) after {len(stop.proposals)} of "
+            f"{stop.total} images; their proposals are kept ({where}); a partial file is "
+            "refused by fit unless data.missing_proposals=jitter|none",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _propose(args: Sequence[str]) -> int:
     from gan_detect.app.propose import propose
 
     images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,10 +92,32 @@ def run_proposals(
                     if image_id in out:
                         raise InputError(f"image id {image_id!r} occurs twice in the dataset")
                     out[image_id] = detections_to_proposals(det).top_k(top_k)
+    except KeyboardInterrupt:
+        raise ProposalsInterrupted(out, len(dataset)) from None  # type: ignore[arg-type]
     finally:
         set_postprocess(net, *saved)
         net.train(was_training)
     return out
+
+
+class ProposalsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_proposals`: ``proposals`` holds the images finished before it.
+
+    Callers write those (``written``: format -> path) and re-raise, so an interrupted run keeps
+    its work; a partial file is refused by ``fit`` unless ``data.missing_proposals`` says how
+    to treat the images it lacks.
+    """
+
+    def __init__(self, proposals: dict[str, Proposals], total: int) -> None:
+        super().__init__(f"interrupted after {len(proposals)} of {total} images")
+        self.proposals, self.total = proposals, total
+        self.written: dict[str, Path] = {}
+
+
+def write_partial(stop: ProposalsInterrupted, out_dir: str | Path, **kw: Any) -> None:
+    """Write what an interrupted :func:`run_proposals` finished into ``out_dir`` (if any)."""
+    if stop.proposals:
+        stop.written = write_proposals(stop.proposals, out_dir, **kw)
 
 
 def detector_inference_copy(net: nn.Module) -> nn.Module:
@@ -245,7 +268,11 @@ def propose_folder(
 
         model = RetinaFaceDetector()
     records = folder_records(folder)
-    dets = run_proposals(
-        model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
-    )
+    try:
+        dets = run_proposals(
+            model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
+        )
+    except ProposalsInterrupted as stop:
+        write_partial(stop, out_dir)
+        raise
     return write_proposals(dets, out_dir)

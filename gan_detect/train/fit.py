@@ -71,7 +71,7 @@ def run_folder_guard(cfg: ExperimentConfig, resuming: bool = False) -> Iterator[
         out = Path(cfg.output_dir)
         with run_lock(out):
             prepare_run_folder(
-                out, resuming=resuming or cfg.resume not in (None, "auto"), overwrite=cfg.overwrite
+                out, resuming=resuming or cfg.resume is not None, overwrite=cfg.overwrite
             )
             check_writable(out / "checkpoints")
             write_run_marker(out)
@@ -129,6 +129,22 @@ def new_run_folder(output_dir: str | Path) -> Iterator[None]:
         raise
 
 
+def _set_aside_unresumable_log(out: Path) -> None:
+    """``resume=auto`` found no checkpoint (a run stopped before its first save, e.g. requeued
+    by SLURM): training starts at epoch 0, so the old ``metrics.csv`` is moved aside (kept,
+    named), not appended to with the same steps again."""
+    log = out / "logs" / "metrics.csv"
+    if _launch_rank() != 0 or not log.is_file():
+        return
+    n = 1
+    while (kept := log.with_name(f"metrics.before-restart-{n}.csv")).exists():
+        n += 1
+    log.rename(kept)
+    print(
+        f"resume: no checkpoint to continue {log} from; starting at epoch 0, old rows kept in {kept}"
+    )
+
+
 def fit(
     cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_overrides: Any
 ) -> tuple[GANDetectionModule, L.Trainer]:
@@ -145,6 +161,8 @@ def fit(
         module = GANDetectionModule(to_container(cfg))
         apply_speed_options(module, cfg)
         trainer = build_trainer(cfg, **trainer_overrides)
+        if ckpt_path is None and cfg.resume is not None:
+            _set_aside_unresumable_log(Path(cfg.output_dir))
         # Exactly the checkpoint asked for (train/resume.py chose and checked it).
         run_trainer_fit(trainer, module, datamodule=dm, ckpt_path=ckpt_path)
     return module, trainer
