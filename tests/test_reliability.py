@@ -896,3 +896,19 @@ def test_taking_over_a_dead_pids_lock_is_atomic_across_processes(tmp_path: Path)
             held += 1 if kind == "in" else -1
             assert held in (0, 1), events
         assert events.count("in") >= 1
+
+
+def test_retinaface_scales_a_huge_photo_down_to_its_pixel_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from gan_detect.detector.retinaface import RetinaFaceDetector
+
+    det = RetinaFaceDetector()
+    seen: list[tuple[int, ...]] = []
+    real = det.preprocess
+    monkeypatch.setattr(det, "preprocess", lambda im: (seen.append(tuple(im.shape)), real(im))[1])
+    monkeypatch.setattr(det, "max_pixels", 160 * 120)
+    with pytest.warns(UserWarning, match=r"640x480 image .* scaled by 0\.25"):
+        out = det.detect(torch.rand(3, 480, 640))
+    assert seen == [(3, 120, 160)] and out["boxes"].shape[1] == 4

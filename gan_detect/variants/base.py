@@ -306,8 +306,10 @@ def _split_output(
     )
 
 
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
+def _all_subclasses(cls: type) -> list[Any]:
+    # list[Any]: the concrete variants' own build() signatures differ from the abstract one's.
+    out: list[Any] = []
+    subs: list[Any] = cls.__subclasses__()
+    for sub in subs:
         out += [sub, *_all_subclasses(sub)]
     return out
