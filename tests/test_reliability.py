@@ -480,3 +480,436 @@ def test_dropped_and_clipped_annotations_are_counted_and_printed(
     build_datamodule(cfg.data, scale=cfg.variant.scale).records("train")  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert f"{gt}: dropped 1 of 3 box rows with zero width or height (besides 1 zero-face" in err
+
+
+# ==== Round two (issue 22): nothing deleted that gan-detect did not write, nothing trained on what
+# the user did not give, every input error one line naming its file. =============================
+import errno  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from gan_detect.config.validate import ConfigError  # noqa: E402
+from gan_detect.train.run_folder import RUN_MARKER, prepare_run_folder  # noqa: E402
+from gan_detect.utils.errors import InputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch tiny run: checkpoints/epoch000.ckpt, epoch001.ckpt, last.ckpt."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    _fit(faces, run, "trainer.max_epochs=2")
+    return run
+
+
+def test_overwrite_deletes_only_a_marked_runs_own_files_and_lists_them(
+    faces: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the run marker lists what runs write; overwrite is never saved into config.yaml
+    marker = json.loads((trained / RUN_MARKER).read_text())
+    assert "eval" in marker["outputs"] and "pipeline.pt" in marker["outputs"]
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert "\noverwrite:" not in (run / "config.yaml").read_text()
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{}")
+    (run / "pipeline.pt").write_bytes(b"old")
+    (run / "notes.txt").write_text("mine")  # not a run's file: kept
+    capsys.readouterr()
+    _fit(faces, run, "trainer.max_epochs=1", "overwrite=true")
+    out = capsys.readouterr().out
+    assert f"deleting {run / 'eval'}/" in out and f"deleting {run / 'pipeline.pt'}" in out
+    assert not (run / "eval").exists() and not (run / "pipeline.pt").exists()
+    assert (run / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+    assert "\noverwrite:" not in (run / "config.yaml").read_text()
+    # a folder that looks like a run but carries no marker: nothing deleted
+    proj = tmp_path / "proj"
+    (proj / "logs").mkdir(parents=True)
+    (proj / "logs" / "a").write_text("x")
+    (proj / "config.yaml").write_text("y")
+    with pytest.raises(RunFolderError, match=rf"no {RUN_MARKER}.*deletes nothing"):
+        prepare_run_folder(proj, resuming=False, overwrite=True)
+    assert (proj / "logs" / "a").read_text() == "x" and (proj / "config.yaml").read_text() == "y"
+
+
+def test_overwrite_refuses_root_home_and_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for where, what in [("/", "root"), (str(Path.home()), "home"), (".", "current"),
+                        (str(tmp_path), "current"), ("..", "current")]:  # fmt: skip
+        with pytest.raises(RunFolderError, match=what):
+            prepare_run_folder(where, resuming=False, overwrite=True)
+    with pytest.raises(ConfigError, match="output_dir"):
+        load_config([EXP / "tiny_face_wider.yaml"], ["output_dir="])
+    assert main(["fit", str(EXP / "tiny_face_wider.yaml"), "output_dir=", "overwrite=true"]) == 2
+
+
+def test_resume_never_falls_back_to_a_fresh_start_nor_drops_later_rows(
+    faces: Path, trained: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    ck = run / "checkpoints"
+    # an older epoch while later checkpoints stay: refused, saying what would happen and how
+    with pytest.raises(CheckpointError, match=r"epoch000\.ckpt: epoch 0 .* older than .*last"):
+        resume_checkpoint(_cfg(faces, run, f"resume={ck / 'epoch000.ckpt'}"))
+    # an explicit path is the one resumed, even with a newer SLURM save beside it (named)
+    shutil.copy(ck / "epoch001.ckpt", run / "hpc_ckpt_1.ckpt")
+    with pytest.warns(UserWarning, match=r"resuming from it as asked.*hpc_ckpt_1"):
+        got = resume_checkpoint(_cfg(faces, run, f"resume={ck / 'last.ckpt'}"))
+    assert got == str(ck / "last.ckpt")
+    # branching from an older epoch into a new folder is allowed
+    other = _cfg(faces, tmp_path / "branch", f"resume={ck / 'epoch000.ckpt'}")
+    assert resume_checkpoint(other) == str(ck / "epoch000.ckpt")
+    # resume=auto with every checkpoint unloadable: a named error, not epoch 0 again
+    for p in [*ck.glob("*.ckpt"), run / "hpc_ckpt_1.ckpt"]:
+        p.write_bytes(p.read_bytes()[:3000])
+    rows = (run / "logs" / "metrics.csv").read_text()
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="none of the 4 check"):
+        resume_checkpoint(_cfg(faces, run, "resume=auto"))
+    assert main(["fit", *_args(faces, run, "resume=auto")]) == 2
+    assert (run / "logs" / "metrics.csv").read_text() == rows
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("evaluate.split=test", "evaluate.split': must be one of train"),
+        ("evaluate.score_fusion=geometric", "evaluate.score_fusion': must be one of d_only"),
+        ("trainer.max_epochs=0", "trainer.max_epochs': must be >= 1, got 0 (0 trains nothing"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs': must be >= 1, got -1"),
+        ("data.top_k=0", "data.top_k': must be >= 1"),
+        ("data.top_k=-3", "data.top_k': must be >= 1"),
+        ("data.missing_proposals=skip", "data.missing_proposals"),
+    ],
+)
+def test_enumerated_and_bounded_config_values_fail_at_load(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([EXP / "tiny_face_wider.yaml"], [override])
+    assert needle in str(info.value)
+
+
+def test_score_fusion_names_have_one_home() -> None:
+    from gan_detect.config.schema import SCORE_FUSIONS as IN_CONFIG
+    from gan_detect.infer.inference import SCORE_FUSIONS
+
+    assert SCORE_FUSIONS is IN_CONFIG
+
+
+def test_partial_empty_or_unusable_proposals_are_errors(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.data import build_datamodule
+    from gan_detect.data.proposals import write_wider_tree
+    from gan_detect.data.records import Proposals
+
+    plain = _cfg(faces, tmp_path / "run")
+    ids = [r.image_id for r in build_datamodule(plain.data, scale=4).records("train")]  # type: ignore[arg-type]
+    one = Proposals(np.array([[1.0, 2.0, 30.0, 30.0]]), np.array([0.5]), np.ones(1, np.int64))
+    write_wider_tree({ids[0]: one}, tmp_path / "partial")
+    cfg = _cfg(faces, tmp_path / "run", f"data.train_proposals={tmp_path / 'partial'}")
+    dm = build_datamodule(cfg.data, scale=4)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"no proposals for 3 of the 4 images .*missing_proposals"):
+        dm.proposals("train")
+    cfg = _cfg(faces, tmp_path / "run", f"data.train_proposals={tmp_path / 'partial'}",
+               "data.missing_proposals=jitter")  # fmt: skip
+    build_datamodule(cfg.data, scale=4).proposals("train")  # type: ignore[arg-type]
+    assert "data.missing_proposals=jitter: ground-truth jitter proposals for 3 of the 4" in (
+        capsys.readouterr().out
+    )
+    # every box unusable (zero width): an error naming the proposals, not a store of no negatives
+    flat = Proposals(np.array([[5.0, 5.0, 5.0, 20.0]]), np.array([0.5]), np.ones(1, np.int64))
+    write_wider_tree(dict.fromkeys(ids, flat), tmp_path / "flat")
+    cfg = _cfg(faces, tmp_path / "run", f"data.train_proposals={tmp_path / 'flat'}",
+               f"data.cache_dir={tmp_path / 'cache_flat'}")  # fmt: skip
+    with pytest.raises(InputError, match=r"train_proposals=.*flat: none of the 4 proposal boxes"):
+        build_datamodule(cfg.data, scale=4)._store("train")  # type: ignore[arg-type]
+
+
+def test_checkpoint_of_another_variant_or_class_count_is_refused(
+    faces: Path, trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    for cmd in ("evaluate", "validate"):
+        argv = [cmd, *_args(faces, trained, f"ckpt={ckpt}", "variant.name=bicubic")]
+        assert main(argv) == 2, cmd
+        err = capsys.readouterr().err
+        assert (
+            f"{ckpt}: a tiny_face checkpoint with data.num_classes=1, but the config has "
+            "variant.name=bicubic"
+            in err
+            and err.count("\n") == 1
+        ), err
+
+
+def test_newer_checkpoint_config_key_and_missing_weights_name_the_file(
+    trained: Path, tmp_path: Path
+) -> None:
+    from gan_detect.train.gan_module import GANDetectionModule
+    from gan_detect.variants import GANVariant
+
+    state = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    newer = tmp_path / "newer.ckpt"
+    state["hyper_parameters"]["config"]["variant"]["from_the_future"] = 1
+    torch.save(state, newer)
+    with pytest.raises(CheckpointError, match=rf"^{newer}: does not fit .*from_the_future"):
+        GANVariant.from_checkpoint(newer)
+    del state["hyper_parameters"]["config"]["variant"]["from_the_future"]
+    state["state_dict"].pop(next(iter(state["state_dict"])))
+    missing = tmp_path / "missing.ckpt"
+    torch.save(state, missing)
+    with pytest.raises(CheckpointError, match=rf"^{missing}: does not fit .*Missing key"):
+        GANDetectionModule.from_checkpoint(missing)
+
+
+def test_crafted_pretrained_path_is_refused_naming_it(tmp_path: Path) -> None:
+    from gan_detect.models.backbone import build_backbone
+
+    evil = tmp_path / "weights.pth"
+    torch.save({"x": _Evil(tmp_path / "PWNED")}, evil)
+    with pytest.raises(CheckpointError, match=rf"{evil}: refused"):
+        build_backbone("test_resnet", pretrained_path=str(evil))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_cli_catches_input_and_os_errors_but_not_bare_value_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app import cli
+
+    assert all(issubclass(c, InputError) for c in (ConfigError, CheckpointError, RunFolderError))
+
+    def boom(exc: BaseException):  # type: ignore[no-untyped-def]
+        def cmd(args: object) -> int:
+            raise exc
+
+        return cmd
+
+    monkeypatch.setitem(cli.COMMANDS, "x", (boom(OSError(errno.EROFS, "Read-only file system",
+                                                          "/mnt/ro/run")), ""))  # fmt: skip
+    assert main(["x"]) == 2
+    assert capsys.readouterr().err == "gan-detect x: error: /mnt/ro/run: Read-only file system\n"
+    monkeypatch.setitem(cli.COMMANDS, "x", (boom(ValueError("an internal bug")), ""))
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["x"])
+
+
+def test_unreadable_training_images_are_named(faces: Path, tmp_path: Path) -> None:
+    from gan_detect.data.full_image import load_image
+
+    good = next((faces / "WIDER_train" / "images").rglob("*.jpg")).read_bytes()
+    cases = {
+        "empty.jpg": b"",
+        "text.jpg": b"hello, not a jpeg\n",
+        "cut.jpg": good[: len(good) // 2],
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match=rf"^{tmp_path / name}: not a readable image"):
+            load_image(str(tmp_path / name))
+
+
+def test_disk_full_while_building_a_store_or_saving_a_checkpoint_is_named(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app.cli import _one_line
+    from gan_detect.data import build_datamodule, roi_store
+
+    def full(path: object, *a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    cfg = _cfg(faces, tmp_path / "run", f"data.cache_dir={tmp_path / 'cache'}")
+    monkeypatch.setattr(roi_store.np, "save", full)
+    with pytest.raises(OSError) as info:
+        build_datamodule(cfg.data, scale=4)._store("train")  # type: ignore[arg-type]
+    line = _one_line(info.value)
+    assert "cannot write the ROI store" in line and str(tmp_path / "cache") in line, line
+    assert "No space left" in line
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed "
+                     "writing file data/0: file write failed")))  # fmt: skip
+    target = tmp_path / "ck" / "last.ckpt"
+    with pytest.raises(OSError) as info2:
+        atomic_torch_save({"a": 1}, target)
+    assert info2.value.filename == str(target) and "file write failed" in _one_line(info2.value)
+    assert not target.with_name("last.ckpt.tmp").exists()
+
+
+CTRL_C_WORKER = SIGTERM_WORKER.replace("signal.SIGTERM", "signal.SIGINT")
+
+
+def test_ctrl_c_in_fit_saves_last_ckpt_and_exits_130(faces: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    worker = tmp_path / "worker.py"
+    worker.write_text(CTRL_C_WORKER)
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(worker), "fit", *_args(faces, run, "trainer.max_epochs=3")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "interrupted (Ctrl-C)" in proc.stderr and "last.ckpt holds the state" in proc.stderr
+    assert _step(run / "checkpoints" / "last.ckpt")[0] == 1  # saved in epoch 2
+    assert not (run / LOCK_FILE).exists()
+
+
+class _FakePipeline:
+    """Predicts no boxes; Ctrl-C on call number ``stop_at`` (1-based), if given."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.calls, self.stop_at = 0, stop_at
+
+    def predict_batch(self, images: list) -> list:  # type: ignore[type-arg]
+        from gan_detect.infer.pipeline import Detections
+
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        none = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), [])
+        return [none for _ in images]
+
+
+def test_predict_out_folder_summary_name_and_interrupt(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from gan_detect.app.predict import run_predict
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for n in ("summary", "a", "b"):
+        Image.new("RGB", (32, 24)).save(imgs / f"{n}.jpg")
+    elsewhere = tmp_path / "elsewhere.jpg"
+    Image.new("RGB", (32, 24)).save(elsewhere)
+    (imgs / "link.jpg").symlink_to(elsewhere)  # a symlinked image inside the input folder
+    out = imgs / "pred"  # inside the input folder
+    s = run_predict(_FakePipeline(), [str(imgs)], out, draw=True, progress=False)  # type: ignore[arg-type]
+    assert s["found"] == 4 and len(s["processed"]) == 4
+    assert json.loads((out / "summary.jpg.json").read_text())["image"] == str(imgs / "summary.jpg")
+    assert json.loads((out / "summary.json").read_text())["found"] == 4
+    # a second run into the same --out: refused, then replaced with overwrite; never its own input
+    with pytest.raises(InputError, match="holds another predict run"):
+        run_predict(_FakePipeline(), [str(imgs)], out, progress=False)  # type: ignore[arg-type]
+    s = run_predict(_FakePipeline(), [str(imgs)], out, draw=True, progress=False, overwrite=True)  # type: ignore[arg-type]
+    assert s["found"] == 4
+    # Ctrl-C after the first batch: that batch's results stay, the summary says so
+    out2 = tmp_path / "out2"
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(_FakePipeline(stop_at=2), [str(imgs)], out2, batch_size=1, progress=False)  # type: ignore[arg-type]
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["interrupted"] is True and len(summary["processed"]) == 1
+    assert Path(summary["processed"][0]["json"]).is_file()
+    # --out that is a file: one line
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        run_predict(_FakePipeline(), [str(imgs)], tmp_path / "file", progress=False)  # type: ignore[arg-type]
+
+
+def test_interrupted_propose_keeps_the_finished_images(
+    faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gan_detect.data.records import Proposals
+    from gan_detect.detector import propose as P
+
+    one = Proposals(np.array([[1.0, 2.0, 9.0, 9.0]]), np.array([0.5]), np.ones(1, np.int64))
+
+    def stopped(model: object, records: list, **kw: object) -> None:  # type: ignore[type-arg]
+        raise P.ProposalsInterrupted({records[0].image_id: one}, len(records))
+
+    monkeypatch.setattr(P, "run_proposals", stopped)
+    with pytest.raises(P.ProposalsInterrupted) as info:
+        P.propose_folder(
+            faces / "WIDER_val" / "images", tmp_path / "out", model=torch.nn.Identity()
+        )
+    assert info.value.written and all(p.exists() for p in info.value.written.values())
+    assert isinstance(info.value, KeyboardInterrupt)
+
+
+def test_damaged_roi_store_is_rebuilt_and_bad_labels_are_named(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.data import build_datamodule
+    from gan_detect.data.roi_store import RoiStoreDataset, verify_store
+
+    cfg = _cfg(faces, tmp_path / "run", f"data.cache_dir={tmp_path / 'cache'}")
+    dm = build_datamodule(cfg.data, scale=4)  # type: ignore[arg-type]
+    store = dm._store("train")
+    assert verify_store(store) is None
+    shard = store / "hr_00000.npy"
+    for damage in (lambda b: b[:128] + bytes(len(b) - 128), lambda b: b[: len(b) // 2]):
+        shard.write_bytes(damage(shard.read_bytes()))  # zeroed, then truncated
+        assert str(shard) in str(verify_store(store))
+        capsys.readouterr()
+        dm._store("train")
+        out = capsys.readouterr().out
+        assert f"{shard} does not match its checksum" in out and "rebuilding" in out
+        assert verify_store(store) is None
+    labels = np.load(store / "labels.npy")
+    labels[0] = 7
+    np.save(store / "labels.npy", labels)
+    with pytest.raises(InputError, match=r"labels\.npy: labels .*7 outside 0\.\.1"):
+        RoiStoreDataset(store, scale=4, num_classes=1)
+
+
+LOCK_WORKER = textwrap.dedent(
+    """
+    import sys, time, warnings
+    from gan_detect.train.run_folder import RunFolderError, run_lock
+    warnings.simplefilter("ignore")
+    run, log = sys.argv[1], sys.argv[2]
+    time.sleep(float(sys.argv[3]) - time.time())  # start together
+    try:
+        with run_lock(run):
+            with open(log, "a") as f:
+                f.write(f"in {time.monotonic()}\\n")
+            time.sleep(0.3)
+            with open(log, "a") as f:
+                f.write(f"out {time.monotonic()}\\n")
+    except RunFolderError:
+        pass
+    """
+)
+
+
+def test_taking_over_a_dead_pids_lock_is_atomic_across_processes(tmp_path: Path) -> None:
+    import time
+
+    run = tmp_path / "run"
+    run.mkdir()
+    worker = tmp_path / "w.py"
+    worker.write_text(LOCK_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for trial in range(3):
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (run / LOCK_FILE).write_text(f"{dead.pid} {os.uname().nodename}\n")
+        log = tmp_path / f"log{trial}"
+        start = time.time() + 1.5
+        procs = [subprocess.Popen([sys.executable, str(worker), str(run), str(log), str(start)],
+                                  env=env) for _ in range(6)]  # fmt: skip
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+        events = log.read_text().split()
+        held = 0
+        for kind in events[::2]:  # in/out in time order: never two holders at once
+            held += 1 if kind == "in" else -1
+            assert held in (0, 1), events
+        assert events.count("in") >= 1
+
+
+def test_retinaface_scales_a_huge_photo_down_to_its_pixel_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from gan_detect.detector.retinaface import RetinaFaceDetector
+
+    det = RetinaFaceDetector()
+    seen: list[tuple[int, ...]] = []
+    real = det.preprocess
+    monkeypatch.setattr(det, "preprocess", lambda im: (seen.append(tuple(im.shape)), real(im))[1])
+    monkeypatch.setattr(det, "max_pixels", 160 * 120)
+    with pytest.warns(UserWarning, match=r"640x480 image .* scaled by 0\.25"):
+        out = det.detect(torch.rand(3, 480, 640))
+    assert seen == [(3, 120, 160)] and out["boxes"].shape[1] == 4

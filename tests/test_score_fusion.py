@@ -114,13 +114,12 @@ def test_fusion_is_fit_on_held_out_train_images_only(
     them (no val image, no image D trained on), and evaluate / the pipeline use the result."""
     from gan_detect.config.load import load_config
     from gan_detect.data import build_datamodule
-    from gan_detect.data.synthetic import write_synthetic_faces
-    from gan_detect.infer import fusion_fit
-    from gan_detect.train.fit import fit
-
     from gan_detect.data.proposals import write_wider_tree
     from gan_detect.data.roi import gt_jitter_proposals
+    from gan_detect.data.synthetic import write_synthetic_faces
     from gan_detect.data.wider_face import read_wider_annotations
+    from gan_detect.infer import fusion_fit
+    from gan_detect.train.fit import fit
 
     data = tmp_path / "faces"
     write_synthetic_faces(data, num_train=16, num_val=4, seed=0)

@@ -35,7 +35,11 @@ def _resolve_resume(cfg: ExperimentConfig) -> str | None:
         raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
     from gan_detect.train.resume import resume_checkpoint
 
-    return resume_checkpoint(cfg)
+    found = resume_checkpoint(cfg)
+    if cfg.resume == "auto":  # say which, so a fresh start is never mistaken for a resume
+        what = f"continuing from {found}" if found else "no checkpoint yet: starting at epoch 0"
+        print(f"resume=auto in {cfg.output_dir}: {what}", file=sys.stderr)
+    return found
 
 
 # --- help texts (no torch: only the config dataclasses and the experiments/ folder are read) ---
@@ -243,6 +247,11 @@ def predict_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--no-refine", action="store_true", help="the detector alone (no GAN re-scoring)"
     )
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier predict run in --out (refused without it)",
+    )
     return ap
 
 
@@ -328,6 +337,8 @@ def cmd_fit(args: Sequence[str]) -> int:
     cfg = load_config(files, overrides)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from gan_detect.train.fit import FitInterrupted
+
     try:
         if cfg.task == "detector":
             from gan_detect.train.detector import fit_detector
@@ -346,6 +357,14 @@ def cmd_fit(args: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return int(err.code or 143)
+    except FitInterrupted as err:
+        kept = (
+            f"{err.saved} holds the state to continue from with resume=auto"
+            if err.saved
+            else "no checkpoint was saved at the interrupt (resume=auto takes the newest one)"
+        )
+        print(f"gan-detect fit: interrupted (Ctrl-C); {kept}", file=sys.stderr)
+        return int(err.code or 130)
     return 0
 
 
@@ -383,6 +402,22 @@ def cmd_propose(args: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         _config_parser("propose", PROPOSE_HELP).print_help()
         return 0
+    from gan_detect.detector.propose import ProposalsInterrupted
+
+    try:
+        return _propose(args)
+    except ProposalsInterrupted as stop:  # Ctrl-C: the finished images' proposals are written
+        where = ", ".join(str(p) for p in stop.written.values()) or "nothing written"
+        print(
+            f"gan-detect propose: interrupted (Ctrl-C) after {len(stop.proposals)} of "
+            f"{stop.total} images; their proposals are kept ({where}); a partial file is "
+            "refused by fit unless data.missing_proposals=jitter|none",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _propose(args: Sequence[str]) -> int:
     from gan_detect.app.propose import propose
 
     images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)
@@ -499,14 +534,28 @@ def _usage() -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """The project's own errors (and Lightning's config errors): one line, exit 2."""
+    """Errors in what the user gave: one line, exit 2.
+
+    The project's :class:`InputError` (config, checkpoint, run folder and data errors derive
+    from it), every ``OSError`` (a missing, unreadable or unwritable path; a full disk) and
+    Lightning's config errors. Not a bare ``ValueError``: an internal bug keeps its traceback.
+    """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from gan_detect.train.run_folder import RunFolderError
-    from gan_detect.utils.checkpoints import CheckpointError
+    from gan_detect.utils.errors import InputError
 
-    return (ConfigError, CheckpointError, RunFolderError, FileNotFoundError, ValueError,
-            MisconfigurationException)  # fmt: skip
+    return (InputError, OSError, MisconfigurationException)
+
+
+def _one_line(err: BaseException) -> str:
+    """The error as one line; an ``OSError`` names its path (``strerror: filename``)."""
+    if isinstance(err, OSError) and err.filename is not None:
+        text = str(err.strerror or err)
+        name = str(err.filename)
+        if name not in text:
+            text = f"{name}: {text}"
+        return " ".join(text.split())
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -554,8 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if debug or not isinstance(err, _user_errors()):
             raise
-        text = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
-        print(f"gan-detect {name}: error: {text}", file=sys.stderr)
+        print(f"gan-detect {name}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

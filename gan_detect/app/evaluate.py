@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-from gan_detect.config.validate import ExperimentConfig
+from gan_detect.config.validate import ExperimentConfig, check_checkpoint_fits
 from gan_detect.data import build_datamodule
 
 
@@ -39,6 +39,8 @@ def evaluate(
     out = Path(out_dir or Path(cfg.output_dir) / "eval")
     # A bad checkpoint fails before the (slow) data set-up.
     trained = GANVariant.from_checkpoint(ckpt) if ckpt is not None else None
+    if trained is not None and trained.run_config is not None:
+        check_checkpoint_fits(ckpt, trained.run_config, cfg)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     split = cfg.evaluate.split
     ds = dm.detection_dataset(split)

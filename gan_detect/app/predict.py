@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gan_detect.data.paths import IMAGE_SUFFIXES
 from gan_detect.infer.pipeline import Detections, Pipeline
+from gan_detect.utils.errors import InputError
 
 _GLOB_CHARS = set("*?[")
 
@@ -64,7 +65,8 @@ def expand_inputs_with_base(inputs: Sequence[str]) -> tuple[list[Path], Path]:
         raise FileNotFoundError(
             "no such file or folder, or no file matches: " + ", ".join(repr(m) for m in missing)
         )
-    base = Path(os.path.commonpath([str(b.resolve()) for b in bases])) if bases else Path(".")
+    # Absolute, not resolved: a symlinked image inside an input folder stays inside it.
+    base = Path(os.path.commonpath([os.path.abspath(b) for b in bases])) if bases else Path(".")
     return list(dict.fromkeys(paths)), base
 
 
@@ -76,12 +78,52 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 def output_names(paths: Sequence[Path], base: Path) -> list[Path]:
     """Each image's path relative to ``base`` without its suffix (``a/img``); names that would
     collide (``img.jpg`` and ``img.png`` in one folder) keep their suffix (``a/img.png``)."""
-    rel = [p.resolve().relative_to(base) for p in paths]
+    rel = [Path(os.path.abspath(p)).relative_to(base) for p in paths]
     stems = [r.with_suffix("") for r in rel]
-    counts: dict[Path, int] = {}
+    # The run's own summary file is a name no image takes: summary.jpg -> summary.jpg.json.
+    counts: dict[Path, int] = {Path(SUMMARY_FILE).with_suffix(""): 1}
     for st in stems:
         counts[st] = counts.get(st, 0) + 1
     return [r if counts[st] > 1 else st for r, st in zip(rel, stems, strict=True)]
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def _previous_run(out: Path) -> dict[str, Any] | None:
+    """The summary of an earlier predict run in ``out``, or None."""
+    try:
+        return dict(json.loads((out / SUMMARY_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` holding another predict run (it would be half overwritten, and its
+    summary.json lost) unless ``overwrite``, which deletes that run's files first (only those
+    its summary.json lists, inside ``out``).
+
+    Raises:
+        InputError: ``out`` is a file, or holds another run and ``overwrite`` is not set.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    old = _previous_run(out) if out.is_dir() else None
+    if old is None:
+        return
+    if not overwrite:
+        raise InputError(
+            f"--out {out} holds another predict run ({SUMMARY_FILE}, "
+            f"{len(old.get('processed', []))} images): choose another --out, or --overwrite to "
+            "replace it"
+        )
+    root = out.resolve()
+    for entry in old.get("processed", []):
+        for key in ("json", "drawn"):
+            f = Path(str(entry.get(key, "")))
+            if entry.get(key) and root in f.resolve().parents and f.is_file():
+                f.unlink()
+    (out / SUMMARY_FILE).unlink()
 
 
 BOX_COLOUR = (255, 40, 40)
@@ -184,24 +226,33 @@ def run_predict(
     draw: bool = False,
     batch_size: int = 4,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Predict every readable image; unreadable ones are reported and skipped.
 
     Writes ``OUT/<relative path>.json`` per image (``output_names``), with ``draw`` also
     ``OUT/<relative path>_boxes.png``, and ``OUT/summary.json`` (processed and failed images),
-    which is written even when a batch fails.
+    which is written even when a batch fails or Ctrl-C stops the run (then with
+    ``"interrupted": true``). Files under ``out_dir`` are never inputs; an ``out_dir`` holding
+    another run is refused unless ``overwrite`` (``check_out_dir``).
 
     Raises:
         FileNotFoundError: an input does not exist (``expand_inputs_with_base``).
+        InputError: ``out_dir`` is a file or holds another run (``check_out_dir``).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     paths, base = expand_inputs_with_base(inputs)
+    # --out inside an input folder: its own outputs (drawn images) are never inputs.
+    inside = Path(os.path.abspath(out))
+    paths = [p for p in paths if inside not in Path(os.path.abspath(p)).parents]
     names = dict(zip(paths, output_names(paths, base), strict=True))
+    check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
+    interrupted = False
     bar = tqdm(total=len(paths), desc="predict", disable=not progress)
     try:
         for start in range(0, len(paths), batch_size):
@@ -241,10 +292,15 @@ def run_predict(
                     entry["drawn"] = str(draw_detections(rgb, d, drawn))
                 done.append(entry)
             bar.update(len(paths[start : start + batch_size]))
+    except KeyboardInterrupt:
+        interrupted = True  # keep what is done: the summary says how far it got
+        raise
     finally:
         bar.close()
         summary = {"processed": done, "failed": failed, "found": len(paths)}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if interrupted:
+            summary["interrupted"] = True
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -259,9 +315,29 @@ def run_cli(ns: argparse.Namespace) -> int:
         pipe = Pipeline.retinaface(gan, device=ns.device, **kw)
     else:
         pipe = Pipeline.load(ns.ckpt, device=ns.device, refine=not ns.no_refine, **kw)
-    s = run_predict(pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size)
+    s = _run_keeping_partial(pipe, ns)
+    if s is None:
+        return 130
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
     if not s["found"]:
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
     # Non-zero when nothing was predicted: no image found, or none could be read.
     return 0 if s["processed"] else 1
+
+
+def _run_keeping_partial(pipe: Pipeline, ns: argparse.Namespace) -> dict[str, Any] | None:
+    """``run_predict`` for the CLI; on Ctrl-C say what was kept and return None (exit 130)."""
+    try:
+        return run_predict(
+            pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size,
+            overwrite=getattr(ns, "overwrite", False),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        s = _previous_run(Path(ns.out)) or {}
+        print(
+            f"gan-detect predict: interrupted (Ctrl-C) after {len(s.get('processed', []))} of "
+            f"{s.get('found', '?')} images; their results are kept in {ns.out} "
+            f'({SUMMARY_FILE} lists them, with "interrupted": true)',
+            file=sys.stderr,
+        )
+        return None

@@ -13,8 +13,14 @@ from pathlib import Path
 from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
 from gan_detect.detector.module import DetectorModule
-from gan_detect.detector.propose import run_proposals, write_proposals
+from gan_detect.detector.propose import (
+    ProposalsInterrupted,
+    run_proposals,
+    write_partial,
+    write_proposals,
+)
 from gan_detect.detector.retinaface import RetinaFaceDetector
+from gan_detect.utils.errors import InputError
 
 
 def propose(
@@ -33,22 +39,26 @@ def propose(
     module: DetectorModule | RetinaFaceDetector
     if ckpt is None:
         if cfg.detector is None or cfg.detector.arch != "retinaface":
-            raise ValueError("propose needs a detector checkpoint or detector.arch=retinaface")
+            raise InputError("propose needs a detector checkpoint or detector.arch=retinaface")
         module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
     else:
         module = DetectorModule.from_checkpoint(ckpt)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     records = dm.records(split)
     device = resolve_device(cfg.evaluate.device)
-    dets = run_proposals(
-        module.to(device),
-        records,
-        top_k=cfg.evaluate.top_k,
-        score_thresh=cfg.evaluate.proposal_score_thresh,
-        batch_size=cfg.data.val_batch_size if hasattr(cfg.data, "val_batch_size") else 2,
-        device=device,
-        progress=progress,
-    )
     out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
     cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    try:
+        dets = run_proposals(
+            module.to(device),
+            records,
+            top_k=cfg.evaluate.top_k,
+            score_thresh=cfg.evaluate.proposal_score_thresh,
+            batch_size=cfg.data.val_batch_size if hasattr(cfg.data, "val_batch_size") else 2,
+            device=device,
+            progress=progress,
+        )
+    except ProposalsInterrupted as stop:  # keep the finished images' proposals
+        write_partial(stop, out, category_ids=cat_ids)
+        raise
     return write_proposals(dets, out, category_ids=cat_ids)

@@ -16,6 +16,7 @@ from typing import Any
 from gan_detect.data.proposals import read_wider_tree_arrays
 from gan_detect.metrics.wider_face_ap import wider_face_ap
 from gan_detect.metrics.wider_gt import SETTINGS, load_wider_ground_truth
+from gan_detect.utils.errors import InputError
 
 
 def evaluate_wider_tree(
@@ -55,7 +56,7 @@ def evaluate_wider_tree(
     if gt.image_ids and missing == len(gt):
         deeper = len(list(Path(pred_dir).glob("*/*/*.txt")))
         shallow = len(list(Path(pred_dir).glob("*.txt")))
-        raise ValueError(
+        raise InputError(
             f"{pred_dir}: none of the {len(gt)} ground-truth images has a prediction file "
             f"({len(preds)} <event>/<name>.txt files read, {len(odd_case)} with a .TXT-like "
             f"suffix, {deeper} one folder deeper, {shallow} one folder higher): the folder must "

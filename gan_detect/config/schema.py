@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Score fusions of the re-scoring step (gan_detect.infer.inference implements them). Here, not
+# there, so that the config is checked against them when it loads, without importing torch.
+SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean")
+# What evaluate.split (and propose's split) may name: the data's train or val split.
+EVAL_SPLITS: tuple[str, ...] = ("train", "val")
+
 
 @dataclass
 class VariantConfig:

@@ -115,6 +115,11 @@ class RoiDataConfig(DataConfig):
     train_proposals: str | None = None
     val_proposals: str | None = None
     top_k: int = 600
+    # Images of a split that the proposals file does not list (a COCO results file holds only
+    # images with detections): "error" (the default: a partial file is usually a mistake),
+    # "jitter" (ground-truth jitter proposals for them, printed with their count) or "none" (no
+    # proposals: only their ground-truth ROIs, with include_gt).
+    missing_proposals: Literal["error", "jitter", "none"] = "error"
     max_train_images: int | None = None
     max_val_images: int | None = None
     # ROI mining.

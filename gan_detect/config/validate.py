@@ -12,13 +12,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gan_detect.config.schema import DataConfig, ExperimentConfig, VariantConfig
+from gan_detect.config.schema import (
+    EVAL_SPLITS,
+    SCORE_FUSIONS,
+    DataConfig,
+    ExperimentConfig,
+    VariantConfig,
+)
 from gan_detect.config.sections import DATA_CONFIGS, VARIANT_CONFIGS, DetectorConfig
+from gan_detect.utils.errors import InputError
 
 __all__ = ["ConfigError", "ExperimentConfig", "build_schema", "to_experiment_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key is unknown, has the wrong type, or a value is invalid."""
 
 
@@ -83,6 +90,23 @@ def to_experiment_config(raw: DictConfig | dict[str, Any] | ExperimentConfig) ->
     return obj
 
 
+def check_checkpoint_fits(path: object, trained: ExperimentConfig, cfg: ExperimentConfig) -> None:
+    """A checkpoint's variant and class count must be the config's it is evaluated with.
+
+    Raises:
+        ConfigError: naming the file, what it holds and what the config asks for (a 5-class
+            objects checkpoint scored on faces data would otherwise write metrics, exit 0).
+    """
+    have = (trained.variant.name, trained.data.num_classes)
+    want = (cfg.variant.name, cfg.data.num_classes)
+    if have != want:
+        raise ConfigError(
+            f"{path}: a {have[0]} checkpoint with data.num_classes={have[1]}, but the config "
+            f"has variant.name={want[0]} data.num_classes={want[1]}: evaluate it with its own "
+            "run's config.yaml"
+        )
+
+
 def to_container(cfg: ExperimentConfig) -> dict[str, Any]:
     """Plain, resolved containers (for checkpoints, W&B and config.yaml)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
@@ -105,9 +129,30 @@ def _check(cfg: ExperimentConfig) -> None:
         section, leaf = key.split(".")
         v = getattr(getattr(cfg, section), leaf, None)
         if isinstance(v, int) and not isinstance(v, bool) and v < low:
-            if key == "trainer.max_epochs" and v == -1:
-                continue  # Lightning's "no limit"
-            raise ConfigError(f"config key '{key}': must be >= {low}, got {v}")
+            hint = _MIN_HINTS.get(key, "")
+            raise ConfigError(f"config key '{key}': must be >= {low}, got {v}{hint}")
+    _check_choices(cfg)
+
+
+def _check_choices(cfg: ExperimentConfig) -> None:
+    """Enumerated string values (those not typed as a Literal), so a typo fails at load, not
+    after a silent fallback (``evaluate.split=test`` evaluated val and said "test")."""
+    e = cfg.evaluate
+    if e.split not in EVAL_SPLITS:
+        splits = ", ".join(f"{s} (data.{s}_split={getattr(cfg.data, f'{s}_split', s)})"
+                           for s in EVAL_SPLITS)  # fmt: skip
+        raise ConfigError(f"config key 'evaluate.split': must be one of {splits}, got {e.split!r}")
+    if e.score_fusion not in SCORE_FUSIONS:
+        raise ConfigError(
+            f"config key 'evaluate.score_fusion': must be one of {', '.join(SCORE_FUSIONS)}, "
+            f"got {e.score_fusion!r}"
+        )
+    if not str(cfg.output_dir).strip():
+        raise ConfigError(
+            "config key 'output_dir': empty (it would be the current folder); name a run folder"
+        )
+    if cfg.resume is not None and not str(cfg.resume).strip():
+        raise ConfigError("config key 'resume': empty; use auto, a checkpoint path or null")
 
 
 # Integer keys with a lower bound (checked here, so a bad value is one line, not a traceback).
@@ -118,7 +163,8 @@ _MIN_INTS: dict[str, int] = {
     "data.rois_per_image": 1,
     "data.hr_size": 4,
     "data.num_classes": 1,
-    "trainer.max_epochs": 0,
+    "trainer.max_epochs": 1,
+    "data.top_k": 1,
     "trainer.num_nodes": 1,
     "trainer.check_val_every_n_epoch": 1,
     "trainer.log_every_n_steps": 1,
@@ -128,4 +174,10 @@ _MIN_INTS: dict[str, int] = {
     "evaluate.chunk_size": 1,
     "evaluate.coco_max_dets": 1,
     "optim.warmup_epochs": 0,
+}
+# Why a bound exists, where the bare number would puzzle.
+_MIN_HINTS: dict[str, str] = {
+    "trainer.max_epochs": " (0 trains nothing; -1, Lightning's 'no limit', would run and keep a "
+    "checkpoint per epoch until the disk is full)",
+    "data.top_k": " (0 would drop every proposal and train on ground-truth jitter instead)",
 }

@@ -17,6 +17,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from gan_detect.data.records import ImageRecord
+from gan_detect.utils.errors import InputError
 
 
 @dataclass
@@ -54,12 +55,12 @@ def _load_json(path: Path) -> dict[str, Any]:
         with path.open(encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+        raise InputError(f"{path}: invalid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be an object, got {type(data).__name__}")
+        raise InputError(f"{path}: top level must be an object, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: missing or non-list key {key!r}")
+            raise InputError(f"{path}: missing or non-list key {key!r}")
     return data
 
 
@@ -74,18 +75,18 @@ def _check_entries(path: Path, data: dict[str, Any]) -> None:
         for i, entry in enumerate(data[section]):
             missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
             if missing:
-                raise ValueError(f"{path}: {section}[{i}] lacks key(s) {missing}")
+                raise InputError(f"{path}: {section}[{i}] lacks key(s) {missing}")
     image_ids = {im["id"] for im in data["images"]}
     cat_ids = {c["id"] for c in data["categories"]}
     for i, ann in enumerate(data["annotations"]):
         if ann["image_id"] not in image_ids:
-            raise ValueError(f"{path}: annotations[{i}] has unknown image_id {ann['image_id']}")
+            raise InputError(f"{path}: annotations[{i}] has unknown image_id {ann['image_id']}")
         if ann["category_id"] not in cat_ids:
-            raise ValueError(
+            raise InputError(
                 f"{path}: annotations[{i}] has unknown category_id {ann['category_id']}"
             )
         if not (isinstance(ann["bbox"], list) and len(ann["bbox"]) == 4):
-            raise ValueError(f"{path}: annotations[{i}] bbox must be [x, y, w, h]")
+            raise InputError(f"{path}: annotations[{i}] bbox must be [x, y, w, h]")
 
 
 def load_coco_records(ann_json: str | Path, image_dir: str | Path) -> CocoRecords:

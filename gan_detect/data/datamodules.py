@@ -20,6 +20,7 @@ from gan_detect.config.sections import CocoDataConfig, RoiDataConfig, WiderFaceD
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.data.full_image import FullImageDataset
 from gan_detect.data.records import ImageRecord, Proposals
+from gan_detect.utils.errors import InputError
 
 
 def check_proposals_match(
@@ -43,7 +44,7 @@ def check_proposals_match(
         if not props
         else f"proposal ids look like {sorted(props)[:3]}, image ids like {sorted(ids)[:3]}"
     )
-    raise ValueError(
+    raise InputError(
         f"{source}: proposals read for {len(props)} images, 0 of them match the "
         f"{len(records)} images of the split; {hint}"
     )
@@ -65,6 +66,28 @@ def fusion_holdout_ids(records: Sequence[ImageRecord], fraction: float) -> set[s
     return held or {min(records, key=lambda r: key(r.image_id)).image_id}
 
 
+def check_partial_proposals(
+    props: dict[str, Proposals], records: list[ImageRecord], source: str, missing: str
+) -> None:
+    """Images of the split that the proposals do not list: an error, or the printed choice.
+
+    Raises:
+        InputError: some images have no proposals and ``missing`` is "error" (counts, examples).
+    """
+    absent = [r.image_id for r in records if r.image_id not in props]
+    if not absent:
+        return
+    what = f"{len(absent)} of the {len(records)} images of the split (e.g. {absent[:3]})"
+    if missing == "error":
+        raise InputError(
+            f"{source}: no proposals for {what}: give proposals for every image, or set "
+            "data.missing_proposals=jitter (ground-truth jitter for those) or =none (only their "
+            "ground-truth ROIs)"
+        )
+    how = "ground-truth jitter proposals" if missing == "jitter" else "no proposals"
+    print(f"data.missing_proposals={missing}: {how} for {what} missing from {source}")
+
+
 class RoiDataModule(L.LightningDataModule):
     """Base DataModule: records -> ROI stores -> loaders. Subclasses read the records."""
 
@@ -74,7 +97,7 @@ class RoiDataModule(L.LightningDataModule):
     def __init__(self, cfg: RoiDataConfig, scale: int = 4, seed: int = 0) -> None:
         super().__init__()
         if cfg.hr_size % scale:
-            raise ValueError(f"data.hr_size ({cfg.hr_size}) must be a multiple of scale ({scale})")
+            raise InputError(f"data.hr_size ({cfg.hr_size}) must be a multiple of scale ({scale})")
         self.cfg = cfg
         self.scale = scale
         self.seed = seed
@@ -128,7 +151,9 @@ class RoiDataModule(L.LightningDataModule):
         props = load_proposals(
             path, top_k=self.cfg.top_k, category_id_to_label=self.category_id_to_label()
         )
-        check_proposals_match(props, self.records(split), f"data.{split}_proposals={path}")
+        source = f"data.{split}_proposals={path}"
+        check_proposals_match(props, self.records(split), source)
+        check_partial_proposals(props, self.records(split), source, self.cfg.missing_proposals)
         return props
 
     # ---- ROI stores --------------------------------------------------------------------------
@@ -137,10 +162,15 @@ class RoiDataModule(L.LightningDataModule):
 
         c = self.cfg
         out = Path(c.cache_dir) / f"{self.name}_{split}_rois"
+        props = self.proposals(split)
+        path = c.train_proposals if split == "train" else c.val_proposals
         return build_roi_store(
             self.records(split),
-            self.proposals(split),
+            props,
             out,
+            # No proposals file: jitter is the documented stand-in; with one, only by choice.
+            jitter_when_missing=props is None or c.missing_proposals == "jitter",
+            source=f"data.{split}_proposals={path}",
             hr_size=c.hr_size,
             scale=self.scale,
             context=c.context,
@@ -178,7 +208,12 @@ class RoiDataModule(L.LightningDataModule):
         if self.train_store is None:
             self.setup("fit")
         assert self.train_store is not None
-        ds = RoiStoreDataset(self.train_store, scale=self.scale, hflip=self.cfg.hflip)
+        ds = RoiStoreDataset(
+            self.train_store,
+            scale=self.scale,
+            hflip=self.cfg.hflip,
+            num_classes=self.cfg.num_classes,
+        )
         world, rank = self._world()
         # Our own DistributedSampler (also for one process): seeded by seed + epoch, so a resumed
         # run sees the same order as an uninterrupted one; Lightning calls set_epoch on it.
@@ -204,7 +239,9 @@ class RoiDataModule(L.LightningDataModule):
             if self.val_store is None:
                 self.setup("validate")
             assert self.val_store is not None
-            ds = RoiStoreDataset(self.val_store, scale=self.scale, hflip=False)
+            ds = RoiStoreDataset(
+                self.val_store, scale=self.scale, hflip=False, num_classes=self.cfg.num_classes
+            )
             sampler: DistributedSampler[Any] = DistributedSampler(
                 ds, num_replicas=world, rank=rank, shuffle=False
             )
@@ -274,7 +311,7 @@ class WiderFaceDataModule(RoiDataModule):
             try:  # a typo must not train on 0 images: unknown names are an error
                 recs = filter_events(recs, include=events)
             except ValueError as err:
-                raise ValueError(f"data.{split}_events: {err}") from None
+                raise InputError(f"data.{split}_events: {err}") from None
         return recs
 
 
@@ -309,7 +346,7 @@ class CocoDataModule(RoiDataModule):
                     file=sys.stderr,
                 )
             if len(loaded.class_names) != c.num_classes:
-                raise ValueError(
+                raise InputError(
                     f"data.num_classes is {c.num_classes} but {ann} has "
                     f"{len(loaded.class_names)} categories; set data.num_classes="
                     f"{len(loaded.class_names)}"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gan_detect.data.records import Proposals
+from gan_detect.utils.errors import InputError
 
 
 def _fmt(v: float) -> str:
@@ -40,7 +41,7 @@ def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
 def _split_wider_id(image_id: str) -> tuple[str, str]:
     parts = image_id.split("/")
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"WIDER FACE image id must be '<event>/<name>', got {image_id!r}")
+        raise InputError(f"WIDER FACE image id must be '<event>/<name>', got {image_id!r}")
     return parts[0], parts[1]
 
 
@@ -76,20 +77,20 @@ def read_wider_txt(path: str | Path) -> np.ndarray:
     lines = [(n, s.strip()) for n, s in enumerate(path.read_text().splitlines(), 1)]
     lines = [(n, s) for n, s in lines if s]
     if len(lines) < 2:
-        raise ValueError(f"{path}: expected the image name and a count, got {len(lines)} lines")
+        raise InputError(f"{path}: expected the image name and a count, got {len(lines)} lines")
     name = lines[0][1].replace("\\", "/").rsplit("/", 1)[-1]
     name = name[:-4] if name.lower().endswith(".jpg") else name
     if name != path.stem:
-        raise ValueError(f"{path}:{lines[0][0]}: image name {lines[0][1]!r} != file name")
+        raise InputError(f"{path}:{lines[0][0]}: image name {lines[0][1]!r} != file name")
     try:
         count = int(lines[1][1])
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{path}:{lines[1][0]}: expected a box count, got {lines[1][1]!r}"
         ) from None
     rows = lines[2:]
     if count != len(rows):
-        raise ValueError(f"{path}:{lines[1][0]}: count says {count} boxes, file has {len(rows)}")
+        raise InputError(f"{path}:{lines[1][0]}: count says {count} boxes, file has {len(rows)}")
     if not rows:
         return np.zeros((0, 5), np.float64)
     try:  # fast path: numpy's C reader (2x faster than splitting in Python); the loop locates errors
@@ -106,9 +107,9 @@ def read_wider_txt(path: str | Path) -> np.ndarray:
                 raise ValueError
             out[i] = [float(f) for f in fields[i]]
         except ValueError:
-            raise ValueError(f"{path}:{n}: expected 'x y w h score', got {s!r}") from None
+            raise InputError(f"{path}:{n}: expected 'x y w h score', got {s!r}") from None
         if not np.isfinite(out[i]).all():
-            raise ValueError(f"{path}:{n}: non-finite value in {s!r}")
+            raise InputError(f"{path}:{n}: non-finite value in {s!r}")
     return out
 
 
@@ -146,10 +147,10 @@ def write_coco_results(
         try:
             coco_id = int(image_id)
         except ValueError:
-            raise ValueError(f"COCO image ids must be integers, got {image_id!r}") from None
+            raise InputError(f"COCO image ids must be integers, got {image_id!r}") from None
         for b, s, lab in zip(_xyxy_to_xywh(p.boxes), p.scores, p.labels, strict=True):
             if category_ids is not None and not 1 <= lab <= len(category_ids):
-                raise ValueError(f"image {image_id}: label {lab} outside 1..{len(category_ids)}")
+                raise InputError(f"image {image_id}: label {lab} outside 1..{len(category_ids)}")
             cat = int(category_ids[lab - 1]) if category_ids is not None else int(lab)
             results.append(
                 {
@@ -184,9 +185,9 @@ def read_coco_results(
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise InputError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(entries, list):
-        raise ValueError(
+        raise InputError(
             f"{path}: a COCO results file is a JSON list, got {type(entries).__name__}"
         )
     per_image: dict[str, list[tuple[list[float], float, int]]] = {}
@@ -195,19 +196,19 @@ def read_coco_results(
         if not isinstance(entry, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(
             entry
         ):
-            raise ValueError(f"{bad} needs image_id, category_id, bbox and score: {entry!r}")
+            raise InputError(f"{bad} needs image_id, category_id, bbox and score: {entry!r}")
         e = entry
         bbox = e["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
-            raise ValueError(f"{bad}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+            raise InputError(f"{bad}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
         if not _number(e["score"]):
-            raise ValueError(f"{bad}: score must be a finite number, got {e['score']!r}")
+            raise InputError(f"{bad}: score must be a finite number, got {e['score']!r}")
         cat = e["category_id"]
         if not isinstance(cat, int):
-            raise ValueError(f"{bad}: category_id must be an integer, got {cat!r}")
+            raise InputError(f"{bad}: category_id must be an integer, got {cat!r}")
         if category_id_to_label is not None:
             if cat not in category_id_to_label:
-                raise ValueError(f"{bad}: category_id {cat} not in the label map")
+                raise InputError(f"{bad}: category_id {cat} not in the label map")
             cat = category_id_to_label[cat]
         per_image.setdefault(str(e["image_id"]), []).append((bbox, float(e["score"]), cat))
     out = {}
@@ -234,4 +235,4 @@ def load_proposals(
         return read_wider_tree(path, top_k=top_k)
     if path.suffix.lower() == ".json":
         return read_coco_results(path, category_id_to_label, top_k=top_k)
-    raise ValueError(f"{path}: expected a WIDER prediction folder or a COCO results .json")
+    raise InputError(f"{path}: expected a WIDER prediction folder or a COCO results .json")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gan_detect.utils.errors import InputError
+
 
 @dataclass
 class ImageRecord:
@@ -36,7 +38,7 @@ class ImageRecord:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
         if not (len(self.boxes) == len(self.labels) == len(self.ignore)):
-            raise ValueError(
+            raise InputError(
                 f"{self.image_id}: boxes ({len(self.boxes)}), labels ({len(self.labels)}) and "
                 f"ignore ({len(self.ignore)}) must have the same length"
             )

@@ -15,14 +15,14 @@ training LR of the (possibly flipped) HR (measured in benchmarks/RESULTS_roi.md)
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,15 @@ from tqdm.auto import tqdm
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.full_image import load_image
 from gan_detect.data.records import ImageRecord, Proposals
-from gan_detect.data.roi import gt_jitter_proposals, hr_from_uint8, make_lr, mine_rois
+from gan_detect.data.roi import (
+    clip_proposals,
+    gt_jitter_proposals,
+    hr_from_uint8,
+    make_lr,
+    mine_rois,
+)
+from gan_detect.utils.errors import InputError
+from gan_detect.utils.locks import hold_lock
 
 # 2: box targets encoded against the crop window (encode_roi_targets), not the proposal.
 FORMAT_VERSION = 2
@@ -63,22 +71,6 @@ def _fingerprint(
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory file lock (POSIX ``flock``; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _read_meta(store: Path) -> dict[str, Any] | None:
     """meta.json of a complete store, else None (meta.json is the last file written)."""
     try:
@@ -104,6 +96,7 @@ def build_roi_store(
     shard_size: int = 4096,
     seed: int = 0,
     jitter_when_missing: bool = True,
+    source: str | None = None,
     progress: bool = True,
     is_main: bool = True,
     wait_timeout_s: float = 24 * 3600.0,
@@ -132,8 +125,14 @@ def build_roi_store(
     )  # fmt: skip
     fp = _fingerprint(records, proposals, params)
     meta = _read_meta(out)
+    if meta is not None and meta.get("fingerprint") == fp and is_main:
+        damage = verify_store(out, meta)
+        if damage is None:
+            print(f"reusing ROI store at {out} ({meta['num_rois']} ROIs)")
+            return out
+        print(f"ROI store at {out} is damaged ({damage}): rebuilding it")
+        meta = None
     if meta is not None and meta.get("fingerprint") == fp:
-        print(f"reusing ROI store at {out} ({meta['num_rois']} ROIs)")
         return out
     if not is_main:
         deadline = time.monotonic() + wait_timeout_s
@@ -144,26 +143,66 @@ def build_roi_store(
             time.sleep(1.0)
         raise TimeoutError(f"waited {wait_timeout_s:.0f} s for the main rank's ROI store at {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(out.parent / f".{out.name}.lock"):
+    with hold_lock(out.parent / f".{out.name}.lock", wait=True, on_takeover=print):
         meta = _read_meta(out)  # another main process may have built it while we waited
-        if meta is not None and meta.get("fingerprint") == fp:
+        if meta is not None and meta.get("fingerprint") == fp and verify_store(out, meta) is None:
             print(f"reusing ROI store at {out} ({meta['num_rois']} ROIs)")
             return out
         tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
         try:
-            meta = _mine_into(tmp, records, proposals, params, progress)
+            tmp.mkdir()
+            meta = _mine_into(tmp, records, proposals, params, progress, source)
             meta["fingerprint"] = fp
+            meta["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             if out.exists():  # move the stale store aside: rename cannot replace a full dir
                 old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
                 out.rename(old)
                 shutil.rmtree(old, ignore_errors=True)
             tmp.rename(out)
+        except OSError as err:
+            # A full disk or a read-only cache: one line naming the file (OSError's filename).
+            mine = str(err.filename or "").startswith((str(tmp), str(out)))
+            if not (mine or err.errno in (errno.ENOSPC, errno.EDQUOT)):
+                raise  # e.g. an image file that went missing: its own message names it
+            raise OSError(
+                err.errno,
+                f"cannot write the ROI store {out}: {err.strerror or err}",
+                err.filename or str(tmp),
+            ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"built ROI store at {out} ({meta['num_rois']} ROIs, labels {meta['label_counts']})")
     return out
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_store(store: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> str | None:
+    """What is wrong with a complete-looking store (a file named), or None when it is intact.
+
+    Each file is checked against the sha256 that meta.json recorded when the store was built
+    (a zeroed, truncated or edited shard or label file), and every label must be a class index
+    of the store (``0..max`` of its ``label_counts``). A store of an older version without
+    checksums counts as damaged, so it is rebuilt once.
+    """
+    store = Path(store)
+    meta = meta if meta is not None else _read_meta(store)
+    if meta is None:
+        return f"{store / 'meta.json'} is missing or unreadable"
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict):
+        return f"{store / 'meta.json'} has no checksums (an older store)"
+    for name, digest in sorted(sums.items()):
+        f = store / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if _sha256(f) != digest:
+            return f"{f} does not match its checksum (truncated or changed)"
+    return None
 
 
 def _mine_into(
@@ -172,6 +211,7 @@ def _mine_into(
     proposals: Mapping[str, Proposals] | None,
     params: dict,
     progress: bool,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Mine all records into ``tmp`` (shards + metadata); return the meta dict (sans fingerprint)."""
     p = params
@@ -190,10 +230,17 @@ def _mine_into(
             shard_sizes.append(n)
             buf, buffered = [hr[n:]], len(hr) - n
 
+    given = usable = 0  # proposal boxes read / left after clipping to their image
     for i, rec in enumerate(tqdm(records, desc="mining ROIs", disable=not progress)):
         image = load_image(rec.path)
         rec = rec.clipped_to(int(image.shape[1]), int(image.shape[2]))
         props = proposals.get(rec.image_id) if proposals is not None else None
+        if props is not None and len(props):
+            size = (int(image.shape[1]), int(image.shape[2]))
+            given += len(props)
+            usable += len(
+                clip_proposals(torch.as_tensor(props.boxes, dtype=torch.float32), size)[1]
+            )
         if props is None or len(props) == 0:
             if p["jitter_when_missing"]:
                 size = (int(image.shape[1]), int(image.shape[2]))
@@ -212,6 +259,12 @@ def _mine_into(
             parts[k].append(got[k])
         flush(final=False)
     flush(final=True)
+    if given and not usable:
+        raise InputError(
+            f"{source or 'proposals'}: none of the {given} proposal boxes is usable (each has "
+            "zero width or height, or lies outside its image): the store would have no "
+            "background ROIs; check the box format (COCO [x, y, w, h], WIDER 'x y w h score')"
+        )
     hr = p["hr_size"]
     empty = {"labels": (0,), "box_targets": (0, 4), "src_sizes": (0, 2), "boxes": (0, 4)}
     for k in _META_ARRAYS:
@@ -241,19 +294,42 @@ class RoiStoreDataset(Dataset[RoiBatch]):
     worker); the box target's dx changes sign because the crop is centred on the proposal.
     """
 
-    def __init__(self, store_dir: str | os.PathLike[str], scale: int, hflip: bool = False) -> None:
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str],
+        scale: int,
+        hflip: bool = False,
+        num_classes: int | None = None,
+    ) -> None:
         self.store = Path(store_dir)
         meta = _read_meta(self.store)
         if meta is None:
             raise FileNotFoundError(f"no complete ROI store (meta.json) at {self.store}")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{self.store}/meta.json: format_version {meta.get('format_version')}")
+            raise InputError(f"{self.store}/meta.json: format_version {meta.get('format_version')}")
         hr = int(meta["hr_shape"][0])
         if hr % scale:
-            raise ValueError(f"{self.store}: hr size {hr} is not divisible by scale {scale}")
+            raise InputError(f"{self.store}: hr size {hr} is not divisible by scale {scale}")
         self.meta, self.scale, self.hflip = meta, scale, hflip
         self.shard_size = int(meta["params"]["shard_size"])
-        arrays = {k: np.load(self.store / f"{k}.npy") for k in _META_ARRAYS}
+        try:
+            arrays = {k: np.load(self.store / f"{k}.npy") for k in _META_ARRAYS}
+        except (OSError, ValueError, EOFError) as err:
+            raise InputError(
+                f"{self.store}: damaged ROI store ({' '.join(str(err).split())}); delete it to "
+                "have it rebuilt"
+            ) from None
+        labels = arrays["labels"]
+        if (
+            num_classes is not None
+            and len(labels)
+            and (labels.min() < 0 or labels.max() > num_classes)
+        ):
+            raise InputError(
+                f"{self.store / 'labels.npy'}: labels {int(labels.min())}..{int(labels.max())} "
+                f"outside 0..{num_classes} (data.num_classes={num_classes}): a store of other "
+                "data, or damaged; delete it to have it rebuilt"
+            )
         self.labels = torch.from_numpy(arrays["labels"])
         self.box_targets = torch.from_numpy(arrays["box_targets"])
         self.src_sizes = torch.from_numpy(arrays["src_sizes"])
@@ -271,11 +347,26 @@ class RoiStoreDataset(Dataset[RoiBatch]):
 
     def _hr(self, index: int) -> np.ndarray:
         if self._shards is None:
-            self._shards = [
-                np.load(self.store / f"hr_{i:05d}.npy", mmap_mode="r")
-                for i in range(len(self.meta["shard_sizes"]))
-            ]
+            self._shards = [self._open_shard(i) for i in range(len(self.meta["shard_sizes"]))]
         return self._shards[index // self.shard_size][index % self.shard_size]
+
+    def _open_shard(self, i: int) -> np.ndarray:
+        """Memory-map shard ``i``; a truncated or foreign file is an error naming it."""
+        path = self.store / f"hr_{i:05d}.npy"
+        want = (int(self.meta["shard_sizes"][i]), *map(int, self.meta["hr_shape"]))
+        try:
+            shard = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as err:
+            raise InputError(
+                f"{path}: damaged ROI store shard ({' '.join(str(err).split())}); delete "
+                f"{self.store} to have it rebuilt"
+            ) from None
+        if shard.shape != want or shard.dtype != np.uint8:
+            raise InputError(
+                f"{path}: shard of shape {shard.shape} {shard.dtype}, meta.json says {want} "
+                f"uint8; delete {self.store} to have it rebuilt"
+            )
+        return shard
 
     def __getitem__(self, index: int) -> RoiBatch:
         if not 0 <= index < len(self):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from gan_detect.data.paths import is_image_file
 from gan_detect.data.records import ImageRecord
+from gan_detect.utils.errors import InputError
 
 ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 _SPLITS = ("train", "val")
@@ -143,7 +144,7 @@ def read_wider_annotations(
     if not path.is_file():
         raise FileNotFoundError(f"WIDER FACE annotation file not found: {path}")
     if check_images and images_dir is None:
-        raise ValueError("check_images=True needs images_dir")
+        raise InputError("check_images=True needs images_dir")
     lines = _Lines(path)
     out = WiderAnnotations(records=[])
     seen: dict[str, int] = {}
@@ -232,7 +233,7 @@ def wider_split_paths(
         FileNotFoundError: naming the missing folder or file.
     """
     if split not in _SPLITS:
-        raise ValueError(
+        raise InputError(
             f"split must be one of {_SPLITS} (test has no public boxes), got {split!r}"
         )
     root = Path(root)
@@ -301,7 +302,7 @@ def filter_events(
         out = set()
         for n in names:
             if str(n) not in by_key:
-                raise ValueError(f"unknown WIDER FACE event {n!r}; available: {available}")
+                raise InputError(f"unknown WIDER FACE event {n!r}; available: {available}")
             out.add(by_key[str(n)])
         return out
 

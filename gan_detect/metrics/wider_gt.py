@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_detect.utils.errors import InputError
+
 SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
 # Fallback split by face height in pixels (Bai et al. CVPR 2018 describe the settings this way);
 # the official split also uses blur, occlusion and pose, so fallback APs differ from official ones.
@@ -107,7 +109,7 @@ def load_wider_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
         gt_lists = {s: settings[s]["gt_list"].reshape(-1)[e].reshape(-1) for s in SETTINGS}
         for s in SETTINGS:
             if len(gt_lists[s]) != len(names):
-                raise ValueError(
+                raise InputError(
                     f"wider_{s}_val.mat: event {event} has {len(gt_lists[s])} images, "
                     f"wider_face_val.mat has {len(names)}"
                 )
@@ -118,7 +120,7 @@ def load_wider_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
                 # gt_list holds 1-based indices, stored as uint8/uint16: widen before subtracting.
                 idx = np.asarray(gt_lists[s][j], dtype=np.int64).reshape(-1) - 1
                 if idx.size and (idx.min() < 0 or idx.max() >= len(b)):
-                    raise ValueError(
+                    raise InputError(
                         f"wider_{s}_val.mat: {event}/{name} gt_list index out of range"
                     )
                 k[idx, col] = True

@@ -15,6 +15,8 @@ import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from gan_detect.utils.errors import InputError
+
 __all__ = ["FeatureTrunk", "TORCHVISION_PREFIX", "build_backbone"]
 
 TORCHVISION_PREFIX = "tv_"
@@ -98,15 +100,15 @@ def _drop_last_stride(body: nn.Module) -> bool:
 def _torchvision_trunk(
     name: str, pretrained: bool, pretrained_path: str | None, remove_last_pool: bool
 ) -> tuple[FeatureTrunk, int]:
-    import torch
-
     from gan_detect.models.pretrained import load_imagenet_model
+    from gan_detect.utils.checkpoints import building_from, read_checkpoint
 
     model = load_imagenet_model(name, pretrained=pretrained and pretrained_path is None)
     if pretrained_path is not None:
         if not Path(pretrained_path).is_file():
             raise FileNotFoundError(f"pretrained_path {pretrained_path!r} does not exist")
-        model.load_state_dict(torch.load(pretrained_path, map_location="cpu", weights_only=True))
+        with building_from(pretrained_path):
+            model.load_state_dict(read_checkpoint(pretrained_path))
     body: nn.Module = model.features  # type: ignore[assignment]
     out_channels = int(
         next(m for m in reversed(list(body.modules())) if isinstance(m, nn.Conv2d)).out_channels
@@ -162,11 +164,16 @@ def build_backbone(
             name[len(TORCHVISION_PREFIX) :], pretrained, pretrained_path, remove_last_pool
         )
     if not timm.is_model(name):
-        raise ValueError(f"backbone {name!r} is not a timm model name (see timm.list_models())")
+        raise InputError(f"backbone {name!r} is not a timm model name (see timm.list_models())")
     kwargs: dict[str, Any] = {"pretrained": pretrained}
     if pretrained_path is not None:
         if not Path(pretrained_path).is_file():
             raise FileNotFoundError(f"pretrained_path {pretrained_path!r} does not exist")
+        from gan_detect.utils.checkpoints import read_checkpoint
+
+        # A safe load first: timm's own would end a crafted file in "retry with
+        # weights_only=False" without naming it; this names the file (and runs nothing).
+        read_checkpoint(pretrained_path)
         # timm's own loader then filters the classifier and adapts the weights as usual.
         kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(pretrained_path)}}
 

@@ -32,6 +32,8 @@ class ResumeCallback(Callback):
         self.path = Path(ckpt_dir) / "last.ckpt"
         self.every_n_batches = every_n_batches
         self.saved_on_sigterm = False
+        self.interrupted = False  # Ctrl-C (KeyboardInterrupt) reached on_exception
+        self.saved_on_interrupt = False
 
     def on_train_batch_end(
         self,
@@ -79,6 +81,13 @@ class ResumeCallback(Callback):
         if isinstance(exception, SIGTERMException) and not self.saved_on_sigterm:
             if trainer.world_size == 1:
                 trainer.save_checkpoint(self.path)
+        # Ctrl-C: the same save (Lightning then exits 1; fit turns that into FitInterrupted).
+        # Under DDP a save needs every rank, which may not all have seen the interrupt: none.
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            if trainer.world_size == 1 and trainer.state.fn == "fit":
+                trainer.save_checkpoint(self.path)
+                self.saved_on_interrupt = True
 
 
 class WandbSummaryCallback(Callback):

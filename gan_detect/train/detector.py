@@ -17,7 +17,7 @@ from gan_detect.train.callbacks import ResumeCallback
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
     from gan_detect.config.validate import ConfigError
-    from gan_detect.train.fit import new_run_folder, run_folder_guard
+    from gan_detect.train.fit import new_run_folder, run_folder_guard, run_trainer_fit
     from gan_detect.train.trainer import build_trainer
 
     if cfg.detector is not None and cfg.detector.arch == "retinaface":
@@ -47,7 +47,8 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
         )
         kwargs.update(trainer_kw)
         trainer = build_trainer(cfg, **kwargs)
-        trainer.fit(
+        run_trainer_fit(
+            trainer,
             module,
             train_dataloaders=dm.detection_dataloader("train", shuffle=True),
             val_dataloaders=dm.detection_dataloader("val"),

@@ -12,14 +12,43 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from gan_detect.config.validate import ExperimentConfig, to_container
+from gan_detect.config.validate import ExperimentConfig, check_checkpoint_fits, to_container
 from gan_detect.data import build_datamodule
 from gan_detect.train.gan_module import GANDetectionModule
-from gan_detect.train.resume import newest_checkpoint
+from gan_detect.train.run_folder import RUN_MARKER
 from gan_detect.train.trainer import _launch_rank, apply_speed_options, build_trainer
 
 # 128 + SIGTERM, what a shell reports for a process the signal ended: scripts see a failure.
 EXIT_SIGTERM = 143
+
+
+class FitInterrupted(SystemExit):
+    """Ctrl-C stopped training; ``last.ckpt`` was saved first when ``saved`` (exit status 130).
+
+    Lightning itself answers Ctrl-C with ``sys.exit(1)``, which looks like any failure and says
+    nothing of the checkpoint.
+    """
+
+    def __init__(self, saved: Path | None) -> None:
+        super().__init__(EXIT_INTERRUPT)
+        self.saved = saved
+
+
+# 128 + SIGINT.
+EXIT_INTERRUPT = 130
+
+
+def run_trainer_fit(trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    """``trainer.fit`` whose Ctrl-C leaves as :class:`FitInterrupted` (after the save)."""
+    from gan_detect.train.callbacks import ResumeCallback
+
+    try:
+        trainer.fit(*args, **kwargs)
+    except SystemExit as err:
+        cb = next((c for c in trainer.callbacks if isinstance(c, ResumeCallback)), None)  # type: ignore[attr-defined]
+        if cb is None or not cb.interrupted or isinstance(err, SIGTERMException):
+            raise
+        raise FitInterrupted(cb.path if cb.saved_on_interrupt else None) from None
 
 
 @contextlib.contextmanager
@@ -28,7 +57,12 @@ def run_folder_guard(cfg: ExperimentConfig, resuming: bool = False) -> Iterator[
     ``checkpoints/`` is writable, write ``config.yaml``. ``resuming`` (or ``cfg.resume``): the
     run continues from a checkpoint, so its folder may hold outputs. Every rank: SIGTERM leaves as
     ``SIGTERMException(143)`` (a ``SystemExit``), so even a Python caller exits non-zero."""
-    from gan_detect.train.run_folder import check_writable, prepare_run_folder, run_lock
+    from gan_detect.train.run_folder import (
+        check_writable,
+        prepare_run_folder,
+        run_lock,
+        write_run_marker,
+    )
 
     try:
         if _launch_rank() != 0:
@@ -40,6 +74,7 @@ def run_folder_guard(cfg: ExperimentConfig, resuming: bool = False) -> Iterator[
                 out, resuming=resuming or cfg.resume is not None, overwrite=cfg.overwrite
             )
             check_writable(out / "checkpoints")
+            write_run_marker(out)
             write_run_config(cfg)
             yield
     except SIGTERMException as err:
@@ -63,11 +98,17 @@ def _resumable_train_data(dm: L.LightningDataModule) -> None:
 
 
 def write_run_config(cfg: ExperimentConfig) -> Path:
-    """``output_dir/config.yaml``: the resolved config, so a run directory describes itself."""
+    """``output_dir/config.yaml``: the resolved config, so a run directory describes itself.
+
+    ``overwrite`` is left out: it is a request to this one command, and saved it would make the
+    next ``fit`` of this ``config.yaml`` delete the run it describes.
+    """
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.yaml"
-    OmegaConf.save(OmegaConf.create(to_container(cfg)), path)
+    body = to_container(cfg)
+    body.pop("overwrite", None)
+    OmegaConf.save(OmegaConf.create(body), path)
     return path
 
 
@@ -83,9 +124,25 @@ def new_run_folder(output_dir: str | Path) -> Iterator[None]:
     except BaseException:
         if created and _launch_rank() == 0 and out.is_dir():
             files = [p for p in out.rglob("*") if p.is_file()]
-            if all(p == out / "config.yaml" for p in files):
+            if all(p in (out / "config.yaml", out / RUN_MARKER) for p in files):
                 shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _set_aside_unresumable_log(out: Path) -> None:
+    """``resume=auto`` found no checkpoint (a run stopped before its first save, e.g. requeued
+    by SLURM): training starts at epoch 0, so the old ``metrics.csv`` is moved aside (kept,
+    named), not appended to with the same steps again."""
+    log = out / "logs" / "metrics.csv"
+    if _launch_rank() != 0 or not log.is_file():
+        return
+    n = 1
+    while (kept := log.with_name(f"metrics.before-restart-{n}.csv")).exists():
+        n += 1
+    log.rename(kept)
+    print(
+        f"resume: no checkpoint to continue {log} from; starting at epoch 0, old rows kept in {kept}"
+    )
 
 
 def fit(
@@ -104,9 +161,11 @@ def fit(
         module = GANDetectionModule(to_container(cfg))
         apply_speed_options(module, cfg)
         trainer = build_trainer(cfg, **trainer_overrides)
-        ckpt = newest_checkpoint(ckpt_path, cfg.output_dir)
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-        if cfg.data.fusion_holdout_fraction > 0 and trainer.is_global_zero:  # type: ignore[attr-defined]
+        if ckpt_path is None and cfg.resume is not None:
+            _set_aside_unresumable_log(Path(cfg.output_dir))
+        # Exactly the checkpoint asked for (train/resume.py chose and checked it).
+        run_trainer_fit(trainer, module, datamodule=dm, ckpt_path=ckpt_path)
+        if cfg.data.fusion_holdout_fraction > 0 and trainer.is_global_zero:
             fit_score_fusion(module, dm, cfg)
     return module, trainer
 
@@ -137,6 +196,7 @@ def fit_score_fusion(module: GANDetectionModule, dm: Any, cfg: ExperimentConfig)
 def validate(cfg: ExperimentConfig, ckpt: str | Path, **trainer_overrides: Any) -> dict[str, float]:
     """Run validation of a checkpoint on ``cfg.data``; returns the logged metrics."""
     module = GANDetectionModule.from_checkpoint(ckpt)
+    check_checkpoint_fits(ckpt, module.cfg, cfg)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     trainer = build_trainer(cfg, **trainer_overrides)
     results = trainer.validate(module, datamodule=dm)

@@ -23,7 +23,8 @@ from gan_detect.infer.evaluation import DetectionEvaluator
 from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
 from gan_detect.infer.score_fusion import FITTED_FUSIONS
 from gan_detect.metrics import WiderGroundTruth, load_wider_ground_truth
-from gan_detect.utils.checkpoints import load_checkpoint
+from gan_detect.utils.checkpoints import building_from, load_checkpoint
+from gan_detect.utils.errors import InputError
 from gan_detect.utils.visualize import bicubic_upsample, save_sr_grid
 from gan_detect.variants import GANVariant, build_variant
 
@@ -177,8 +178,9 @@ class GANDetectionModule(L.LightningModule):
     ) -> GANDetectionModule:
         """Load a trained module safely (``weights_only=True``: a checkpoint cannot run code)."""
         state = load_checkpoint(path, expect="gan", map_location=map_location)
-        module = cls(state["hyper_parameters"]["config"])
-        module.load_state_dict(state["state_dict"])
+        with building_from(path):
+            module = cls(state["hyper_parameters"]["config"])
+            module.load_state_dict(state["state_dict"])
         module.eval()
         return module
 
@@ -195,7 +197,7 @@ class GANDetectionModule(L.LightningModule):
 
     def _validate_detections(self, batch: DetectionBatch) -> None:
         if batch.proposals is None:
-            raise ValueError("detection validation needs proposals (data.val_proposals)")
+            raise InputError("detection validation needs proposals (data.val_proposals)")
         if self._det_eval is None:
             kind = "wider" if self.cfg.data.name == "wider_face" else "coco"
             gt_dir = getattr(self.cfg.data, "gt_dir", None)

@@ -8,46 +8,140 @@ that already holds a run unless it resumes it or ``overwrite=true`` is set.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
-import socket
-import warnings
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "RunFolderError", "check_writable", "prepare_run_folder", "run_lock"]
+from gan_detect.utils.errors import InputError
+from gan_detect.utils.locks import LockBusy, hold_lock
+
+__all__ = [
+    "LOCK_FILE",
+    "RUN_MARKER",
+    "RunFolderError",
+    "check_writable",
+    "prepare_run_folder",
+    "refuse_unsafe_overwrite",
+    "run_lock",
+    "write_run_marker",
+]
 
 LOCK_FILE = ".gan-detect.lock"
-# What a fit leaves in output_dir (the data cache may live there too: it is not a run's output).
-_RUN_OUTPUTS = ("config.yaml", "checkpoints", "logs", "tb", "wandb")
+# The run marker: written when a fit starts, it says "a gan-detect run made this folder" and lists
+# what such a run (and the commands that write into its folder) may create there. overwrite=true
+# deletes only these names, and only in a folder holding the marker.
+RUN_MARKER = ".gan-detect-run.json"
+MARKER_FORMAT = "gan-detect-run/1"
+# What a fit, and evaluate / propose / export_pipeline into the run folder, write there (the data
+# cache may live there too: it is not a run's output). "hpc_ckpt_*.ckpt": SLURM requeue saves.
+RUN_OUTPUTS = (
+    "config.yaml", "checkpoints", "logs", "tb", "wandb", "val_images", "eval", "proposals",
+    "pipeline.pt", "hpc_ckpt_*.ckpt",
+)  # fmt: skip
+# Names whose presence means "a run (perhaps of an older version, without a marker) is here".
+_RUN_SIGNS = ("config.yaml", "checkpoints", "logs", "tb", "wandb")
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(InputError):
     """The run folder is in use, holds another run, or cannot be written (the message says)."""
 
 
 def _old_run_outputs(out: Path) -> list[Path]:
-    found = [out / n for n in _RUN_OUTPUTS if (out / n).exists()]
+    found = [out / n for n in _RUN_SIGNS if (out / n).exists()]
     return found + sorted(out.glob("hpc_ckpt_*.ckpt"))
 
 
-def prepare_run_folder(out: str | Path, resuming: bool, overwrite: bool) -> None:
-    """Refuse an ``out`` holding a previous run unless ``resuming``; ``overwrite`` deletes it.
+def _listed_outputs(out: Path) -> list[Path]:
+    """What the marker lists that exists, each a name of :data:`RUN_OUTPUTS` (never a path: a
+    hand-edited marker cannot make overwrite delete anything else)."""
+    try:
+        marker = json.loads((out / RUN_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise RunFolderError(
+            f"{out / RUN_MARKER}: unreadable run marker; nothing was deleted"
+        ) from None
+    names = marker.get("outputs") if isinstance(marker, dict) else None
+    if marker.get("format") != MARKER_FORMAT or not isinstance(names, list):
+        raise RunFolderError(
+            f"{out / RUN_MARKER}: not a gan-detect run marker; nothing was deleted"
+        )
+    found: list[Path] = []
+    for name in names:
+        if name not in RUN_OUTPUTS:
+            continue
+        found += sorted(out.glob(name)) if "*" in name else [out / name]
+    return [p for p in found if p.exists() or p.is_symlink()]
+
+
+def refuse_unsafe_overwrite(out: Path) -> None:
+    """``overwrite=true`` never works on ``/``, the home folder or the current folder.
 
     Raises:
-        RunFolderError: ``out`` holds another run's outputs (they are listed).
+        RunFolderError: ``out`` is one of them (or an ancestor of the current folder).
+    """
+    where = out.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if where == Path(where.anchor) or where == home or where == cwd or where in cwd.parents:
+        what = (
+            "the root folder"
+            if where == Path(where.anchor)
+            else ("your home folder" if where == home else "the current folder (or one above it)")
+        )
+        raise RunFolderError(
+            f"output_dir {out} is {what}: overwrite=true refuses to delete anything there; "
+            "give the run its own output_dir"
+        )
+
+
+def write_run_marker(out: str | Path) -> Path:
+    """``out/.gan-detect-run.json``: this folder is a gan-detect run, and what runs write in it."""
+    path = Path(out) / RUN_MARKER
+    body = {"format": MARKER_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": os.getpid(), "outputs": list(RUN_OUTPUTS)}  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def prepare_run_folder(
+    out: str | Path, resuming: bool, overwrite: bool, say: Callable[[str], None] = print
+) -> None:
+    """Refuse an ``out`` holding a previous run unless ``resuming``; ``overwrite`` deletes it.
+
+    ``overwrite`` deletes only what the run marker lists (each path is printed through ``say``),
+    in a folder that holds the marker and is not ``/``, the home or the current folder: so
+    ``eval/``, ``val_images/`` or ``pipeline.pt`` of the old run cannot outlive it, and nothing a
+    gan-detect run did not write is touched.
+
+    Raises:
+        RunFolderError: ``out`` holds another run's outputs (they are listed), or overwrite was
+            asked for a folder that is not a run or must never be cleared.
     """
     out = Path(out)
+    if overwrite and not resuming:
+        refuse_unsafe_overwrite(out)
     old = _old_run_outputs(out) if out.is_dir() else []
-    if not old or resuming:
+    marked = (out / RUN_MARKER).is_file()
+    if resuming or not (old or marked):
         return
+    names = ", ".join(p.name for p in old) or RUN_MARKER
     if not overwrite:
-        names = ", ".join(p.name for p in old)
         raise RunFolderError(
             f"output_dir {out} already holds a run ({names}): continue it with resume=auto, "
             "delete it with overwrite=true, or choose another output_dir"
         )
-    for p in old:  # the old run's checkpoints and logs must not mix with the new ones
+    if not marked:
+        raise RunFolderError(
+            f"output_dir {out} holds {names} but no {RUN_MARKER}, so it is not known to be a "
+            "gan-detect run: overwrite=true deletes nothing there; move those away yourself or "
+            "choose another output_dir"
+        )
+    for p in _listed_outputs(out):  # the old run's files must not mix with the new ones
+        say(f"overwrite=true: deleting {p}{'/' if p.is_dir() and not p.is_symlink() else ''}")
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         else:
@@ -72,57 +166,24 @@ def check_writable(folder: str | Path) -> None:
         ) from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(out: str | Path) -> Iterator[Path]:
     """Hold ``out/.gan-detect.lock`` (``PID HOST [SLURM_JOB_ID]``) while training.
 
-    A lock is taken over (with a warning) when its PID is dead on this host, or when it was
-    left by this same SLURM job before a requeue (possibly on another node).
+    One mechanism with the ROI store's lock (:func:`gan_detect.utils.locks.hold_lock`): a
+    ``flock`` the kernel drops when the holder dies, so a dead process's lock is taken over (with
+    a warning) by exactly one of the processes that try at once. A holder line of this same SLURM
+    job (requeued, possibly on another node) is taken over too.
 
     Raises:
         RunFolderError: another live process holds the lock (its PID and host are named).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / LOCK_FILE
-    job = os.environ.get("SLURM_JOB_ID", "")
-    me = f"{os.getpid()} {socket.gethostname()} {job}".strip() + "\n"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            text = lock.read_text().split() if lock.is_file() else []
-            pid = int(text[0]) if text and text[0].isdigit() else -1
-            host = text[1] if len(text) > 1 else "?"
-            same_host = host == socket.gethostname()
-            requeued = bool(job) and len(text) > 2 and text[2] == job
-            if pid > 0 and not requeued and (not same_host or _pid_alive(pid)):
-                raise RunFolderError(
-                    f"{lock}: output_dir is in use by another run (PID {pid} on {host}); "
-                    "wait for it, or delete the lock file if that process is gone"
-                ) from None
-            why = "the same SLURM job, requeued" if requeued else "no such process"
-            warnings.warn(f"{lock}: taking over a stale lock of PID {pid} ({why})", stacklevel=3)
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    else:
-        raise RunFolderError(f"{lock}: could not take the lock")
+    lock = Path(out) / LOCK_FILE
     try:
-        yield lock
-    finally:
-        with contextlib.suppress(OSError):
-            if lock.read_text() == me:
-                lock.unlink()
+        with hold_lock(lock, wait=False) as held:
+            yield held
+    except LockBusy as busy:
+        raise RunFolderError(
+            f"{lock}: output_dir is in use by another run (PID {busy.pid} on {busy.host}); "
+            "wait for it, or delete the lock file if that process is gone"
+        ) from None

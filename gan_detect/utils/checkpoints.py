@@ -9,10 +9,12 @@ every save is atomic next to its target.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,11 +22,15 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
+from gan_detect.utils.errors import InputError
+
 __all__ = [
     "CheckpointError",
     "SafeCheckpointIO",
     "atomic_torch_save",
     "checkpoint_kind",
+    "checkpoint_progress",
+    "building_from",
     "load_checkpoint",
     "newest_loadable",
     "read_checkpoint",
@@ -39,7 +45,7 @@ _NAMES: dict[str, str] = {
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format starts with a zip local header
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file is unreadable, unsafe, or of the wrong kind (the message names it)."""
 
 
@@ -119,6 +125,39 @@ def load_checkpoint(path: str | Path, expect: Kind | None = None, map_location: 
     return state
 
 
+@contextlib.contextmanager
+def building_from(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in any error raised while a model is built from its contents.
+
+    A checkpoint that loads but does not fit (a config key this version does not know, a missing
+    or mis-shaped ``state_dict`` entry) raised a ``ConfigError`` without the file, or torch's
+    multi-line ``RuntimeError``; both become one :class:`CheckpointError` naming the file.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (InputError, RuntimeError, KeyError, TypeError) as err:
+        text = " ".join(str(err).split()) or type(err).__name__
+        if len(text) > 400:  # torch lists every missing key
+            text = text[:400] + " ..."
+        raise CheckpointError(
+            f"{path}: does not fit this version of gan-detect or this model: {text}"
+        ) from None
+
+
+def checkpoint_progress(path: str | Path) -> tuple[int, int] | None:
+    """``(epoch, global_step)`` of a Lightning checkpoint, or None when it does not load.
+
+    Memory-mapped, so the tensors are not read: cheap enough to compare every checkpoint of a run.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"]), int(state["global_step"])
+    except Exception:  # noqa: BLE001 - any unreadable file simply has no progress to compare
+        return None
+
+
 def newest_loadable(candidates: Sequence[str | Path], expect: Kind | None) -> Path | None:
     """The newest (by mtime) of ``candidates`` that loads; each one skipped is named in a warning.
 
@@ -153,6 +192,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        # A full disk surfaces as an OSError without the file, or as torch's RuntimeError
+        # ("file write failed"): one OSError naming the checkpoint, so the CLI prints one line.
+        code = getattr(err, "errno", None) or errno.EIO
+        why = getattr(err, "strerror", None) or " ".join(str(err).split())
+        raise OSError(
+            code, f"cannot save {path} (the previous file is kept): {why}", str(path)
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

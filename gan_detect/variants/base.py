@@ -18,6 +18,7 @@ from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
 from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
+from gan_detect.utils.errors import InputError
 from gan_detect.utils.visualize import label_name
 
 # Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
@@ -73,11 +74,11 @@ class GANVariant(nn.Module, ABC):
     def __init__(self, generator: Generator, discriminator: Discriminator, cfg: GANVariantConfig):
         super().__init__()
         if cfg.adv_form not in ("saturating", "non_saturating"):
-            raise ValueError(
+            raise InputError(
                 f"variant.adv_form must be saturating|non_saturating, got {cfg.adv_form!r}"
             )
         if cfg.g_step_d_norm not in G_STEP_D_NORMS:
-            raise ValueError(
+            raise InputError(
                 f"variant.g_step_d_norm must be one of {G_STEP_D_NORMS}, got {cfg.g_step_d_norm!r}"
             )
         self.generator = generator
@@ -121,7 +122,7 @@ class GANVariant(nn.Module, ABC):
         # be a circle (the package imports this module first, so every variant is loaded).
         classes = {c.name: c for c in _all_subclasses(GANVariant) if hasattr(c, "name")}  # type: ignore[type-abstract]
         if cfg.variant.name not in classes:
-            raise ValueError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
+            raise InputError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
         vcfg = cfg.variant
         assert isinstance(vcfg, GANVariantConfig)
         variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
@@ -136,10 +137,11 @@ class GANVariant(nn.Module, ABC):
     @staticmethod
     def from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> GANVariant:
         """Load G + D of a GAN checkpoint (``weights_only=True``: the file cannot run code)."""
-        from gan_detect.utils.checkpoints import load_checkpoint
+        from gan_detect.utils.checkpoints import building_from, load_checkpoint
 
         state = load_checkpoint(path, expect="gan", map_location=map_location)
-        return GANVariant.from_state(state["hyper_parameters"]["config"], state["state_dict"])
+        with building_from(path):
+            return GANVariant.from_state(state["hyper_parameters"]["config"], state["state_dict"])
 
     # ---- shared pieces -------------------------------------------------------------------------
     def pixel_mask(self, batch: RoiBatch) -> Tensor:

@@ -17,6 +17,7 @@ from gan_detect.config.sections import BicubicConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
 from gan_detect.models.generator import Generator, GeneratorOutput
+from gan_detect.utils.errors import InputError
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
     box_terms,
@@ -56,7 +57,7 @@ class BicubicControl(GANVariant):
         if not isinstance(cfg, BicubicConfig):
             raise TypeError(f"bicubic needs a BicubicConfig, got {type(cfg).__name__}")
         if num_classes < 1:
-            raise ValueError(f"data.num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"data.num_classes must be >= 1, got {num_classes}")
         if num_classes == 1:  # tiny-face heads
             disc = build_discriminator(cfg, 1, box_head=False)
         else:  # SOD-MTGAN heads

@@ -12,6 +12,7 @@ from gan_detect.config.sections import SODMTGANConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
+from gan_detect.utils.errors import InputError
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
     box_terms,
@@ -34,7 +35,7 @@ class SODMTGAN(GANVariant):
         if not isinstance(cfg, SODMTGANConfig):
             raise TypeError(f"sod_mtgan needs an SODMTGANConfig, got {type(cfg).__name__}")
         if num_classes < 1:
-            raise ValueError(f"data.num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"data.num_classes must be >= 1, got {num_classes}")
         disc = build_discriminator(
             cfg, num_classes + 1, box_head=True, class_agnostic_box=cfg.class_agnostic_box
         )

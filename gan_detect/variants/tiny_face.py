@@ -8,6 +8,7 @@ from gan_detect.config.sections import TinyFaceConfig
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.generator import GeneratorOutput
+from gan_detect.utils.errors import InputError
 from gan_detect.variants.base import Candidates, GANVariant, GANVariantConfig
 from gan_detect.variants.common import (
     build_discriminator,
@@ -31,7 +32,7 @@ class TinyFaceGAN(GANVariant):
     @classmethod
     def build(cls, cfg: GANVariantConfig, num_classes: int) -> TinyFaceGAN:
         if num_classes != 1:
-            raise ValueError(
+            raise InputError(
                 f"tiny_face is a face/non-face variant: data.num_classes must be 1, got {num_classes}"
             )
         return cls(build_generator(cfg), build_discriminator(cfg, 1, box_head=False), cfg)
