@@ -194,8 +194,11 @@ without --ckpt the built-in pretrained RetinaFace finds faces (re-scored by --ga
 inputs:  image files, folders (searched recursively) or globs.
 outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label names),
          OUT/summary.json (processed and failed images), with --draw OUT/<relative path>_boxes.png.
-         Unreadable, corrupt or oversized images are reported and skipped; exit 1 when no image
-         was found or none could be read."""
+         Unreadable, corrupt or oversized images are reported and skipped.
+exit:    0 when at least one image was predicted; 1 when a folder or glob held no image, or
+         none could be read; 2 when a path does not exist or an option is wrong.
+warning: a GAN trained on generated data (the demo's) re-scoring the built-in RetinaFace on
+         real photos is flagged: it can drop real faces (try --fusion geometric_mean)."""
 
 WIDER_EVAL_HELP = """\
 Official WIDER FACE easy / medium / hard AP (the eval_tools protocol) of a prediction txt tree
@@ -251,6 +254,14 @@ def predict_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace an earlier predict run in --out (refused without it)",
+    )
+    ap.add_argument(
+        "--fusion",
+        default=None,
+        metavar="NAME",
+        help="how D's score and the detector's combine: d_only (D alone), geometric_mean, "
+        "learned, size_gated (the last two need the run's score_fusion.json; default: the GAN "
+        "run's evaluate.score_fusion)",
     )
     return ap
 
@@ -335,6 +346,9 @@ def _config_args(
 def cmd_fit(args: Sequence[str]) -> int:
     files, overrides = _config_args(_config_parser("fit", FIT_HELP), args)
     cfg = load_config(files, overrides)
+    from gan_detect.app.preflight import check_before_fit
+
+    check_before_fit(cfg)  # before torch loads: data folder, then pretrained weights
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from gan_detect.train.fit import FitInterrupted
@@ -398,9 +412,35 @@ def cmd_evaluate(args: Sequence[str]) -> int:
     return 0
 
 
+def propose_parser() -> argparse.ArgumentParser:
+    """``gan-detect propose``'s help: config files and overrides, or ``--images``/``--out``."""
+    p = _config_parser("propose", PROPOSE_HELP)
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="any folder of images (a WIDER tree, or flat): no config needed; the built-in "
+        "RetinaFace, or ckpt=DET.ckpt",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default: proposals/ with --images, else "
+        "OUTPUT_DIR/proposals/SPLIT/)"
+    )  # fmt: skip
+    return p
+
+
+def _take_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """``--name=V`` or ``--name V`` out of ``args``: (V or None, the other args)."""
+    for i, a in enumerate(args):
+        if a.startswith(f"{name}="):
+            return a.split("=", 1)[1], args[:i] + args[i + 1 :]
+        if a == name and i + 1 < len(args):
+            return args[i + 1], args[:i] + args[i + 2 :]
+    return None, args
+
+
 def cmd_propose(args: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
-        _config_parser("propose", PROPOSE_HELP).print_help()
+        propose_parser().print_help()
         return 0
     from gan_detect.detector.propose import ProposalsInterrupted
 
@@ -420,9 +460,8 @@ def cmd_propose(args: Sequence[str]) -> int:
 def _propose(args: Sequence[str]) -> int:
     from gan_detect.app.propose import propose
 
-    images = next((a.split("=", 1)[1] for a in args if a.startswith("--images=")), None)
-    out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
-    args = [a for a in args if not a.startswith(("--images=", "--out="))]
+    images, rest = _take_option(list(args), "--images")
+    out, args = _take_option(rest, "--out")
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
         from gan_detect.detector.module import DetectorModule
@@ -558,6 +597,27 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def torch_mismatch_message(err: BaseException) -> str | None:
+    """One line for torch and torchvision builds that do not belong together, else None.
+
+    A torchvision built for another torch (a CUDA wheel next to a CPU-only torch, or other
+    versions) fails at import with ``operator torchvision::nms does not exist``.
+    """
+    if not isinstance(err, RuntimeError) or "torchvision::" not in str(err):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pair = f"torch {version('torch')} and torchvision {version('torchvision')}"
+    except PackageNotFoundError:
+        pair = "torch and torchvision"
+    return (
+        f"{pair} do not match (torchvision was built for another torch: {err}); install both "
+        "from one index, e.g. pip install --force-reinstall torch torchvision --index-url "
+        "https://download.pytorch.org/whl/cpu (CPU) or without --index-url (CUDA)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gan-detect`` console script.
 
@@ -601,7 +661,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except Exception as err:
-        if debug or not isinstance(err, _user_errors()):
+        mismatch = None if debug else torch_mismatch_message(err)
+        if mismatch is not None:
+            print(f"gan-detect {name}: error: {mismatch}", file=sys.stderr)
+            return 2
+        # The cheap classes first: _user_errors() imports Lightning, which a light command
+        # (predict on a missing path) has not loaded and should not wait for.
+        light = isinstance(err, (ConfigError, FileNotFoundError))
+        if debug or not (light or isinstance(err, _user_errors())):
             raise
         print(f"gan-detect {name}: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ Every stage uses the same code (and configs) as a real run; only the sizes are s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,8 @@ def run_demo(
             f"=== [{kind}] training the baseline detector ({det_cfg.detector.arch}, "
             f"{det_cfg.detector.backbone})"
         )
-        det_ckpt = fit_detector(det_cfg)
+        with _bars_to_stderr():
+            det_ckpt = fit_detector(det_cfg)
         print(f"=== [{kind}] writing proposals")
         props = {s: propose(det_cfg, det_ckpt, s, progress=progress) for s in ("train", "val")}
         timings[f"{kind}_detector_s"] = time.time() - t
@@ -124,7 +127,8 @@ def run_demo(
         )
         t = time.time()
         print(f"=== [{kind}] training the {gan_cfg.variant.name} GAN on mined ROIs")
-        fit(gan_cfg)
+        with _bars_to_stderr():
+            fit(gan_cfg)
         timings[f"{kind}_gan_s"] = time.time() - t
         t = time.time()
         print(f"=== [{kind}] evaluating baseline vs GAN re-scoring")
@@ -147,6 +151,12 @@ def run_demo(
     return report
 
 
+def _bars_to_stderr() -> contextlib.AbstractContextManager[object]:
+    """Lightning's progress bars write to ``sys.stdout`` as they start; send them where ours
+    go, so a redirected stdout holds the stage headers and the summary, not bar redraws."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def quick_note() -> str:
     """What a ``--quick`` run's near-zero numbers mean (printed under its summary)."""
     q = DemoSizes.quick()
@@ -161,20 +171,29 @@ def quick_note() -> str:
 def _summary(
     runs: list[Path], report: Path, timings: dict[str, float], quick: bool = False
 ) -> None:
-    print("\n=== summary (generated data; small CPU networks)")
+    from gan_detect.app.report import headline_key, pct
+
+    print("\n=== summary (generated data; small CPU networks; AP in %)")
     for run in runs:
-        m = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
+        e = json.loads((run / "eval" / "metrics.json").read_text())
+        m = e["metrics"]
+        head = headline_key(m["baseline"])
         keys = (
             ["ap_easy", "ap_medium", "ap_hard"]
-            if "ap_hard" in m["baseline"]
-            else ["map", "map_small", "map_tiny"]
+            if head == "ap_hard"
+            else ["map", "map_tiny", "map_small"]  # the headline last, as for the faces
         )
+        fusion = (e.get("inference") or {}).get("score_fusion", "?")
         for method in m:
-            vals = "  ".join(f"{k}={100 * m[method][k]:6.2f}" for k in keys)
-            print(f"  {run.name:8s} {method:8s} {vals}")
-        verdict = "better" if m["gan"][keys[-1]] > m["baseline"][keys[-1]] else "NOT better"
-        print(f"  {run.name:8s} GAN re-scoring is {verdict} than the baseline on {keys[-1]}")
-    print(f"  total time {timings['total_s']:.0f} s")
+            vals = "  ".join(f"{k}={pct(m[method][k]):>6s}" for k in keys)
+            how = "" if method == "baseline" else f" ({fusion})"
+            print(f"  {run.name:8s} {method:8s} {vals}{how}")
+        verdict = "better" if m["gan"][head] > m["baseline"][head] else "NOT better"
+        n = e.get("num_images", "?")
+        print(
+            f"  {run.name:8s} GAN re-scoring is {verdict} than the baseline on {head} ({n} images)"
+        )
+    print(f"  wall time {timings['total_s']:.0f} s")
     if quick:
         print(quick_note())
     print(f"report: {report}")

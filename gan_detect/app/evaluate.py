@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-from gan_detect.config.validate import ExperimentConfig, check_checkpoint_fits
+from gan_detect.config.validate import ExperimentConfig, check_checkpoint_fits, to_container
 from gan_detect.data import build_datamodule
 
 
@@ -83,12 +84,19 @@ def evaluate(
             "num_images": len(ds),
             "official_wider_settings": gt is not None,
             "inference": vars(opts),
+            # So that `compare` can name a folder written with output_dir=... (no config.yaml).
+            "config": to_container(cfg),
         },
     )
     (out / "pr_curves.json").write_text(json.dumps(curves))
-    print(format_comparison(metrics))
+    fusion = opts.score_fusion if variant is not None else None
+    print(format_comparison(metrics, fusion))
     print(f"metrics: {out / 'metrics.json'}")
-    # CSV goes next to the eval outputs: the run's training logs must not be overwritten.
+    # CSV goes next to the eval outputs: the run's training logs must not be overwritten. An
+    # earlier evaluation's CSV is replaced like the rest of eval/ (and Lightning then has no
+    # old folder to warn about).
+    if cfg.logger.kind == "csv":
+        shutil.rmtree(out / "logs", ignore_errors=True)
     logger = (
         CSVLogger(save_dir=str(out), name="logs", version="")
         if cfg.logger.kind == "csv"

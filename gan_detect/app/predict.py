@@ -10,14 +10,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gan_detect.data.paths import IMAGE_SUFFIXES
-from gan_detect.infer.pipeline import Detections, Pipeline
 from gan_detect.utils.errors import InputError
+
+if TYPE_CHECKING:  # the pipeline imports torch: loaded in run_cli, after the paths are checked
+    from gan_detect.infer.pipeline import Detections, Pipeline
 
 _GLOB_CHARS = set("*?[")
 
@@ -304,17 +306,34 @@ def run_predict(
     return summary
 
 
+def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
+    """The pipeline ``predict``'s options name; its warnings become one ``warning:`` line each."""
+    from gan_detect.infer.pipeline import Pipeline
+
+    kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
+    fusion = getattr(ns, "fusion", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        if ns.ckpt is None:  # the built-in RetinaFace, re-scored by --gan when given
+            gan = None if ns.no_refine else ns.gan
+            pipe = Pipeline.retinaface(gan, device=ns.device, fusion=fusion, **kw)
+        else:
+            pipe = Pipeline.load(
+                ns.ckpt, device=ns.device, refine=not ns.no_refine, fusion=fusion, **kw
+            )
+    for w in caught:
+        print(f"gan-detect predict: warning: {w.message}", file=sys.stderr)
+    if pipe.fusion is not None:
+        print(f"re-scoring: score fusion {pipe.fusion}", file=sys.stderr)
+    return pipe
+
+
 def run_cli(ns: argparse.Namespace) -> int:
     """``gan-detect predict`` on parsed arguments (``gan_detect.app.cli.predict_parser``)."""
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1
-    kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
-    if ns.ckpt is None:  # the built-in RetinaFace, re-scored by --gan when given
-        gan = None if ns.no_refine else ns.gan
-        pipe = Pipeline.retinaface(gan, device=ns.device, **kw)
-    else:
-        pipe = Pipeline.load(ns.ckpt, device=ns.device, refine=not ns.no_refine, **kw)
+    pipe = _load_pipeline(ns)
     s = _run_keeping_partial(pipe, ns)
     if s is None:
         return 130

@@ -22,7 +22,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
 WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
 COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "map_tiny")
+# The bars are percent already: the unit is said once, here.
+SIZE_AXIS_LABEL = "AP@[.5:.95] (%)"
 TRAIN_KEYS = ("train/loss_g", "train/loss_d", "train/loss_pixel", "train/d_real", "train/d_fake")
+
+
+def headline_key(metrics: dict[str, float]) -> str:
+    """The one small-object metric every summary judges a run by: WIDER hard AP, else COCO AP_S."""
+    return "ap_hard" if "ap_hard" in metrics else "map_small"
+
+
+def pct(v: float) -> str:
+    """A metric as the reports print it: percent with two decimals, ``n/a`` for -1 (no objects)."""
+    return "n/a" if v < 0 else f"{100 * v:.2f}"
+
+
+def run_fusion(run: dict[str, Any]) -> str | None:
+    """The score fusion the run's GAN row used (``metrics.json``'s inference settings)."""
+    e = run.get("eval", {})
+    if "gan" not in e.get("metrics", {}):
+        return None
+    fusion = (e.get("inference") or {}).get("score_fusion")
+    if fusion is None:
+        fusion = run.get("config", {}).get("evaluate", {}).get("score_fusion")
+    return None if fusion is None else str(fusion)
 
 
 def _run_name(run: Path, cfg: dict[str, Any]) -> str:
@@ -41,15 +64,18 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         )
     from omegaconf import OmegaConf
 
+    evaluated = json.loads(metrics_path.read_text())
     cfg_path = run / "config.yaml"
+    # An `evaluate ... output_dir=X` folder has no config.yaml: metrics.json records the config.
     cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
+    cfg = cfg or evaluated.get("config") or {}
     curves_path = run / "eval" / "pr_curves.json"
     grids = sorted((run / "val_images").glob("epoch_*.png"))
     return {
         "dir": run,
         "config": cfg,
         "name": _run_name(run, cfg),  # type: ignore[arg-type]
-        "eval": json.loads(metrics_path.read_text()),
+        "eval": evaluated,
         "curves": json.loads(curves_path.read_text()) if curves_path.is_file() else {},
         "train_log": _read_csv(run / "logs" / "metrics.csv"),
         "grid": grids[-1] if grids else None,
@@ -63,12 +89,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if v < 0 else f"{100 * v:.2f}"
+_fmt = pct
 
 
 def metric_table(runs: list[dict[str, Any]]) -> str:
-    """Markdown table: baseline and GAN row per run, AP in percent, GAN - baseline deltas."""
+    """Markdown table: baseline and GAN row per run, AP in percent, GAN - baseline deltas.
+
+    The ``fusion`` column says how each row scored its boxes: ``detector`` (the proposals' own
+    scores) or the GAN row's ``evaluate.score_fusion``.
+    """
     lines = []
     for kind, keys in (("WIDER FACE", WIDER_KEYS), ("COCO-style", COCO_KEYS)):
         rows = [r for r in runs if all(k in r["eval"]["metrics"]["baseline"] for k in keys)]
@@ -77,14 +106,16 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
         lines += [
             f"**{kind} AP (%)**",
             "",
-            "| run | method | " + " | ".join(keys) + " |",
-            "|---|---|" + "---|" * len(keys),
+            "| run | method | fusion | " + " | ".join(keys) + " |",
+            "|---|---|---|" + "---|" * len(keys),
         ]
         for r in rows:
             m = r["eval"]["metrics"]
+            fusion = run_fusion(r) or "?"
             for method in m:
                 vals = " | ".join(_fmt(m[method][k]) for k in keys)
-                lines.append(f"| {r['name']} | {method} | {vals} |")
+                how = "detector" if method == "baseline" else fusion
+                lines.append(f"| {r['name']} | {method} | {how} | {vals} |")
             if "gan" in m:
                 deltas = " | ".join(
                     f"{100 * (m['gan'][k] - m['baseline'][k]):+.2f}"
@@ -92,7 +123,7 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
                     else "n/a"
                     for k in keys
                 )
-                lines.append(f"| {r['name']} | GAN - baseline | {deltas} |")
+                lines.append(f"| {r['name']} | GAN - baseline | {fusion} | {deltas} |")
         if kind == "WIDER FACE" and any(not r["eval"].get("official_wider_settings") for r in rows):
             lines += [
                 "",
@@ -120,7 +151,7 @@ def verdict(metrics: dict[str, dict[str, float]]) -> str:
     """One sentence: does the GAN beat its baseline on the primary small-object metric?"""
     if "gan" not in metrics:
         return "No GAN evaluated (baseline only)."
-    key = "ap_hard" if "ap_hard" in metrics["baseline"] else "map_small"
+    key = headline_key(metrics["baseline"])
     b, g = metrics["baseline"][key], metrics["gan"][key]
     word = "beats" if g > b else "does NOT beat"
     return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
@@ -151,7 +182,7 @@ def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
                     ax.text(x, 0.02 * top, "n/a", ha="center", va="bottom", fontsize=7)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SIZE_KEYS))])
         ax.set_xticklabels(["tiny\n<16", "small\n<32", "medium\n<96", "large"])
-        ax.set_ylabel("AP@[.5:.95] (%)")
+        ax.set_ylabel(SIZE_AXIS_LABEL)
         ax.set_ylim(0, 1.15 * top)
         ax.set_title(r["name"], fontsize=8)
         _legend(ax)
@@ -235,9 +266,11 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     ]
     for r in runs:
         e = r["eval"]
+        fusion = run_fusion(r)
+        how = f", score fusion `{fusion}`" if fusion else ""
         parts.append(
             f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
-            f"checkpoint `{e.get('checkpoint')}`. {verdict(e['metrics'])}"
+            f"checkpoint `{e.get('checkpoint')}`{how}. {verdict(e['metrics'])}"
         )
     plot_size_buckets(runs, out / "ap_by_size.png")
     plot_pr_curves(runs, out / "pr_curves.png")

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Score fusions of the re-scoring step (gan_detect.infer.inference implements them). Here, not
-# there, so that the config is checked against them when it loads, without importing torch.
-SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean")
+# Score fusions of the re-scoring step (gan_detect/infer/score_fusion.py implements them): D's
+# probability alone, a fixed geometric mean with the detector's score, and two combiners fitted
+# on held-out training proposals. Here, not there, so that the config is checked against them
+# when it loads, without importing torch.
+SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean", "learned", "size_gated")
 # What evaluate.split (and propose's split) may name: the data's train or val split.
 EVAL_SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -101,11 +103,6 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     # Image grid LR | bicubic | SR | HR logged at each validation (rows).
     num_val_images: int = 8
-
-
-# evaluate.score_fusion: how D's probability and the detector's score make the final score
-# (gan_detect/infer/score_fusion.py). The last two are fitted on held-out training proposals.
-SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean", "learned", "size_gated")
 
 
 @dataclass

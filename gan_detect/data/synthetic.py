@@ -43,6 +43,35 @@ SHAPE_CATEGORIES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
 # WIDER FACE evaluation settings by the paper's height rule: valid faces taller than this (px).
 SETTING_MIN_HEIGHT = {"easy": 50, "medium": 30, "hard": 10}
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by gan_detect.data.synthetic"
+# Written into the root of every generated dataset: a model trained there records it
+# (``dataset_origin``), so using it on real photos can be flagged.
+GENERATED_MARKER = "GENERATED.json"
+
+
+def mark_generated(root: str | Path, kind: str, seed: int) -> Path:
+    """Write ``root/GENERATED.json`` saying this folder holds generated (not real) images."""
+    path = Path(root) / GENERATED_MARKER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"generated": True, "kind": kind, "seed": seed, "writer": __name__}
+    path.write_text(json.dumps(info, indent=1) + "\n")
+    return path
+
+
+def dataset_origin(name: str, root: str | Path | None) -> dict[str, Any]:
+    """What a model is trained on: ``{"dataset": name, "root": ..., "generated": bool}``.
+
+    ``generated`` is true when ``root`` holds the marker :func:`mark_generated` writes (plus its
+    ``kind``, e.g. ``faces``); plain strings and bools, so checkpoints load with weights_only.
+    """
+    info: dict[str, Any] = {"dataset": name, "root": None if root is None else str(root)}
+    marker = None if root is None else Path(root) / GENERATED_MARKER
+    info["generated"] = marker is not None and marker.is_file()
+    if marker is not None and info["generated"]:
+        try:
+            info["kind"] = str(json.loads(marker.read_text()).get("kind", ""))
+        except (OSError, ValueError):  # an unreadable marker still marks the folder
+            info["kind"] = ""
+    return info
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -159,6 +188,7 @@ def write_synthetic_faces(
         (split_dir / f"wider_face_{split}_bbx_gt.txt").write_text(_wider_txt(entries, split))
         if write_mat:
             _write_wider_mats(root, split, entries)
+    mark_generated(root, "faces", seed)
     return root
 
 
@@ -277,6 +307,7 @@ def write_synthetic_objects(
         }
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    mark_generated(root, "shapes", seed)
     return root
 
 

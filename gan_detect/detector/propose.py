@@ -6,6 +6,7 @@ detector that writes a COCO results JSON or a WIDER per-image txt tree can repla
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,9 @@ def propose_folder(
         top_k, score_thresh: per-image budget and minimum score (WIDER: 750, 0.02).
 
     Returns:
-        ``{format: path written}``.
+        ``{format: path written}``; a flat folder whose names are not integers gets, next to
+        the WIDER tree, a COCO JSON with ids 1..N in file-name order (``"coco"``) and the
+        table from those ids to the files (``"coco_ids"``: ``proposals_image_ids.json``).
     """
     if model is None:
         from gan_detect.detector.retinaface import RetinaFaceDetector
@@ -275,4 +278,26 @@ def propose_folder(
     except ProposalsInterrupted as stop:
         write_partial(stop, out_dir)
         raise
-    return write_proposals(dets, out_dir)
+    written = write_proposals(dets, out_dir)
+    root = Path(folder)
+    if "coco" not in written and all(Path(r.path).parent == root for r in records):
+        written.update(_coco_with_id_table(dets, records, Path(out_dir)))
+    return written
+
+
+def _coco_with_id_table(
+    dets: Mapping[str, Proposals], records: Sequence[ImageRecord], out: Path
+) -> dict[str, Path]:
+    """COCO results under ids 1..N (COCO ids are integers) and the id -> file table."""
+    from gan_detect.data.proposals import write_coco_results
+
+    table = [
+        {"id": n, "file_name": Path(r.path).name, "image_id": r.image_id}
+        for n, r in enumerate(records, start=1)
+    ]
+    renumbered = {str(t["id"]): dets[str(t["image_id"])] for t in table}
+    coco = out / "proposals.json"
+    write_coco_results(renumbered, coco)
+    ids = out / "proposals_image_ids.json"
+    ids.write_text(json.dumps(table, indent=1))
+    return {"coco": coco, "coco_ids": ids}

@@ -215,20 +215,28 @@ def evaluate_baseline_vs_gan(
     return metrics, dets, curves
 
 
-def format_comparison(metrics: dict[str, dict[str, float]]) -> str:
-    """A plain-text table: one row per metric, one column per method, plus the GAN - baseline delta."""
+def format_comparison(metrics: dict[str, dict[str, float]], fusion: str | None = None) -> str:
+    """A plain-text table: one row per metric, one column per method, plus the GAN - baseline
+    delta; AP in percent and ``n/a`` for -1 (no objects of that size), as ``compare`` prints."""
+
+    def pct(v: float) -> str:
+        return f"{'n/a':>12s}" if v < 0 else f"{100 * v:12.2f}"
+
     methods = list(metrics)
     keys = [k for k in metrics[methods[0]] if k != "official"]
-    head = f"{'metric':12s}" + "".join(f"{m:>12s}" for m in methods)
+    head = f"{'AP (%)':12s}" + "".join(f"{m:>12s}" for m in methods)
     if len(methods) == 2:
         head += f"{'delta':>12s}"
     lines = [head]
     for k in keys:
         vals = [metrics[m][k] for m in methods]
-        row = f"{k:12s}" + "".join(f"{v:12.4f}" for v in vals)
+        row = f"{k:12s}" + "".join(pct(v) for v in vals)
         if len(vals) == 2:
-            row += f"{vals[1] - vals[0]:+12.4f}"
+            delta = 100 * (vals[1] - vals[0])
+            row += f"{'n/a':>12s}" if min(vals) < 0 else f"{delta:+12.2f}"
         lines.append(row)
+    if fusion is not None and "gan" in metrics:
+        lines.append(f"gan: the proposals re-scored with score fusion {fusion}")
     if "official" in metrics[methods[0]] and not metrics[methods[0]]["official"]:
         lines.append(
             "NOTE: WIDER settings by face height (no gt_list .mat): NOT the official protocol"

@@ -7,8 +7,9 @@ label names and inference options: it is all ``predict`` needs. It is read with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,74 @@ from PIL import Image
 from torch import Tensor
 
 from gan_detect.config.validate import to_experiment_config
+from gan_detect.data.synthetic import dataset_origin
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.infer.fusion_fit import fusion_for_checkpoint
-from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
+from gan_detect.infer.inference import (
+    SCORE_FUSIONS,
+    InferenceOptions,
+    inference_options,
+    refine_detections_batch,
+)
+from gan_detect.infer.score_fusion import FITTED_FUSIONS
 from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
+from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
 PIPELINE_FILE = "pipeline.pt"
 # ``detector_ckpt`` value (and pipeline-file entry) naming the built-in pretrained face detector.
 BUILTIN_RETINAFACE = "retinaface"
+# The CLI's ``--score-threshold`` default, also ``Pipeline.retinaface``'s: RetinaFace keeps boxes
+# down to 0.02 for the WIDER protocol, hundreds per crowd photo, most of them not faces.
+DEFAULT_SCORE_THRESHOLD = 0.3
+
+
+class GeneratedDataWarning(UserWarning):
+    """A GAN trained on generated data is about to re-score real photos."""
+
+
+def trained_on(state: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a GAN was trained on: the checkpoint's ``trained_on`` entry, else (older files)
+    its config's ``data.name`` with the marker looked up in ``data.root`` if that still exists."""
+    recorded = state.get("trained_on")
+    if isinstance(recorded, Mapping):
+        return dict(recorded)
+    data = config.get("data", {}) if isinstance(config, Mapping) else {}
+    return dataset_origin(str(data.get("name", "?")), data.get("root"))
+
+
+def warn_if_generated(origin: Mapping[str, Any] | None, source: str) -> None:
+    """Warn (:class:`GeneratedDataWarning`) when ``origin`` says generated training data."""
+    if origin and origin.get("generated"):
+        kind = origin.get("kind") or origin.get("dataset", "data")
+        warnings.warn(
+            f"the GAN in {source} was trained on generated {kind} (the demo's data), not real "
+            "photos: its re-scoring can drop faces the detector finds on real images; use a GAN "
+            "trained on real data, --fusion geometric_mean, or --no-refine",
+            GeneratedDataWarning,
+            stacklevel=3,
+        )
+
+
+def with_fusion(
+    opts: InferenceOptions, fusion: str | None, fitted: dict[str, Any] | None = None
+) -> InferenceOptions:
+    """``opts`` with ``score_fusion`` replaced (None keeps the run's own); checks the name.
+
+    ``fitted``: the run's fitted combiners (``score_fusion.json``), which ``learned`` and
+    ``size_gated`` need."""
+    if fusion is None:
+        return opts
+    if fusion not in SCORE_FUSIONS:
+        raise InputError(f"unknown score fusion {fusion!r}; valid: {', '.join(SCORE_FUSIONS)}")
+    params = (fitted or {}).get(fusion)
+    if fusion in FITTED_FUSIONS and params is None:
+        raise InputError(
+            f"score fusion {fusion!r} needs the run's fitted combiner (score_fusion.json), and "
+            "this run has none: train it with data.fusion_holdout_fraction > 0"
+        )
+    return replace(opts, score_fusion=fusion, fusion_params=params)
 
 
 @dataclass
@@ -86,11 +145,13 @@ def export_pipeline(
         bundle["gan"] = {
             "config": gan["hyper_parameters"]["config"],
             "state_dict": gan["state_dict"],
+            "trained_on": trained_on(gan, gan["hyper_parameters"]["config"]),
         }
         if opts is None:
             run_cfg = to_experiment_config(gan["hyper_parameters"]["config"])
-            fusion = fusion_for_checkpoint(gan_ckpt)
-            bundle["inference"] = asdict(inference_options(run_cfg, fusion=fusion))
+            fitted = fusion_for_checkpoint(gan_ckpt)
+            bundle["inference"] = asdict(inference_options(run_cfg, fusion=fitted))
+            bundle["score_fusion"] = fitted  # every fitted combiner: --fusion can switch
     return atomic_torch_save(bundle, path)
 
 
@@ -149,9 +210,20 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str = "cpu", refine: bool = True, **kw: Any
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        refine: bool = True,
+        fusion: str | None = None,
+        **kw: Any,
     ) -> Pipeline:
-        """Load a pipeline file, or a run directory holding ``pipeline.pt``."""
+        """Load a pipeline file, or a run directory holding ``pipeline.pt``.
+
+        ``fusion`` (one of ``SCORE_FUSIONS``) replaces the score fusion the file carries (the
+        GAN run's ``evaluate.score_fusion``); ``score_threshold`` and ``max_detections`` go
+        through ``kw`` (default 0: every box). A file whose detector is the built-in RetinaFace
+        and whose GAN was trained on generated data warns (:class:`GeneratedDataWarning`).
+        """
         path = Path(path)
         if path.is_dir():
             path = path / PIPELINE_FILE
@@ -167,9 +239,12 @@ class Pipeline:
         gan = None
         if refine and bundle["gan"] is not None:
             gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
-        return cls(
-            det, gan, bundle["class_names"], InferenceOptions(**bundle["inference"]), device, **kw
+            if isinstance(det, RetinaFaceDetector):  # a real-photo detector: real photos ahead
+                warn_if_generated(trained_on(bundle["gan"], bundle["gan"]["config"]), str(path))
+        opts = with_fusion(
+            InferenceOptions(**bundle["inference"]), fusion, bundle.get("score_fusion")
         )
+        return cls(det, gan, bundle["class_names"], opts, device, **kw)
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[Any]) -> list[Detections]:
@@ -213,20 +288,44 @@ class Pipeline:
         gan_ckpt: str | Path | None = None,
         device: str = "cpu",
         class_names: Sequence[str] = ("face",),
+        fusion: str | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         **kw: Any,
     ) -> Pipeline:
         """The built-in pretrained RetinaFace, re-scored by a trained GAN when one is given.
 
         Without ``gan_ckpt`` this needs no training at all: real face boxes from the detector.
+        ``fusion`` replaces the GAN run's ``evaluate.score_fusion``; ``score_threshold`` is
+        ``gan-detect predict``'s default (0.3; 0 keeps every box down to RetinaFace's 0.02). A
+        GAN trained on generated data warns (:class:`GeneratedDataWarning`): real photos are
+        what this detector is for.
         """
         gan = None
         opts = InferenceOptions()
         if gan_ckpt is not None:
-            gan = GANVariant.from_checkpoint(gan_ckpt)
+            state = load_checkpoint(gan_ckpt, expect="gan")
+            config = state["hyper_parameters"]["config"]
+            gan = GANVariant.from_state(config, state["state_dict"])
             assert gan.run_config is not None
             # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
-            opts = inference_options(gan.run_config, fusion=fusion_for_checkpoint(gan_ckpt))
-        return cls(RetinaFaceDetector(), gan, class_names, opts, device, **kw)
+            fitted = fusion_for_checkpoint(gan_ckpt)
+            opts = inference_options(gan.run_config, fusion=fitted)
+            warn_if_generated(trained_on(state, config), str(gan_ckpt))
+        opts = with_fusion(opts, fusion, fitted if gan_ckpt is not None else None)
+        return cls(
+            RetinaFaceDetector(),
+            gan,
+            class_names,
+            opts,
+            device,
+            score_threshold=score_threshold,
+            **kw,
+        )
+
+    @property
+    def fusion(self) -> str | None:
+        """The score fusion in use (None without a GAN: the detector's own scores)."""
+        return None if self.gan is None else self.opts.score_fusion
 
     def _name(self, label: int) -> str:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)

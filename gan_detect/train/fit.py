@@ -165,7 +165,7 @@ def fit(
             _set_aside_unresumable_log(Path(cfg.output_dir))
         # Exactly the checkpoint asked for (train/resume.py chose and checked it).
         run_trainer_fit(trainer, module, datamodule=dm, ckpt_path=ckpt_path)
-        if cfg.data.fusion_holdout_fraction > 0 and trainer.is_global_zero:
+        if getattr(cfg.data, "fusion_holdout_fraction", 0) > 0 and trainer.is_global_zero:
             fit_score_fusion(module, dm, cfg)
     return module, trainer
 

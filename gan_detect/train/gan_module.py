@@ -19,6 +19,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from gan_detect.config import EvalConfig
 from gan_detect.config.validate import ExperimentConfig, to_experiment_config
 from gan_detect.data.batch import DetectionBatch, RoiBatch
+from gan_detect.data.synthetic import dataset_origin
 from gan_detect.infer.evaluation import DetectionEvaluator
 from gan_detect.infer.inference import InferenceOptions, inference_options, refine_detections_batch
 from gan_detect.infer.score_fusion import FITTED_FUSIONS
@@ -48,6 +49,12 @@ class GANDetectionModule(L.LightningModule):
         self.val_psnr_bicubic = PeakSignalNoiseRatio(data_range=(-1.0, 1.0))
         self._det_eval: DetectionEvaluator | None = None
         self._wider_gt: WiderGroundTruth | None = None
+        # Read now, while the data folder is there: a checkpoint says what it was trained on.
+        self.trained_on = dataset_origin(self.cfg.data.name, getattr(self.cfg.data, "root", None))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Inference warns when a GAN trained on generated data meets real photos.
+        checkpoint["trained_on"] = dict(self.trained_on)
 
     # ---- optimisation ------------------------------------------------------------------------
     def _roles(self) -> tuple[str, ...]:
