@@ -202,7 +202,9 @@ def _ap_chunked(tables: ImageTables, weights: np.ndarray, chunk: int = 250) -> n
     """``tables.ap`` over row blocks of ``weights`` (bounds the per-call memory)."""
     if len(weights) == 0:
         return np.zeros((0, len(tables.metrics)))
-    return np.concatenate([tables.ap(weights[i : i + chunk]) for i in range(0, len(weights), chunk)])
+    return np.concatenate(
+        [tables.ap(weights[i : i + chunk]) for i in range(0, len(weights), chunk)]
+    )
 
 
 def _check_pair(a: ImageTables, b: ImageTables) -> None:
@@ -238,9 +240,11 @@ def paired_bootstrap(
     diffs = 100.0 * (_ap_chunked(tables_b, w) - _ap_chunked(tables_a, w))
     out = {
         m: MetricComparison(
-            m, float(point_a[j]), float(point_b[j]),
+            m,
+            float(point_a[j]),
+            float(point_b[j]),
             _difference(float(point_b[j] - point_a[j]), diffs[:, j], level),
-        )  # fmt: skip
+        )
         for j, m in enumerate(tables_a.metrics)
     }
     return PairedBootstrap(out, n_boot, seed, level, tables_a.n_images, approximation)
@@ -373,11 +377,17 @@ def seed_bootstrap(
     out = {}
     for j, m in enumerate(names):
         out[m] = SeedMetric(
-            m, pa[:, j], pb[:, j], pd[:, j],
-            float(pa[:, j].mean()), float(pb[:, j].mean()),
-            std(pa[:, j]), std(pb[:, j]), std(pd[:, j]),
+            m,
+            pa[:, j],
+            pb[:, j],
+            pd[:, j],
+            float(pa[:, j].mean()),
+            float(pb[:, j].mean()),
+            std(pa[:, j]),
+            std(pb[:, j]),
+            std(pd[:, j]),
             _difference(float(pd[:, j].mean()), reps[:, j], level),
-        )  # fmt: skip
+        )
     return SeedBootstrap(out, n_seeds, n_boot, seed, level, n_img)
 
 
@@ -508,7 +518,9 @@ def wider_tables(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> Wider
     # float32 sums of integers are exact while every partial sum stays below 2**24; a resample's
     # row sum is at most n_images * the largest entry.
     exact32 = n * max(int(table.max(initial=0)), 1) < 2**24
-    return WiderTables(list(gt.image_ids), table.astype(np.float32 if exact32 else np.float64), faces)
+    return WiderTables(
+        list(gt.image_ids), table.astype(np.float32 if exact32 else np.float64), faces
+    )
 
 
 def wider_paired_bootstrap(
@@ -654,7 +666,9 @@ def load_coco_gt(instances: str | Path | Mapping[str, Any]) -> Any:
     """A pycocotools ``COCO`` of an instances JSON (path or already-loaded dict)."""
     import json
 
-    data = json.loads(Path(instances).read_text()) if isinstance(instances, str | Path) else instances
+    data = (
+        json.loads(Path(instances).read_text()) if isinstance(instances, str | Path) else instances
+    )
     return _quiet_coco(dict(data))
 
 
@@ -670,7 +684,7 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
     if not isinstance(rows, list):
         raise ValueError("a COCO results file is a JSON list of detections")
     known = set(gt.getImgIds())
-    anns = []
+    anns: list[dict[str, Any]] = []
     dropped = 0
     for r in rows:
         if r["image_id"] not in known:
@@ -694,7 +708,11 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
             f"{dropped} detections are on images not in the ground truth; ignored", stacklevel=2
         )
     return _quiet_coco(
-        {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": anns}
+        {
+            "images": gt.dataset["images"],
+            "categories": gt.dataset["categories"],
+            "annotations": anns,
+        }
     )
 
 
