@@ -357,12 +357,11 @@ def seed_bootstrap(
     pa = np.stack([100.0 * a.ap(ones)[0] for a, _ in pairs])  # (S, M)
     pb = np.stack([100.0 * b.ap(ones)[0] for _, b in pairs])
     pd = pb - pa
-    rng = np.random.default_rng(seed)
-    # Seed draws first, then the image counts, from one generator: fixed order, deterministic.
-    seed_idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) if n_boot > 0 else None
-    w = bootstrap_weights(n_img, n_boot, int(rng.integers(0, 2**63 - 1))) if n_boot > 0 else None
+    # The image draw is paired_bootstrap's (same seed, same counts), so S identical seeds give
+    # its interval; the seed draw has its own stream.
+    w = bootstrap_weights(n_img, n_boot, seed)
+    seed_idx = np.random.default_rng((seed, 1)).integers(0, n_seeds, size=(max(n_boot, 0), n_seeds))
     if n_boot > 0:
-        assert seed_idx is not None and w is not None
         d = np.stack(
             [100.0 * (_ap_chunked(b, w) - _ap_chunked(a, w)) for a, b in pairs]
         )  # (S, R, M): every seed on every image resample
