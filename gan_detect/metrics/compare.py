@@ -1,0 +1,334 @@
+"""Compare two methods' predictions with paired bootstrap intervals (library part of issue 24).
+
+The command line (``gan-detect wider-eval PRED_A --gt GT --compare PRED_B [--bootstrap N]
+[--json FILE]`` and ``gan-detect coco-eval RESULTS_A.json --gt INSTANCES.json --compare
+RESULTS_B.json``) calls:
+
+* :func:`compare_wider` / :func:`compare_coco`: a JSON-ready dict (layout below);
+* :func:`format_comparison_table`: the text table to print.
+
+Several seeds of each method: :func:`compare_wider_seeds` / :func:`compare_coco_seeds`.
+
+Layout of the returned dict (every AP and difference in AP points, i.e. percent, as printed)::
+
+    {"protocol": "wider_face" | "coco", "metrics": [...], "unit": "AP points (percent)",
+     "a": {"source": ..., "<metric>": AP, ...}, "b": {...},
+     "difference": {"<metric>": {"point": B - A, "low": ..., "high": ..., "p_not_better": ...,
+                                 "resolved": bool, "n_valid": ...}, ...},
+     "bootstrap": {"n_boot", "seed", "level", "interval", "resampled", "n_images", "unit",
+                   "approximation"},
+     ...protocol details (files read, missing images), "seconds"}
+
+``difference.<metric>.low / .high`` are None when ``n_boot`` is 0 or the metric is undefined
+(e.g. AP_tiny without tiny ground truth).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_detect.metrics.bootstrap import (
+    COCO_APPROXIMATION,
+    COCO_METRICS,
+    LEVEL,
+    WIDER_APPROXIMATION,
+    WIDER_METRICS,
+    CocoTables,
+    WiderTables,
+    coco_results_to_dt,
+    coco_tables,
+    load_coco_gt,
+    paired_bootstrap,
+    seed_bootstrap,
+    wider_tables,
+)
+from gan_detect.metrics.wider_gt import WiderGroundTruth, load_wider_ground_truth
+
+
+def _read_wider(
+    pred_dir: str | Path, gt: WiderGroundTruth
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Prediction arrays of the gt images under ``pred_dir`` and what was (not) found."""
+    from gan_detect.data.proposals import read_wider_tree_arrays
+
+    preds = read_wider_tree_arrays(pred_dir)
+    wanted = set(gt.image_ids)
+    missing = sum(1 for i in gt.image_ids if i not in preds)
+    if gt.image_ids and missing == len(gt):
+        raise ValueError(
+            f"{pred_dir}: none of the {len(gt)} ground-truth images has a prediction file "
+            "(the folder must hold <event>/<name>.txt)"
+        )
+    if missing:
+        warnings.warn(
+            f"{missing} of {len(gt)} images have no prediction file under {pred_dir}; "
+            "counted as images without detections",
+            stacklevel=3,
+        )
+    kept = {i: a for i, a in preds.items() if i in wanted}
+    info = {
+        "source": str(pred_dir),
+        "num_predictions": int(sum(len(a) for a in kept.values())),
+        "missing": missing,
+        "extra": sum(1 for i in preds if i not in wanted),
+    }
+    return kept, info
+
+
+def _wider_tables_of(
+    pred_dir: str | Path, gt: WiderGroundTruth
+) -> tuple[WiderTables, dict[str, Any]]:
+    preds, info = _read_wider(pred_dir, gt)
+    with warnings.catch_warnings():
+        # Missing files were reported above with the folder named.
+        warnings.filterwarnings("ignore", message=r".*(have no predictions|not in the ground)")
+        return wider_tables(preds, gt), info
+
+
+def _load_wider_gt(gt_dir: str | Path, image_ids: set[str] | None) -> WiderGroundTruth:
+    gt = load_wider_ground_truth(gt_dir)
+    return gt.subset(image_ids) if image_ids is not None else gt
+
+
+def _layout(
+    protocol: str,
+    result: Any,
+    info_a: Mapping[str, Any],
+    info_b: Mapping[str, Any],
+    start: float,
+) -> dict[str, Any]:
+    d = result.to_dict()
+    return {
+        "protocol": protocol,
+        "metrics": list(result.metrics),
+        "unit": "AP points (percent)",
+        "a": {**info_a, **d["a"]},
+        "b": {**info_b, **d["b"]},
+        "difference": d["difference"],
+        "bootstrap": d["bootstrap"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def compare_wider(
+    pred_a_dir: str | Path,
+    pred_b_dir: str | Path,
+    gt_dir: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    image_ids: set[str] | None = None,
+    level: float = LEVEL,
+) -> dict[str, Any]:
+    """Official easy / medium / hard AP of two WIDER prediction trees and B - A intervals.
+
+    Args:
+        pred_a_dir, pred_b_dir: ``<event>/<name>.txt`` trees (``x y w h score`` lines).
+        gt_dir: folder with ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat``.
+        n_boot: paired image resamples (0: no interval). seed: seed of the image draw.
+        image_ids: evaluate only these ``"event/name"`` images (None: the whole val set).
+        level: coverage of the percentile interval.
+
+    Returns:
+        The dict described in the module docstring (``protocol`` "wider_face").
+    """
+    start = time.perf_counter()
+    gt = _load_wider_gt(gt_dir, image_ids)
+    ta, info_a = _wider_tables_of(pred_a_dir, gt)
+    tb, info_b = _wider_tables_of(pred_b_dir, gt)
+    res = paired_bootstrap(ta, tb, n_boot, seed, level, WIDER_APPROXIMATION)
+    out = _layout("wider_face", res, info_a, info_b, start)
+    out["official_gt_list"] = bool(gt.official)
+    return out
+
+
+def _coco_tables_of(
+    gt: Any, results: str | Path, max_dets: int, tiny_area: float
+) -> tuple[CocoTables, dict[str, Any]]:
+    dt = coco_results_to_dt(gt, results)
+    info = {"source": str(results), "num_detections": len(dt.getAnnIds())}
+    return coco_tables(gt, dt, max_dets, tiny_area), info
+
+
+def compare_coco(
+    results_a_json: str | Path,
+    results_b_json: str | Path,
+    instances_json: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_dets: int = 1000,
+    tiny_area: float = 16.0**2,
+    level: float = LEVEL,
+) -> dict[str, Any]:
+    """COCO AP (map, map_50, map_75, map_small/medium/large, map_tiny) of two results files
+    and B - A intervals, with the package's settings (``CocoMeanAP``: 1000 detections per image,
+    tiny = area < 16^2).
+
+    Returns:
+        The dict described in the module docstring (``protocol`` "coco").
+    """
+    start = time.perf_counter()
+    gt = load_coco_gt(instances_json)
+    ta, info_a = _coco_tables_of(gt, results_a_json, max_dets, tiny_area)
+    tb, info_b = _coco_tables_of(gt, results_b_json, max_dets, tiny_area)
+    res = paired_bootstrap(ta, tb, n_boot, seed, level, COCO_APPROXIMATION)
+    out = _layout("coco", res, info_a, info_b, start)
+    out["ground_truth"] = str(instances_json)
+    out["max_dets"] = max_dets
+    out["tiny_area"] = tiny_area
+    return out
+
+
+def _seed_layout(protocol: str, res: Any, a: Sequence[Any], b: Sequence[Any]) -> dict[str, Any]:
+    d = res.to_dict()
+    return {
+        "protocol": protocol,
+        "metrics": list(res.metrics),
+        "unit": "AP points (percent)",
+        "a": {"sources": [str(x) for x in a]},
+        "b": {"sources": [str(x) for x in b]},
+        "per_metric": d["metrics"],
+        "difference": {m: v["difference"] for m, v in d["metrics"].items()},
+        "bootstrap": d["bootstrap"],
+    }
+
+
+def compare_wider_seeds(
+    pred_a_dirs: Sequence[str | Path],
+    pred_b_dirs: Sequence[str | Path],
+    gt_dir: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    image_ids: set[str] | None = None,
+) -> dict[str, Any]:
+    """As :func:`compare_wider` with one prediction tree per training seed for A and for B
+    (``pred_a_dirs[s]`` pairs with ``pred_b_dirs[s]``): per-seed APs, seed means and spreads,
+    and the seeds x images interval of the seed-averaged B - A (``seed_bootstrap``)."""
+    if len(pred_a_dirs) != len(pred_b_dirs) or not pred_a_dirs:
+        raise ValueError("give the same (non-zero) number of seeds for A and B")
+    gt = _load_wider_gt(gt_dir, image_ids)
+    pairs = [
+        (_wider_tables_of(a, gt)[0], _wider_tables_of(b, gt)[0])
+        for a, b in zip(pred_a_dirs, pred_b_dirs, strict=True)
+    ]
+    return _seed_layout("wider_face", seed_bootstrap(pairs, n_boot, seed), pred_a_dirs, pred_b_dirs)
+
+
+def compare_coco_seeds(
+    results_a_jsons: Sequence[str | Path],
+    results_b_jsons: Sequence[str | Path],
+    instances_json: str | Path,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_dets: int = 1000,
+    tiny_area: float = 16.0**2,
+) -> dict[str, Any]:
+    """As :func:`compare_coco` with one results file per training seed (see
+    :func:`compare_wider_seeds`)."""
+    if len(results_a_jsons) != len(results_b_jsons) or not results_a_jsons:
+        raise ValueError("give the same (non-zero) number of seeds for A and B")
+    gt = load_coco_gt(instances_json)
+    pairs = [
+        (
+            _coco_tables_of(gt, a, max_dets, tiny_area)[0],
+            _coco_tables_of(gt, b, max_dets, tiny_area)[0],
+        )
+        for a, b in zip(results_a_jsons, results_b_jsons, strict=True)
+    ]
+    res = seed_bootstrap(pairs, n_boot, seed)
+    return _seed_layout("coco", res, results_a_jsons, results_b_jsons)
+
+
+def _fmt(x: float | None, sign: bool = False) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return f"{x:+.3f}" if sign else f"{x:.3f}"
+
+
+def _verdict(diff: Mapping[str, Any]) -> str:
+    """'B better' / 'A better' when the interval excludes 0, else 'not resolved'."""
+    if diff.get("low") is None or diff.get("high") is None:
+        return "-"
+    if not diff["resolved"]:
+        return "not resolved"
+    return "B better" if diff["low"] > 0 else "A better"
+
+
+def format_comparison_table(result: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
+    """Text table of :func:`compare_wider` / :func:`compare_coco` (or the ``*_seeds``) output.
+
+    One row per metric: both APs, B - A, its interval, p(B <= A) and whether the difference is
+    resolved (the interval excludes 0); a footer states the bootstrap settings.
+    """
+    boot = result["bootstrap"]
+    level = int(round(100 * boot.get("level", LEVEL)))
+    seeds = "per_metric" in result
+    head_a = f"{name_a} %" if not seeds else f"{name_a} % (mean)"
+    head_b = f"{name_b} %" if not seeds else f"{name_b} % (mean)"
+    interval = f"{level} % interval"
+    rows = [
+        (
+            "metric",
+            head_a,
+            head_b,
+            f"{name_b} - {name_a}",
+            interval,
+            f"p({name_b}<={name_a})",
+            "resolved",
+        )
+    ]
+    for m in result["metrics"]:
+        d = result["difference"][m]
+        if seeds:
+            va, vb = result["per_metric"][m]["mean_a"], result["per_metric"][m]["mean_b"]
+        else:
+            va, vb = result["a"][m], result["b"][m]
+        span = (
+            f"[{_fmt(d['low'], True)}, {_fmt(d['high'], True)}]"
+            if d.get("low") is not None
+            else "-"
+        )
+        point = _fmt(d["point"], True)
+        if seeds:  # the between-seed spread of the per-seed differences beside their mean
+            point += f" (sd {_fmt(result['per_metric'][m]['std_diff'])})"
+        rows.append((m, _fmt(va), _fmt(vb), point, span, _fmt(d.get("p_not_better")), _verdict(d)))
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if j in (0, len(r) - 1) else c.rjust(w)
+            for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in rows
+    ]
+    if boot["n_boot"] > 0:
+        what = (
+            f"{boot['n_boot']} resamples of the {boot['n_images']} images"
+            if not seeds
+            else f"{boot['n_boot']} resamples of the {boot['n_seeds']} seeds and the "
+            f"{boot['n_images']} images"
+        )
+        lines.append(
+            f"{name_b} - {name_a} in AP points; {level} % percentile interval over {what} "
+            f"(paired, seed {boot['seed']}); resolved: the interval excludes 0."
+        )
+    else:
+        lines.append(f"{name_b} - {name_a} in AP points; no bootstrap (n_boot = 0).")
+    if boot.get("approximation"):
+        lines.append(f"approximation: {boot['approximation']}.")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "COCO_METRICS",
+    "WIDER_METRICS",
+    "compare_coco",
+    "compare_coco_seeds",
+    "compare_wider",
+    "compare_wider_seeds",
+    "format_comparison_table",
+]
