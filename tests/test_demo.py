@@ -24,12 +24,13 @@ SECTIONS = [
 
 
 def _table_values(report: str) -> dict[tuple[str, str, int], list[str]]:
-    """(run name, method, number of metric columns) -> cells, for both tables of the report."""
+    """(run name, method, number of metric columns) -> cells, for both tables of the report
+    (columns: run, method, fusion, then the metrics)."""
     rows = {}
     for line in report.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) > 3 and cells[1] in ("baseline", "gan"):
-            rows[(cells[0], cells[1], len(cells) - 2)] = cells[2:]
+        if len(cells) > 4 and cells[1] in ("baseline", "gan"):
+            rows[(cells[0], cells[1], len(cells) - 3)] = cells[3:]
     return rows
 
 

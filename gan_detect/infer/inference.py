@@ -139,7 +139,7 @@ def refine_detections_batch(
     """
     raw = discriminate_proposals(variant, images, proposals, opts)
     return [
-        _postprocess(variant, boxes, det_scores, d_img, hw, opts)
+        postprocess_detections(variant, boxes, det_scores, d_img, hw, opts)
         for hw, boxes, det_scores, d_img in raw
     ]
 
@@ -260,7 +260,7 @@ def _slice_output(out: DiscriminatorOutput, a: int, b: int) -> DiscriminatorOutp
     return DiscriminatorOutput(out.adv_logits[a:b], out.cls_logits[a:b], box)
 
 
-def _postprocess(
+def postprocess_detections(
     variant: GANVariant,
     boxes: Tensor,
     det_scores: Tensor,

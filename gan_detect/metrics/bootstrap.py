@@ -595,6 +595,10 @@ class CocoTables:
     rec_thrs: np.ndarray
     n_iou: int
     metrics: tuple[str, ...] = field(default=COCO_METRICS)
+    # metric -> (area label, IoU threshold index or None for the mean over the thresholds)
+    metric_defs: dict[str, tuple[str, int | None]] = field(
+        default_factory=lambda: dict(_COCO_METRIC_DEF)
+    )
 
     @property
     def n_images(self) -> int:
@@ -613,7 +617,7 @@ class CocoTables:
         counts = {m: np.zeros(n_r) for m in self.metrics}
         by_area: dict[str, list[str]] = {}
         for m in self.metrics:
-            by_area.setdefault(_COCO_METRIC_DEF[m][0], []).append(m)
+            by_area.setdefault(self.metric_defs[m][0], []).append(m)
         for blk in self.blocks:
             if blk.area not in by_area:
                 continue
@@ -623,7 +627,7 @@ class CocoTables:
                 continue
             prec = self._block_precision(blk, wt, npig)  # (T, R) mean over recall thresholds
             for m in by_area[blk.area]:
-                t_idx = _COCO_METRIC_DEF[m][1]
+                t_idx = self.metric_defs[m][1]
                 v = prec.mean(axis=0) if t_idx is None else prec[t_idx]
                 sums[m] += np.where(valid, v, 0.0)
                 counts[m] += valid
@@ -720,6 +724,8 @@ def coco_tables(
     dt: Any,
     max_dets: int = 1000,
     tiny_area: float = 16.0**2,
+    areas: Sequence[tuple[str, float, float]] | None = None,
+    iou_thrs: Sequence[float] | None = None,
 ) -> CocoTables:
     """Per-image COCO matching (pycocotools ``evaluate()``) of one method, tabulated.
 
@@ -730,6 +736,9 @@ def coco_tables(
 
     Args:
         gt, dt: pycocotools ``COCO`` objects (:func:`load_coco_gt`, :func:`coco_results_to_dt`).
+        areas, iou_thrs: other area ranges ``(label, low, high)`` in px² and IoU thresholds
+            (e.g. AP50 per object-size bucket); the metrics are then ``ap50_<label>`` (the
+            first threshold) per area.
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -737,10 +746,11 @@ def coco_tables(
     p = ev.params
     p.imgIds = sorted(gt.getImgIds())
     p.catIds = sorted(gt.getCatIds())
-    p.iouThrs = np.linspace(0.5, 0.95, 10)
+    custom = areas is not None
+    p.iouThrs = np.linspace(0.5, 0.95, 10) if iou_thrs is None else np.asarray(iou_thrs, float)
     p.recThrs = np.linspace(0.0, 1.0, 101)
     p.maxDets = [max_dets]
-    areas = [*COCO_AREAS, ("tiny", 0.0, float(tiny_area))]
+    areas = list(areas) if custom else [*COCO_AREAS, ("tiny", 0.0, float(tiny_area))]
     p.areaRng = [[lo, hi] for _, lo, hi in areas]
     p.areaRngLbl = [a for a, _, _ in areas]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -755,6 +765,11 @@ def coco_tables(
             if not evs:
                 continue
             blocks.append(_coco_block(evs, img_index, areas[a][0], max_dets, n_t, n_img))
+    if custom:
+        defs: dict[str, tuple[str, int | None]] = {f"ap50_{a}": (a, 0) for a, _, _ in areas}
+        return CocoTables(
+            list(p.imgIds), blocks, np.asarray(p.recThrs, np.float64), n_t, tuple(defs), defs
+        )
     return CocoTables(list(p.imgIds), blocks, np.asarray(p.recThrs, np.float64), n_t)
 
 

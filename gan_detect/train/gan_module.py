@@ -44,6 +44,7 @@ class GANDetectionModule(L.LightningModule):
         self.automatic_optimization = False
         self.cfg: ExperimentConfig = to_experiment_config(config)
         self.variant: GANVariant = build_variant(self.cfg.variant, self.cfg.data.num_classes)
+        self.variant.run_config = self.cfg  # inference reads its ROI-mining settings
         self._val_grid_batch: RoiBatch | None = None
         self.val_psnr_sr = PeakSignalNoiseRatio(data_range=(-1.0, 1.0))
         self.val_psnr_bicubic = PeakSignalNoiseRatio(data_range=(-1.0, 1.0))

@@ -1,0 +1,162 @@
+"""What the real-data experiments share: rows trained per seed (resumable), evaluation through
+the package's fast path under every score fusion, and seeded comparisons with intervals.
+
+Used by ``real_wider.py`` and ``real_coco.py`` (imported as a sibling module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FUSIONS = ("d_only", "geometric_mean", "learned", "size_gated")
+
+
+@dataclass
+class Row:
+    """One trained model of a table (its score fusions are evaluated from the same run)."""
+
+    key: str
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict merge (``extra`` wins)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def keep_known_variant_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop variant keys the row's variant does not have (the bicubic control has no G)."""
+    from gan_detect.config.sections import VARIANT_CONFIGS
+
+    fields = {f.name for f in dataclasses.fields(VARIANT_CONFIGS[raw["variant"]["name"]])}
+    raw["variant"] = {k: v for k, v in raw["variant"].items() if k in fields}
+    return raw
+
+
+@dataclass
+class Trained:
+    """A finished row: G + D for inference, its fitted fusions, how long training took."""
+
+    variant: Any
+    fusion: dict[str, Any] | None
+    seconds: float
+    run_dir: Path
+
+
+def train_row(raw: dict[str, Any]) -> Trained:
+    """Fit one row, or continue it from its last checkpoint when an earlier run was killed, or
+    load it when it is finished (``done.json`` + ``last.ckpt``). Returns G + D in eval mode."""
+    from gan_detect.config.validate import to_experiment_config
+    from gan_detect.infer.fusion_fit import load_fusion
+    from gan_detect.train.fit import fit
+    from gan_detect.train.resume import resume_checkpoint
+    from gan_detect.variants import GANVariant
+
+    cfg = to_experiment_config(raw)
+    run = Path(cfg.output_dir)
+    done, ckpt = run / "done.json", run / "checkpoints" / "last.ckpt"
+    holdout = float(getattr(cfg.data, "fusion_holdout_fraction", 0.0))
+    finished = done.is_file() and ckpt.is_file()
+    if finished and (holdout == 0 or (run / "score_fusion.json").is_file()):
+        seconds = float(json.loads(done.read_text()).get("seconds", 0.0))
+        return Trained(GANVariant.from_checkpoint(ckpt), load_fusion(run), seconds, run)
+    start = time.perf_counter()
+    resume = None
+    if run.exists() and any((run / "checkpoints").glob("*.ckpt")):
+        # A killed run: continue from its newest loadable checkpoint (a finished schedule only
+        # fits the score fusion that was still missing).
+        cfg = dataclasses.replace(cfg, resume="auto")
+        resume = resume_checkpoint(cfg)
+        print(f"  continuing {run} from {resume}", flush=True)
+    elif run.exists():
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    module, _ = fit(cfg, resume)
+    seconds = time.perf_counter() - start
+    done.write_text(json.dumps({"seconds": seconds, "resumed_from": resume}))
+    return Trained(module.variant.eval(), load_fusion(run), seconds, run)
+
+
+@torch.no_grad()
+def evaluate_models(
+    models: dict[str, Trained],
+    dataset: Any,
+    opts_of: Callable[[Trained], Any],
+    fusions: Sequence[str] = FUSIONS,
+    batch_images: int = 8,
+    progress: bool = True,
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Detections of every model under every fusion (and of the proposals alone) on every image.
+
+    G + D run once per model and image batch through the package's fast path (the probe-checked
+    BatchNorm-folded inference copy, ROIs batched across images); the fusions only re-score.
+
+    Returns:
+        method name (``"<model> / <fusion>"``, and ``"detector"``) -> image id ->
+        ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,).
+    """
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from gan_detect.infer.inference import discriminate_proposals, postprocess_detections
+
+    dets: dict[str, dict[str, dict[str, np.ndarray]]] = {"detector": {}}
+    n = len(dataset)
+    bar = tqdm(total=n, desc="evaluate", disable=not progress)
+    for start in range(0, n, batch_images):
+        items = [dataset[i] for i in range(start, min(start + batch_images, n))]
+        images = [it.images[0] for it in items]
+        props = [it.proposals[0] for it in items]
+        ids = [it.image_ids[0] for it in items]
+        for image_id, p in zip(ids, props, strict=True):
+            order = torch.argsort(p["scores"], descending=True)
+            dets["detector"][image_id] = {k: v[order].numpy() for k, v in p.items()}
+        for key, model in models.items():
+            base = opts_of(model)
+            raw = discriminate_proposals(model.variant, images, props, base)
+            for fusion in fusions:
+                params = (model.fusion or {}).get(fusion)
+                if fusion in ("learned", "size_gated") and params is None:
+                    continue
+                o = replace(base, score_fusion=fusion, fusion_params=params)
+                out = dets.setdefault(f"{key} / {fusion}", {})
+                for image_id, (hw, boxes, det_scores, d_img) in zip(ids, raw, strict=True):
+                    d = postprocess_detections(model.variant, boxes, det_scores, d_img, hw, o)
+                    out[image_id] = {k: v.cpu().numpy() for k, v in d.items()}
+        bar.update(len(items))
+    bar.close()
+    return dets
+
+
+def fmt_diff(d: dict[str, Any]) -> str:
+    """``+1.23 [-0.40, +2.90]`` with a ``*`` when the interval excludes 0."""
+    if d.get("low") is None or d.get("high") is None:
+        return f"{d['point']:+.2f}"
+    mark = "*" if (d["low"] > 0 or d["high"] < 0) else ""
+    return f"{d['point']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (results are not portable bit for bit across CPUs)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
