@@ -301,6 +301,7 @@ class SeedBootstrap:
     seed: int
     level: float
     n_images: int
+    approximation: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: per metric the per-seed values, means, spreads and the interval."""
@@ -315,6 +316,7 @@ class SeedBootstrap:
                 "n_seeds": self.n_seeds,
                 "n_images": self.n_images,
                 "unit": "AP points (percent)",
+                "approximation": self.approximation,
             },
         }
 
@@ -324,6 +326,7 @@ def seed_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = LEVEL,
+    approximation: str = "",
 ) -> SeedBootstrap:
     """Interval for the seed-averaged B - A that counts both image and seed variation.
 
@@ -387,7 +390,7 @@ def seed_bootstrap(
             std(pd[:, j]),
             _difference(float(pd[:, j].mean()), reps[:, j], level),
         )
-    return SeedBootstrap(out, n_seeds, n_boot, seed, level, n_img)
+    return SeedBootstrap(out, n_seeds, n_boot, seed, level, n_img, approximation)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -216,7 +216,8 @@ def compare_wider_seeds(
         (_wider_tables_of(a, gt)[0], _wider_tables_of(b, gt)[0])
         for a, b in zip(pred_a_dirs, pred_b_dirs, strict=True)
     ]
-    return _seed_layout("wider_face", seed_bootstrap(pairs, n_boot, seed), pred_a_dirs, pred_b_dirs)
+    res = seed_bootstrap(pairs, n_boot, seed, approximation=WIDER_APPROXIMATION)
+    return _seed_layout("wider_face", res, pred_a_dirs, pred_b_dirs)
 
 
 def compare_coco_seeds(
@@ -240,7 +241,7 @@ def compare_coco_seeds(
         )
         for a, b in zip(results_a_jsons, results_b_jsons, strict=True)
     ]
-    res = seed_bootstrap(pairs, n_boot, seed)
+    res = seed_bootstrap(pairs, n_boot, seed, approximation=COCO_APPROXIMATION)
     return _seed_layout("coco", res, results_a_jsons, results_b_jsons)
 
 
