@@ -355,8 +355,8 @@ def auc_table(rows: dict[str, np.ndarray], n_boot: int, seed: int = 0) -> dict[s
             for c in counts:
                 w = c[r["image"][m]].astype(float)
                 yw = y[w > 0]
-                if yw.min() == yw.max():
-                    continue
+                if len(yw) == 0 or yw.min() == yw.max():
+                    continue  # a resample without both classes in this bucket
                 reps.append(roc_auc_score(y, s, sample_weight=w))
             low, high = (np.percentile(reps, [2.5, 97.5]).tolist() if reps else (None, None))
             row[src] = {"auc": point, "low": low, "high": high}

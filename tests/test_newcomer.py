@@ -184,7 +184,9 @@ def test_demo_summary_and_report_judge_by_the_same_metric(
         assert f"on {report.headline_key(m)}:" in verdict
     _summary(runs, tmp_path / "report.md", {"total_s": 12.0})
     out = capsys.readouterr().out
-    assert "on ap_hard (16 images)" in out and "NOT better than the baseline on map_small" in out
+    # Without the run's paired bootstrap (comparison.json) no verdict: "not resolved".
+    assert "on ap_hard: +0.00 (no interval: not resolved) (16 images)" in out
+    assert "on map_small: +0.00 (no interval: not resolved)" in out
     assert out.count("wall time") == 1 and "total time" not in out
 
 

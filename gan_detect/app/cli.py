@@ -202,7 +202,13 @@ warning: a GAN trained on generated data (the demo's) re-scoring the built-in Re
 
 WIDER_EVAL_HELP = """\
 Official WIDER FACE easy / medium / hard AP (the eval_tools protocol) of a prediction txt tree
-<event>/<name>.txt against the ground-truth .mat files."""
+<event>/<name>.txt against the ground-truth .mat files. With --compare PRED_B: both methods, B - A
+and its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed seed)."""
+
+COCO_EVAL_HELP = """\
+COCO AP (AP, AP50, AP75, AP_S/M/L and AP_tiny, area < 16 px squared) of a COCO results JSON
+against an instances JSON (pycocotools). With --compare RESULTS_B.json: both methods, B - A and
+its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed seed)."""
 
 CONFIG_HELP = """\
 Print the resolved config (YAML) of config files + key=value overrides, as fit would use it, or
@@ -277,7 +283,32 @@ def wider_eval_parser() -> argparse.ArgumentParser:
         default=None,
         help="optional text file, one 'event/name' per line: evaluate only these",
     )
+    _compare_args(p, "PRED_B", "a second prediction tree: B - A with its interval")
+    return p
+
+
+def _compare_args(p: argparse.ArgumentParser, metavar: str, what: str) -> None:
+    """``--compare``, ``--bootstrap``, ``--json`` of the two evaluation commands."""
+    p.add_argument("--compare", type=Path, default=None, metavar=metavar, help=what)
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="paired bootstrap resamples of the images for the interval (0: none; default 1000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--json", type=Path, default=None, help="also write the result dict here")
+
+
+def coco_eval_parser() -> argparse.ArgumentParser:
+    """Arguments of ``gan-detect coco-eval`` (here so that ``--help`` needs no torch)."""
+    p = _parser("coco-eval", COCO_EVAL_HELP)
+    p.add_argument(
+        "results", type=Path, help="COCO results JSON: [{image_id, category_id, bbox, score}]"
+    )
+    p.add_argument("--gt", type=Path, required=True, help="COCO instances JSON (the ground truth)")
+    _compare_args(p, "RESULTS_B", "a second results JSON: B - A with its interval")
     return p
 
 
@@ -524,6 +555,13 @@ def cmd_wider_eval(args: Sequence[str]) -> int:
     return int(run_cli(ns))
 
 
+def cmd_coco_eval(args: Sequence[str]) -> int:
+    ns = coco_eval_parser().parse_args(list(args))
+    from gan_detect.app.wider_eval import run_coco_cli
+
+    return int(run_coco_cli(ns))
+
+
 def cmd_config(args: Sequence[str]) -> int:
     ns = config_parser().parse_intermixed_args(list(args))
     from gan_detect.config.show import format_keys, resolved_yaml
@@ -548,7 +586,14 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
         cmd_predict,
         "boxes for your images: predict [--ckpt PIPELINE | --gan GAN.ckpt] IMAGES... [--draw]",
     ),
-    "wider-eval": (cmd_wider_eval, "official WIDER FACE AP of a prediction txt tree"),
+    "wider-eval": (
+        cmd_wider_eval,
+        "official WIDER FACE AP of a prediction tree: wider-eval PRED --gt GT [--compare PRED_B]",
+    ),
+    "coco-eval": (
+        cmd_coco_eval,
+        "COCO AP of a results JSON: coco-eval RESULTS.json --gt INSTANCES.json [--compare B.json]",
+    ),
     "config": (cmd_config, "print the resolved config: config show CONFIG.yaml... [--keys]"),
 }
 

@@ -188,12 +188,30 @@ def _summary(
             vals = "  ".join(f"{k}={pct(m[method][k]):>6s}" for k in keys)
             how = "" if method == "baseline" else f" ({fusion})"
             print(f"  {run.name:8s} {method:8s} {vals}{how}")
-        verdict = "better" if m["gan"][head] > m["baseline"][head] else "NOT better"
         n = e.get("num_images", "?")
-        print(
-            f"  {run.name:8s} GAN re-scoring is {verdict} than the baseline on {head} ({n} images)"
-        )
+        print(f"  {run.name:8s} {verdict_line(run / 'eval', head, m)} ({n} images)")
     print(f"  wall time {timings['total_s']:.0f} s")
     if quick:
         print(quick_note())
     print(f"report: {report}")
+
+
+def verdict_line(eval_dir: Path, head: str, metrics: dict[str, dict[str, float]]) -> str:
+    """ "GAN re-scoring is better / worse than the baseline on KEY: +d [low, high]" when the
+    paired bootstrap interval (``comparison.json``) excludes 0, else "not resolved"."""
+    path = eval_dir / "comparison.json"
+    diff = None
+    if path.is_file():
+        cmp = json.loads(path.read_text())
+        part = "wider" if head.startswith("ap_") else "coco"
+        key = head.removeprefix("ap_") if part == "wider" else head
+        diff = cmp.get(part, {}).get("difference", {}).get(key)
+    if diff is None or diff.get("low") is None:
+        point = 100 * (metrics["gan"][head] - metrics["baseline"][head])
+        return f"GAN - baseline on {head}: {point:+.2f} (no interval: not resolved)"
+    span = f"{diff['point']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+    if diff["low"] > 0:
+        return f"GAN re-scoring is better than the baseline on {head}: {span}"
+    if diff["high"] < 0:
+        return f"GAN re-scoring is worse than the baseline on {head}: {span}"
+    return f"GAN vs baseline on {head}: {span}, not resolved (the 95 % interval holds 0)"

@@ -91,6 +91,18 @@ def evaluate(
     (out / "pr_curves.json").write_text(json.dumps(curves))
     fusion = opts.score_fusion if variant is not None else None
     print(format_comparison(metrics, fusion))
+    if "gan" in dets and e.bootstrap > 0:
+        from gan_detect.metrics.compare import compare_detection_sets, format_comparison_table
+
+        cmp = compare_detection_sets(
+            ds.records, dets["baseline"], dets["gan"], cfg.data.num_classes, gt,
+            n_boot=e.bootstrap, max_dets=e.coco_max_dets,
+        )  # fmt: skip
+        (out / "comparison.json").write_text(json.dumps(cmp, indent=1))
+        for part in ("wider", "coco"):
+            if part in cmp:
+                print(format_comparison_table(cmp[part], "baseline", "GAN"))
+        print(f"intervals: {out / 'comparison.json'}")
     print(f"metrics: {out / 'metrics.json'}")
     # CSV goes next to the eval outputs: the run's training logs must not be overwritten. An
     # earlier evaluation's CSV is replaced like the rest of eval/ (and Lightning then has no

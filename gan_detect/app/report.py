@@ -70,6 +70,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
     cfg = cfg or evaluated.get("config") or {}
     curves_path = run / "eval" / "pr_curves.json"
+    cmp_path = run / "eval" / "comparison.json"
     grids = sorted((run / "val_images").glob("epoch_*.png"))
     return {
         "dir": run,
@@ -77,6 +78,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "name": _run_name(run, cfg),  # type: ignore[arg-type]
         "eval": evaluated,
         "curves": json.loads(curves_path.read_text()) if curves_path.is_file() else {},
+        # Paired bootstrap intervals of GAN - baseline (evaluate writes them).
+        "comparison": json.loads(cmp_path.read_text()) if cmp_path.is_file() else {},
         "train_log": _read_csv(run / "logs" / "metrics.csv"),
         "grid": grids[-1] if grids else None,
     }
@@ -124,6 +127,17 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
                     for k in keys
                 )
                 lines.append(f"| {r['name']} | GAN - baseline | {fusion} | {deltas} |")
+                part = "wider" if kind == "WIDER FACE" else "coco"
+                diffs = (r.get("comparison") or {}).get(part, {}).get("difference")
+                if diffs:
+                    cells = " | ".join(_interval(diffs.get(_cmp_key(k))) for k in keys)
+                    lines.append(f"| {r['name']} | 95 % interval | {fusion} | {cells} |")
+        if any(r.get("comparison") for r in rows):
+            lines += [
+                "",
+                "95 % interval: paired bootstrap over the evaluation images of GAN - baseline; "
+                "**bold** where it excludes 0 (a resolved difference), otherwise not resolved.",
+            ]
         if kind == "WIDER FACE" and any(not r["eval"].get("official_wider_settings") for r in rows):
             lines += [
                 "",
@@ -132,6 +146,18 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _cmp_key(key: str) -> str:
+    """Report column -> comparison.json metric (``ap_hard`` -> ``hard``; COCO keys as they are)."""
+    return key.removeprefix("ap_")
+
+
+def _interval(d: dict[str, Any] | None) -> str:
+    if not d or d.get("low") is None:
+        return "n/a"
+    text = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+    return f"**{text}**" if d["low"] > 0 or d["high"] < 0 else text
 
 
 def _panels(n: int) -> tuple[Any, list[Any]]:
@@ -147,14 +173,31 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def verdict(metrics: dict[str, dict[str, float]]) -> str:
-    """One sentence: does the GAN beat its baseline on the primary small-object metric?"""
+def verdict(metrics: dict[str, dict[str, float]], comparison: dict[str, Any] | None = None) -> str:
+    """One sentence: does the GAN beat its baseline on the primary small-object metric? With the
+    run's paired bootstrap (``comparison.json``) it says so only when the interval excludes 0."""
     if "gan" not in metrics:
         return "No GAN evaluated (baseline only)."
     key = headline_key(metrics["baseline"])
     b, g = metrics["baseline"][key], metrics["gan"][key]
-    word = "beats" if g > b else "does NOT beat"
-    return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
+    part = "wider" if key.startswith("ap_") else "coco"
+    d = ((comparison or {}).get(part) or {}).get("difference", {}).get(_cmp_key(key))
+    if d is None or d.get("low") is None:
+        word = "beats" if g > b else "does NOT beat"
+        return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
+    span = f"{d['point']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+    if d["low"] > 0:
+        word = "beats"
+    elif d["high"] < 0:
+        word = "is worse than"
+    else:
+        return (
+            f"The GAN re-scoring vs the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}, "
+            f"difference {span}: not resolved (the 95 % interval holds 0)."
+        )
+    return (
+        f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}, {span}."
+    )
 
 
 def _legend(ax: Any) -> None:
@@ -270,7 +313,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         how = f", score fusion `{fusion}`" if fusion else ""
         parts.append(
             f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
-            f"checkpoint `{e.get('checkpoint')}`{how}. {verdict(e['metrics'])}"
+            f"checkpoint `{e.get('checkpoint')}`{how}. {verdict(e['metrics'], r.get('comparison'))}"
         )
     plot_size_buckets(runs, out / "ap_by_size.png")
     plot_pr_curves(runs, out / "pr_curves.png")

@@ -113,6 +113,9 @@ class EvalConfig:
     top_k: int = 600
     # d_only | geometric_mean | learned | size_gated (SCORE_FUSIONS above).
     score_fusion: str = "d_only"
+    # Paired image-bootstrap resamples for the interval of every baseline-vs-GAN difference
+    # (gan_detect/metrics/bootstrap.py); 0 turns the intervals off.
+    bootstrap: int = 1000
     nms_iou: float = 0.4
     max_detections: int = 750
     chunk_size: int = 256

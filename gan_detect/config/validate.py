@@ -170,6 +170,7 @@ _MIN_INTS: dict[str, int] = {
     "trainer.log_every_n_steps": 1,
     "trainer.checkpoint_every_n_batches": 0,
     "evaluate.top_k": 1,
+    "evaluate.bootstrap": 0,
     "evaluate.max_detections": 1,
     "evaluate.chunk_size": 1,
     "evaluate.coco_max_dets": 1,

@@ -753,7 +753,7 @@ def coco_tables(
     p.iouThrs = np.linspace(0.5, 0.95, 10) if iou_thrs is None else np.asarray(iou_thrs, float)
     p.recThrs = np.linspace(0.0, 1.0, 101)
     p.maxDets = [max_dets]
-    areas = list(areas) if custom else [*COCO_AREAS, ("tiny", 0.0, float(tiny_area))]
+    areas = list(areas) if areas is not None else [*COCO_AREAS, ("tiny", 0.0, float(tiny_area))]
     p.areaRng = [[lo, hi] for _, lo, hi in areas]
     p.areaRngLbl = [a for a, _, _ in areas]
     with contextlib.redirect_stdout(io.StringIO()):

@@ -1,0 +1,96 @@
+"""Comparisons that resolve, at the command line and in the printed verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gan_detect.app.cli import main
+from gan_detect.app.demo import verdict_line
+from gan_detect.app.report import verdict
+from gan_detect.data.paths import shared_data_dir
+
+DATA = shared_data_dir()
+
+
+def _coco_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A 40-image COCO case: B finds every object, A has noisy scores on the same boxes."""
+    rng = np.random.default_rng(0)
+    images, anns, res_a, res_b = [], [], [], []
+    for i in range(1, 41):
+        images.append({"id": i, "width": 200, "height": 200})
+        for _ in range(3):
+            x, y = rng.uniform(0, 150, 2)
+            w, h = rng.uniform(8, 50, 2)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1,
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+            res_b.append({"image_id": i, "category_id": 1, "bbox": [x, y, w, h], "score": 0.9})
+            res_a.append({"image_id": i, "category_id": 1, "bbox": [x, y, w, h],
+                          "score": float(rng.uniform(0.1, 0.9))})  # fmt: skip
+            fx, fy = rng.uniform(0, 150, 2)  # a false positive each, scored between
+            fp = {"image_id": i, "category_id": 1, "bbox": [fx, fy, 20, 20], "score": 0.5}
+            res_a.append(fp)
+            res_b.append(fp)
+    gt = tmp_path / "instances.json"
+    gt.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1}]}))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(res_a))
+    b.write_text(json.dumps(res_b))
+    return gt, a, b
+
+
+def test_coco_eval_compare_prints_intervals_and_writes_the_json_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, a, b = _coco_files(tmp_path)
+    out = tmp_path / "cmp.json"
+    assert main(["coco-eval", str(a), "--gt", str(gt), "--compare", str(b),
+                 "--bootstrap", "200", "--json", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "95 % interval" in text and "B better" in text
+    res = json.loads(out.read_text())
+    d = res["difference"]["map_50"]
+    assert d["point"] > 0 and d["low"] > 0 and d["high"] >= d["low"]
+    assert {"map", "map_50", "map_75", "map_small", "map_tiny"} <= set(res["difference"])
+    # The same file against itself: a difference of 0 with a zero-width interval.
+    assert main(["coco-eval", str(a), "--gt", str(gt), "--compare", str(a),
+                 "--bootstrap", "100", "--json", str(out)]) == 0  # fmt: skip
+    same = json.loads(out.read_text())["difference"]["map"]
+    assert same["point"] == 0 and same["low"] == 0 and same["high"] == 0
+    # One file alone: its AP.
+    assert main(["coco-eval", str(b), "--gt", str(gt)]) == 0
+    assert "map_50" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(DATA is None, reason="../shared/data (or GAN_DETECT_DATA) not found")
+def test_wider_eval_compare_of_a_prediction_set_with_itself_is_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert DATA is not None
+    pred = DATA / "widerface" / "predictions" / "retinaface_mobilenet0.25_biubug6"
+    gt = DATA / "widerface" / "ground_truth"
+    out = tmp_path / "cmp.json"
+    assert main(["wider-eval", str(pred), "--gt", str(gt), "--compare", str(pred),
+                 "--bootstrap", "50", "--json", str(out)]) == 0  # fmt: skip
+    res = json.loads(out.read_text())
+    for s in ("easy", "medium", "hard"):
+        d = res["difference"][s]
+        assert d["point"] == 0 and d["low"] == 0 and d["high"] == 0
+        assert abs(res["a"][s] - {"easy": 90.708, "medium": 88.165, "hard": 73.827}[s]) < 0.01
+
+
+def test_verdicts_say_better_only_when_the_interval_excludes_zero(tmp_path: Path) -> None:
+    m = {"baseline": {"ap_hard": 0.20}, "gan": {"ap_hard": 0.25}}
+    resolved = {"wider": {"difference": {"hard": {"point": 5.0, "low": 1.0, "high": 9.0}}}}
+    unresolved = {"wider": {"difference": {"hard": {"point": 5.0, "low": -2.0, "high": 9.0}}}}
+    assert "beats" in verdict(m, resolved)
+    assert "not resolved" in verdict(m, unresolved) and "beats" not in verdict(m, unresolved)
+    (tmp_path / "comparison.json").write_text(json.dumps(unresolved))
+    assert "not resolved" in verdict_line(tmp_path, "ap_hard", m)
+    (tmp_path / "comparison.json").write_text(json.dumps(resolved))
+    assert "is better than the baseline on ap_hard: +5.00 [+1.00, +9.00]" in verdict_line(
+        tmp_path, "ap_hard", m
+    )
