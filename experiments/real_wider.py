@@ -41,9 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from gan_detect.utils.threads import configure_threads
+
+# Before torch loads (libgomp reads its wait policy then): bounded spinning, so training under
+# a competing process does not burn its CPU waiting (as the CLI does for every command).
+configure_threads(None)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rows import (  # noqa: E402
@@ -102,9 +108,7 @@ FULL = Budget(None, None, 32, 8, 32, 2, 0, 16, 2, 32, "tv_mobilenet_v2", 10, 600
 QUICK = Budget(10, 4, 32, 8, 16, 1, 0, 8, 1, 16, "tv_mobilenet_v2", 2, 40, holdout=0.4)
 
 
-def experiment_config(
-    wf: Path, out: Path, b: Budget, row: Row, seed: int = 0
-) -> dict[str, Any]:
+def experiment_config(wf: Path, out: Path, b: Budget, row: Row, seed: int = 0) -> dict[str, Any]:
     """The raw config of one row and seed (validated by gan_detect's schema on use)."""
     props = out / "proposals"
     base: dict[str, Any] = {
@@ -189,7 +193,9 @@ def cached_proposals(records: list[Any], out: Path, progress: bool) -> tuple[Pat
     write_proposals(dets, out, formats=["wider"])
     n = sum(len(d) for d in dets.values())
     secs = time.perf_counter() - start
-    done.write_text(json.dumps({"key": key, "num_images": len(records), "num_boxes": n, "seconds": secs}))
+    done.write_text(
+        json.dumps({"key": key, "num_images": len(records), "num_boxes": n, "seconds": secs})
+    )
     print(f"proposals: {len(records)} images, {n} boxes, {secs:.0f} s -> {out}")
     return out / "proposals_wider", secs
 
@@ -232,7 +238,12 @@ def bucket_tables(gt: Any, index: dict[str, int], dets: dict[str, dict[str, np.n
             continue
         for (x0, y0, x1, y1), s in zip(d["boxes"].tolist(), d["scores"].tolist(), strict=True):
             results.append(
-                {"image_id": index[image_id], "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s}
+                {
+                    "image_id": index[image_id],
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": s,
+                }
             )
     with contextlib.redirect_stdout(io.StringIO()):
         return coco_tables(
@@ -284,7 +295,9 @@ def compare(
 # ---- 5. the AUC diagnostic ---------------------------------------------------------------------
 
 
-def auc_rows(trained: Trained, val_store: Path, val_props: dict[str, Any], records: list[Any]) -> dict[str, np.ndarray]:
+def auc_rows(
+    trained: Trained, val_store: Path, val_props: dict[str, Any], records: list[Any]
+) -> dict[str, np.ndarray]:
     """Per val ROI that is a detector proposal: label, size, image, D's probability on HR / SR /
     bicubic input, and the detector's own score for that box."""
     from torch.utils.data import DataLoader
@@ -295,7 +308,11 @@ def auc_rows(trained: Trained, val_store: Path, val_props: dict[str, Any], recor
     variant = trained.variant.eval()
     ds = RoiStoreDataset(val_store, scale=variant.scale)
     meta_boxes = np.load(val_store / "boxes.npy") if (val_store / "boxes.npy").is_file() else None
-    img_index = np.load(val_store / "image_index.npy") if (val_store / "image_index.npy").is_file() else None
+    img_index = (
+        np.load(val_store / "image_index.npy")
+        if (val_store / "image_index.npy").is_file()
+        else None
+    )
     loader = DataLoader(ds, batch_size=256, collate_fn=RoiBatch.collate)
     cols: dict[str, list[np.ndarray]] = {"hr": [], "sr": [], "bicubic": [], "label": [], "size": []}
     with torch.no_grad():
@@ -305,7 +322,9 @@ def auc_rows(trained: Trained, val_store: Path, val_props: dict[str, Any], recor
                 batch.lr, scale_factor=variant.scale, mode="bicubic", align_corners=False
             ).clamp(-1, 1)
             cols["hr"].append(torch.sigmoid(d(batch.hr).cls_logits[:, 0]).numpy())
-            cols["sr"].append(torch.sigmoid(d(variant.generator(batch.lr).sr).cls_logits[:, 0]).numpy())
+            cols["sr"].append(
+                torch.sigmoid(d(variant.generator(batch.lr).sr).cls_logits[:, 0]).numpy()
+            )
             cols["bicubic"].append(torch.sigmoid(d(bicubic).cls_logits[:, 0]).numpy())
             cols["label"].append((batch.labels > 0).long().numpy())
             cols["size"].append(batch.src_sizes.prod(1).clamp_min(0).sqrt().numpy())
@@ -358,7 +377,7 @@ def auc_table(rows: dict[str, np.ndarray], n_boot: int, seed: int = 0) -> dict[s
                 if len(yw) == 0 or yw.min() == yw.max():
                     continue  # a resample without both classes in this bucket
                 reps.append(roc_auc_score(y, s, sample_weight=w))
-            low, high = (np.percentile(reps, [2.5, 97.5]).tolist() if reps else (None, None))
+            low, high = np.percentile(reps, [2.5, 97.5]).tolist() if reps else (None, None)
             row[src] = {"auc": point, "low": low, "high": high}
         out[name] = row
     return out
@@ -372,7 +391,12 @@ def plot_auc(auc: dict[str, dict[str, Any]], path: Path) -> Path:
 
     names = [b for b, _, _ in BUCKETS]
     x = np.arange(len(names))
-    srcs = [("hr", "D on real HR crop"), ("sr", "D on G's SR output"), ("bicubic", "D on bicubic LR"), ("detector", "detector score")]
+    srcs = [
+        ("hr", "D on real HR crop"),
+        ("sr", "D on G's SR output"),
+        ("bicubic", "D on bicubic LR"),
+        ("detector", "detector score"),
+    ]
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     width = 0.2
     for k, (src, label) in enumerate(srcs):
@@ -405,7 +429,11 @@ def _label(method: str, labels: dict[str, str]) -> str:
 
 def markdown(res: dict[str, Any], labels: dict[str, str]) -> str:
     seeds = res["seeds"]
-    head = "| method | " + " | ".join(c.replace("ap50_", "AP50 ") + (" px" if "ap50" in c else "") for c in COLS) + " |"
+    head = (
+        "| method | "
+        + " | ".join(c.replace("ap50_", "AP50 ") + (" px" if "ap50" in c else "") for c in COLS)
+        + " |"
+    )
     lines = [
         f"AP (%) on {res['num_val_images']} val images, mean over seeds {seeds} "
         f"(± between-seed std); CPU: {res['cpu']}.",
@@ -417,13 +445,24 @@ def markdown(res: dict[str, Any], labels: dict[str, str]) -> str:
         cells = []
         for c in COLS:
             v = vals[c]
-            cells.append(f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v.get("std") is not None else ""))
+            cells.append(
+                f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v.get("std") is not None else "")
+            )
         lines.append(f"| {_label(method, labels)} | " + " | ".join(cells) + " |")
     for title, rows in res["comparisons"].items():
-        lines += ["", f"**{title}** (B − A in AP points, 95 % interval over seeds and images; * = resolved)", ""]
-        lines += ["| A → B | " + " | ".join(c.replace("ap50_", "AP50 ") for c in COLS) + " |", "|---" * (len(COLS) + 1) + "|"]
+        lines += [
+            "",
+            f"**{title}** (B − A in AP points, 95 % interval over seeds and images; * = resolved)",
+            "",
+        ]
+        lines += [
+            "| A → B | " + " | ".join(c.replace("ap50_", "AP50 ") for c in COLS) + " |",
+            "|---" * (len(COLS) + 1) + "|",
+        ]
         for name, diff in rows.items():
-            lines.append(f"| {name} | " + " | ".join(fmt_diff(diff[c]["difference"]) for c in COLS) + " |")
+            lines.append(
+                f"| {name} | " + " | ".join(fmt_diff(diff[c]["difference"]) for c in COLS) + " |"
+            )
     auc = res.get("auc")
     if auc:
         lines += [
@@ -434,19 +473,31 @@ def markdown(res: dict[str, Any], labels: dict[str, str]) -> str:
             "| score | " + " | ".join(f"{n} px" for n in auc) + " |",
             "|---" * (len(auc) + 1) + "|",
         ]
-        for src, label in [("hr", "D on real HR crop"), ("sr", "D on G's SR output"), ("bicubic", "D on bicubic LR"), ("detector", "detector's own score")]:
+        for src, label in [
+            ("hr", "D on real HR crop"),
+            ("sr", "D on G's SR output"),
+            ("bicubic", "D on bicubic LR"),
+            ("detector", "detector's own score"),
+        ]:
             cells = []
             for n in auc:
                 v = auc[n][src]
                 cells.append(
-                    f"{v['auc']:.3f}" + (f" [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None else "")
+                    f"{v['auc']:.3f}"
+                    + (f" [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None else "")
                 )
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("| ROIs (+/−) | " + " | ".join(f"{auc[n]['positives']}/{auc[n]['negatives']}" for n in auc) + " |")
+        lines.append(
+            "| ROIs (+/−) | "
+            + " | ".join(f"{auc[n]['positives']}/{auc[n]['negatives']}" for n in auc)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def summarize(per_seed: dict[int, dict[str, tuple[Any, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
+def summarize(
+    per_seed: dict[int, dict[str, tuple[Any, Any]]],
+) -> dict[str, dict[str, dict[str, float | None]]]:
     """method -> column -> mean and between-seed std over the seeds (AP points)."""
     seeds = sorted(per_seed)
     table: dict[str, dict[str, dict[str, float | None]]] = {}
@@ -478,7 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("GAN_DETECT_DATA", "../shared/data"))
     ap.add_argument("--out", default=None, help="default runs/real_wider (runs/real_wider_quick)")
-    ap.add_argument("--quick", action="store_true", help="a few images, tiny sizes (about a minute)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a few images, tiny sizes (about a minute)"
+    )
     ap.add_argument("--rows", default=None, help="comma-separated row keys (default: all)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples per interval (0: none)")
@@ -487,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu_start = time.process_time()
     wf = Path(ns.data) / "widerface"
     if not (wf / "WIDER_train" / "images").is_dir():
-        print(f"error: no WIDER FACE images under {wf} (--data or GAN_DETECT_DATA)", file=sys.stderr)
+        print(
+            f"error: no WIDER FACE images under {wf} (--data or GAN_DETECT_DATA)", file=sys.stderr
+        )
         return 2
     out = Path(ns.out or ("runs/real_wider_quick" if ns.quick else "runs/real_wider"))
     b = QUICK if ns.quick else FULL
@@ -550,7 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     n = ns.bootstrap
     first = per_seed[ns.seeds[0]]
     comparisons["Each row against RetinaFace alone"] = {
-        f"RetinaFace → {_label(m, {r.key: r.label for r in ROWS})}": compare(per_seed, DETECTOR, m, n)
+        f"RetinaFace → {_label(m, {r.key: r.label for r in ROWS})}": compare(
+            per_seed, DETECTOR, m, n
+        )
         for m in first
         if m != DETECTOR
     }
@@ -561,10 +618,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for k in keys:
                 if k != "gan" and f"{k} / {fusion}" in first:
-                    within[f"GAN → {k}, {fusion}"] = compare(per_seed, f"gan / {fusion}", f"{k} / {fusion}", n)
-        for f_a, f_b in (("geometric_mean", "learned"), ("d_only", "learned"), ("learned", "size_gated")):
+                    within[f"GAN → {k}, {fusion}"] = compare(
+                        per_seed, f"gan / {fusion}", f"{k} / {fusion}", n
+                    )
+        for f_a, f_b in (
+            ("geometric_mean", "learned"),
+            ("d_only", "learned"),
+            ("learned", "size_gated"),
+        ):
             if f"gan / {f_a}" in first and f"gan / {f_b}" in first:
-                within[f"GAN {f_a} → GAN {f_b}"] = compare(per_seed, f"gan / {f_a}", f"gan / {f_b}", n)
+                within[f"GAN {f_a} → GAN {f_b}"] = compare(
+                    per_seed, f"gan / {f_a}", f"gan / {f_b}", n
+                )
         comparisons["Ablations, the bicubic control and the fusions against the full GAN"] = within
     t_boot = time.perf_counter() - t0
 
@@ -572,12 +637,22 @@ def main(argv: list[str] | None = None) -> int:
     main_key = "gan" if "gan" in keys else (keys[0] if keys else None)
     auc_seed = ns.seeds[0]
     if main_key is not None:
-        cfg_main = to_experiment_config(experiment_config(wf, out, b, ROWS[0] if main_key == "gan" else next(r for r in ROWS if r.key == main_key), auc_seed))
+        cfg_main = to_experiment_config(
+            experiment_config(
+                wf,
+                out,
+                b,
+                ROWS[0] if main_key == "gan" else next(r for r in ROWS if r.key == main_key),
+                auc_seed,
+            )
+        )
         dm_main = build_datamodule(cfg_main.data, scale=cfg_main.variant.scale, seed=auc_seed)  # type: ignore[arg-type]
         dm_main.setup("validate")
         assert dm_main.val_store is not None
         val_props = load_proposals(cfg_main.data.val_proposals, top_k=b.top_k)  # type: ignore[attr-defined]
-        rows_auc = auc_rows(models[auc_seed][main_key], dm_main.val_store, val_props, list(dm_main.records("val")))
+        rows_auc = auc_rows(
+            models[auc_seed][main_key], dm_main.val_store, val_props, list(dm_main.records("val"))
+        )
         auc = auc_table(rows_auc, min(n, 500))
         plot_auc(auc, out / "auc.png")
 
@@ -593,7 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         "bootstrap_s": t_boot,
         "total_s": seconds,
         "cpu_s": time.process_time() - cpu_start,
-        "train_s_per_row": {f"seed{s}/{k}": m.seconds for s, ms in models.items() for k, m in ms.items()},
+        "train_s_per_row": {
+            f"seed{s}/{k}": m.seconds for s, ms in models.items() for k, m in ms.items()
+        },
     }
     res = {
         "table": table,
