@@ -161,11 +161,14 @@ outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-d
 PROPOSE_HELP = """\
 Write a detector's proposals for one split, in the official layouts (WIDER txt tree, COCO results
 JSON): the input of the GAN stage (data.train_proposals / data.val_proposals). The detector is a
-trained one (ckpt=DET.ckpt) or the built-in pretrained RetinaFace (detector.arch=retinaface).
+trained one (ckpt=DET.ckpt), the built-in pretrained RetinaFace (detector.arch=retinaface) or
+the pretrained COCO FastestDet (detector.arch=fastestdet detector.weights=FastestDet.onnx or its
+folder, LICENSE.md beside it).
 
 inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train]
-         or detector.arch=retinaface; or, with no config, --images=DIR (any folder of images:
-         a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt].
+         or detector.arch=retinaface|fastestdet; or, with no config, --images=DIR (any folder of
+         images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt | detector.arch=fastestdet
+         detector.weights=PATH].
 outputs: OUTPUT_DIR/proposals/SPLIT/ (or --out=DIR; paths printed)."""
 
 DEMO_HELP = """\
@@ -390,25 +393,38 @@ def cmd_propose(args: Sequence[str]) -> int:
     out = next((a.split("=", 1)[1] for a in args if a.startswith("--out=")), None)
     args = [a for a in args if not a.startswith(("--images=", "--out="))]
     if images is not None:
-        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
+        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
+        # detector.arch=fastestdet detector.weights=PATH).
+        from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.propose import propose_folder
         from gan_detect.detector_tasks import load_detector
 
-        bad = [a for a in args if not a.startswith("ckpt=")]
+        keys = ("ckpt", "detector.arch", "detector.weights")
+        kv = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in keys)
+        bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in keys]
         if bad:
-            raise ConfigError(f"propose --images=DIR takes only --out=DIR and ckpt=PATH, got {bad}")
-        ckpt = next((a.split("=", 1)[1] for a in args), None)
-        model = None if ckpt is None else load_detector(ckpt)
+            raise ConfigError(
+                "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME and "
+                f"detector.weights=PATH, got {bad}"
+            )
+        ckpt = kv.get("ckpt")
+        if ckpt is not None and len(kv) > 1:
+            raise ConfigError("propose --images=DIR: give ckpt=PATH or detector.arch=..., not both")
+        arch = kv.get("detector.arch", "retinaface")
+        model = load_detector(ckpt) if ckpt is not None else None
+        if ckpt is None and (arch != "retinaface" or "detector.weights" in kv):
+            model = builtin_detector(arch, kv.get("detector.weights"))
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")
         return 0
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
-    if cfg.ckpt is None and cfg.detector.arch != "retinaface":
+    if cfg.ckpt is None and cfg.detector.arch not in ("retinaface", "fastestdet"):
         raise ConfigError(
-            "propose needs ckpt=PATH (a detector checkpoint) or detector.arch=retinaface "
-            "(the built-in pretrained face detector)"
+            "propose needs ckpt=PATH (a detector checkpoint), detector.arch=retinaface "
+            "(the built-in pretrained face detector) or detector.arch=fastestdet "
+            "detector.weights=PATH (the pretrained COCO one)"
         )
     for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split, out_dir=out).items():
         print(f"{fmt}: {path}")
@@ -468,7 +484,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "propose": (
         cmd_propose,
         "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt "
-        "| detector.arch=retinaface; or propose --images=DIR [--out=DIR] [ckpt=DET.ckpt]",
+        "| detector.arch=retinaface|fastestdet; or propose --images=DIR [--out=DIR] "
+        "[ckpt=DET.ckpt | detector.arch=fastestdet detector.weights=PATH]",
     ),
     "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out DIR]"),
     "predict": (

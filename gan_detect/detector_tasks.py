@@ -14,13 +14,14 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
 
 from gan_detect.checkpoints import load_checkpoint
 from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
+from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_detector
 from gan_detect.detector.module import DetectorConfig, DetectorModule
 from gan_detect.detector.propose import run_proposals, write_proposals
-from gan_detect.detector.retinaface import RetinaFaceDetector
 
 
 def detector_config(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -37,10 +38,11 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
     from gan_detect.schema import ConfigError
     from gan_detect.training import build_trainer, new_run_folder, run_folder_guard
 
-    if cfg.detector is not None and cfg.detector.arch == "retinaface":
+    if cfg.detector is not None and cfg.detector.arch in BUILTIN_ARCHS:
+        arch = cfg.detector.arch
         raise ConfigError(
-            "config key 'detector.arch': retinaface is the built-in pretrained detector; it is "
-            "not trained (use it directly: gan-detect propose ... detector.arch=retinaface)"
+            f"config key 'detector.arch': {arch} is a built-in pretrained detector; it is "
+            f"not trained (use it directly: gan-detect propose ... detector.arch={arch})"
         )
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
@@ -86,15 +88,20 @@ def propose(
 ) -> dict[str, Path]:
     """Run a detector over a split; write its proposals in the official layouts.
 
-    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace.
+    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace;
+    ``detector.arch=fastestdet detector.weights=PATH`` the built-in COCO FastestDet.
     """
     from gan_detect.training import resolve_device
 
-    module: DetectorModule | RetinaFaceDetector
+    module: DetectorModule | nn.Module
     if ckpt is None:
-        if cfg.detector is None or cfg.detector.arch != "retinaface":
-            raise ValueError("propose needs a detector checkpoint or detector.arch=retinaface")
-        module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
+        if cfg.detector is None or cfg.detector.arch not in BUILTIN_ARCHS:
+            raise ValueError(
+                "propose needs a detector checkpoint or detector.arch=retinaface|fastestdet"
+            )
+        module = builtin_detector(
+            cfg.detector.arch, cfg.detector.weights, cfg.evaluate.proposal_score_thresh
+        )
     else:
         module = load_detector(ckpt)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
@@ -110,5 +117,8 @@ def propose(
         progress=progress,
     )
     out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
-    cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    # FastestDet's labels are its own 80 COCO classes, whatever categories the data lists.
+    cat_ids = getattr(module, "category_ids", None)
+    if cat_ids is None and hasattr(dm, "category_ids"):
+        cat_ids = dm.category_ids()
     return write_proposals(dets, out, category_ids=cat_ids)

@@ -29,12 +29,15 @@ from gan_detect.metrics.wider_face_metric import WiderFaceAP
 class DetectorConfig:
     """Every setting of the baseline detector, with its default."""
 
-    # "retinaface": the built-in pretrained face detector (detector/retinaface.py; not trained).
-    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
+    # Built in, pretrained, not trained (detector/builtin.py): "retinaface" (faces,
+    # detector/retinaface.py) and "fastestdet" (COCO, detector/fastestdet.py; needs `weights`).
+    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface", "fastestdet"] = "fcos"
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
     pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
     pretrained_path: str | None = None  # local weights file (offline clusters)
+    # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
+    weights: str | None = None
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
     fpn_channels: int = 256
@@ -122,10 +125,10 @@ class DetectorModule(L.LightningModule):
         # Stored resolved and plain, so a checkpoint loads with torch's weights_only default.
         self.save_hyperparameters({"config": asdict(self.cfg)}, logger=False)
         c = self.cfg
-        if c.arch == "retinaface":
+        if c.arch in ("retinaface", "fastestdet"):
             raise ValueError(
-                "detector.arch=retinaface is the built-in pretrained detector, not a trainable "
-                "DetectorModule: use gan_detect.detector.retinaface.RetinaFaceDetector"
+                f"detector.arch={c.arch} is a built-in pretrained detector, not a trainable "
+                "DetectorModule: use gan_detect.detector.builtin.builtin_detector"
             )
         self.model = build_detector(
             c.arch,

@@ -1,0 +1,195 @@
+"""The built-in FastestDet proposer (ONNX, COCO): decoding on a real image, wiring, weight errors.
+
+Needs ``coco/val2017_person/fastestdet/FastestDet.onnx`` and ``coco/coco128_train2017`` in the
+shared data folder (``$GAN_DETECT_DATA`` or ``../shared/data``); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from gan_detect.data.paths import shared_data_dir
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("cv2")
+
+from gan_detect.detector.fastestdet import (  # noqa: E402
+    COCO_CATEGORY_IDS,
+    FastestDetDetector,
+    WeightsError,
+    decode,
+    resolve_weights,
+)
+
+ZEBRA_IMAGE = "000000000034.jpg"  # coco128: one large zebra (about a third of the image)
+ZEBRA_ID = 24
+
+
+def _data() -> Path | None:
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="module")
+def weights_dir() -> Path:
+    data = _data()
+    folder = None if data is None else data / "coco" / "val2017_person" / "fastestdet"
+    if folder is None or not (folder / "FastestDet.onnx").is_file():
+        pytest.skip("FastestDet.onnx not found (set GAN_DETECT_DATA or use ../shared/data)")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def coco128() -> Path:
+    data = _data()
+    root = None if data is None else data / "coco" / "coco128_train2017"
+    if root is None or not (root / "train2017" / ZEBRA_IMAGE).is_file():
+        pytest.skip("coco128 not found (set GAN_DETECT_DATA or use ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector(weights_dir: Path) -> FastestDetDetector:
+    return FastestDetDetector(weights_dir, num_threads=1)
+
+
+def _ground_truth(root: Path, file_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, 4) xyxy boxes and (M,) category ids of one coco128 image (crowd left out)."""
+    js = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    image_id = next(im["id"] for im in js["images"] if im["file_name"] == file_name)
+    anns = [a for a in js["annotations"] if a["image_id"] == image_id and not a["iscrowd"]]
+    xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)
+    return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1), torch.tensor(
+        [a["category_id"] for a in anns]
+    )
+
+
+def test_category_ids_are_the_official_80() -> None:
+    assert len(COCO_CATEGORY_IDS) == 80 and len(set(COCO_CATEGORY_IDS)) == 80
+    assert COCO_CATEGORY_IDS[:12] == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13)
+    assert COCO_CATEGORY_IDS[-1] == 90 and COCO_CATEGORY_IDS[22] == ZEBRA_ID  # index 22: zebra
+
+
+def test_decode_grid_geometry() -> None:
+    """A lone confident cell decodes to the box the README formula gives, in image pixels."""
+    out = np.zeros((1, 85, 22, 22), np.float32)
+    out[0, 5] = 1.0  # class 0 certain everywhere, but objectness 0 -> score 0
+    out[0, 0, 3, 7] = 1.0  # cell row 3, column 7
+    out[0, 1:3, 3, 7] = 0.0  # tanh(0) = 0: centre at the cell's corner
+    out[0, 3:5, 3, 7] = 0.0  # sigmoid(0) = 0.5: half the image
+    boxes, scores, labels = decode(out, width=440, height=220, score_thresh=0.5)
+    assert boxes.shape == (1, 4) and labels.tolist() == [0]
+    assert scores.item() == pytest.approx(1.0)
+    cx, cy = 7 / 22 * 440, 3 / 22 * 220
+    want = [max(cx - 110, 0), max(cy - 55, 0), cx + 110, cy + 55]
+    assert boxes[0].tolist() == pytest.approx(want)
+
+
+def test_large_object_found_on_a_real_image(detector: FastestDetDetector, coco128: Path) -> None:
+    """The zebra of a real COCO image: the best detection is it, at IoU > 0.5 with its box."""
+    from gan_detect.data.full_image import load_image
+
+    image = load_image(str(coco128 / "train2017" / ZEBRA_IMAGE))
+    det = detector([image])[0]
+    assert det["boxes"].shape[1] == 4 and det["labels"].min() >= 1 and det["labels"].max() <= 80
+    assert torch.all(det["scores"][:-1] >= det["scores"][1:])  # sorted by score
+    h, w = image.shape[1:]
+    assert det["boxes"][:, 0::2].max() <= w and det["boxes"][:, 1::2].max() <= h
+    gt_boxes, gt_cats = _ground_truth(coco128, ZEBRA_IMAGE)
+    zebra = gt_boxes[gt_cats == ZEBRA_ID]
+    assert len(zebra) >= 1
+    top_cat = COCO_CATEGORY_IDS[int(det["labels"][0]) - 1]
+    assert top_cat == ZEBRA_ID, f"top detection is category {top_cat}, not zebra"
+    assert box_iou(det["boxes"][:1], zebra).max() > 0.5
+    assert det["scores"][0] > 0.5
+
+
+def test_score_threshold_and_budget(detector: FastestDetDetector, coco128: Path) -> None:
+    from gan_detect.data.full_image import load_image
+
+    image = load_image(str(coco128 / "train2017" / ZEBRA_IMAGE))
+    many = detector([image])[0]  # default 0.001: a proposer's threshold
+    assert 20 <= len(many["scores"]) <= 484 and many["scores"].min() >= 0.001
+    saved = detector.score_thresh, detector.detections_per_img
+    try:
+        detector.score_thresh, detector.detections_per_img = 0.3, 5
+        few = detector([image])[0]
+    finally:
+        detector.score_thresh, detector.detections_per_img = saved
+    assert 1 <= len(few["scores"]) <= 5 and few["scores"].min() >= 0.3
+
+
+def test_propose_folder_writes_official_category_ids(
+    weights_dir: Path, coco128: Path, tmp_path: Path
+) -> None:
+    """``gan-detect propose --images=DIR detector.arch=fastestdet detector.weights=PATH``."""
+    from gan_detect.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(coco128 / "train2017" / ZEBRA_IMAGE, images / ZEBRA_IMAGE)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "propose",
+            f"--images={images}",
+            f"--out={out}",
+            "detector.arch=fastestdet",
+            f"detector.weights={weights_dir / 'FastestDet.onnx'}",
+        ]
+    )
+    assert rc == 0
+    dets = json.loads((out / "proposals.json").read_text())
+    assert {d["image_id"] for d in dets} == {34}
+    best = max(dets, key=lambda d: d["score"])
+    assert best["category_id"] == ZEBRA_ID
+    assert min(d["score"] for d in dets) >= 0.001  # FastestDet's own proposal threshold
+
+
+def test_pipeline_takes_it(detector: FastestDetDetector, coco128: Path) -> None:
+    from PIL import Image
+
+    from gan_detect.inference import InferenceOptions
+    from gan_detect.predict import Pipeline
+
+    names = [str(i) for i in COCO_CATEGORY_IDS]
+    pipe = Pipeline(detector, None, names, InferenceOptions(), score_threshold=0.5)
+    with Image.open(coco128 / "train2017" / ZEBRA_IMAGE) as im:
+        det = pipe(im)
+    assert det.label_names[0] == str(ZEBRA_ID)
+
+
+def test_weights_resolve_from_folder_or_file(weights_dir: Path) -> None:
+    assert resolve_weights(weights_dir) == weights_dir / "FastestDet.onnx"
+    assert resolve_weights(weights_dir / "FastestDet.onnx") == weights_dir / "FastestDet.onnx"
+    assert (weights_dir / "LICENSE.md").is_file()  # the BSD-3 notice travels with the weights
+
+
+def test_missing_weights_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="FastestDet weights not found") as err:
+        FastestDetDetector(tmp_path / "nope.onnx")
+    assert str(tmp_path / "nope.onnx") in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match="without FastestDet.onnx"):
+        FastestDetDetector(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model at all\n" * 10])
+def test_garbage_weights_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "FastestDet.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(WeightsError, match="not a valid ONNX model") as err:
+        FastestDetDetector(bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_builtin_arch_is_not_trainable() -> None:
+    from gan_detect.detector.module import DetectorModule
+
+    with pytest.raises(ValueError, match="built-in pretrained"):
+        DetectorModule({"arch": "fastestdet"})
