@@ -193,3 +193,35 @@ def test_builtin_arch_is_not_trainable() -> None:
 
     with pytest.raises(ValueError, match="built-in pretrained"):
         DetectorModule({"arch": "fastestdet"})
+
+
+def test_sliced_inference_keeps_the_large_object_and_adds_boxes(
+    weights_dir: Path, coco128: Path
+) -> None:
+    """Tiles of 256 px plus the whole image: more candidates, the zebra still found whole."""
+    pytest.importorskip("sahi")
+    from gan_detect.data.full_image import load_image
+
+    image = load_image(str(coco128 / "train2017" / ZEBRA_IMAGE))
+    h, w = image.shape[1:]
+    sliced = FastestDetDetector(weights_dir, tile_sizes=(256,), num_threads=1)
+    tiles = sliced.tiles(h, w)
+    assert len(tiles) >= 4 and all(x2 - x1 <= 256 and y2 - y1 <= 256 for x1, y1, x2, y2 in tiles)
+    covered = torch.zeros(h, w, dtype=torch.bool)
+    for x1, y1, x2, y2 in tiles:
+        covered[y1:y2, x1:x2] = True
+    assert covered.all()  # the grid leaves no pixel out
+    native = FastestDetDetector(weights_dir, num_threads=1)
+    n_native = len(native.candidates(image)[0])
+    boxes, _, _ = sliced.candidates(image)
+    assert len(boxes) > n_native
+    assert boxes[:, 0::2].max() <= w and boxes[:, 1::2].max() <= h and boxes.min() >= 0
+    det = sliced([image])[0]
+    gt_boxes, gt_cats = _ground_truth(coco128, ZEBRA_IMAGE)
+    zebra = det["labels"] == COCO_CATEGORY_IDS.index(ZEBRA_ID) + 1
+    assert box_iou(det["boxes"][zebra], gt_boxes[gt_cats == ZEBRA_ID]).max() > 0.5
+
+
+def test_bad_tile_settings_are_refused(weights_dir: Path) -> None:
+    with pytest.raises(ValueError, match="tile_sizes"):
+        FastestDetDetector(weights_dir, tile_sizes=(8,))

@@ -28,10 +28,21 @@ images) -> list of {"boxes", "scores", "labels"}``, ``predict`` -> :class:`Propo
 :func:`~gan_detect.detector.propose.run_proposals` and :class:`~gan_detect.predict.Pipeline` take
 it as they are. Labels are the contiguous ``1..80`` (the project's ``label = index + 1``);
 ``category_ids[label - 1]`` (:data:`COCO_CATEGORY_IDS`) is the official COCO category id.
+
+**Sliced inference** (``tile_sizes``): at 352 px a 640-px COCO image shrinks about 1.8x, so a
+16-px object covers 9 input pixels and FastestDet barely finds it. With ``tile_sizes=(256,)``
+the image is also cut into overlapping square tiles (``sahi.slicing.get_slice_bboxes``, the
+``sahi`` package's tile grid), each tile is stretched to 352 and decoded like a whole image, and
+the boxes of the tiles and of the whole image are merged by the same per-class NMS. The merge is
+plain NMS on tensors rather than sahi's object-by-object postprocess: a proposer keeps hundreds
+of low-scored boxes per tile, where sahi's Python-level merge is slow, and greedy box merging
+(sahi's default) would move the candidate boxes the re-scorer is meant to judge
+(``benchmarks/proposal_recall_coco.py`` measures both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,22 +131,32 @@ def decode(
         ``boxes`` (N, 4) xyxy px clipped to the image, ``scores`` (N,), ``labels`` (N,) int64
         contiguous 0..79, N <= 484 (one box per cell), all float32 / int64 on the CPU.
     """
-    t = torch.as_tensor(out).float().reshape(85, -1)  # (85, G*G), row-major cells
+    # numpy, not torch: on 484 cells torch's per-op overhead made decoding 10x slower than the
+    # network itself, which matters when every tile of sliced inference is decoded.
+    t = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
+    t = t.astype(np.float32, copy=False).reshape(85, -1)  # (85, G*G), row-major cells
     g = int(round(t.shape[1] ** 0.5))
-    gy, gx = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
-    cls_prob, labels = t[5:].max(0)
+    cells = np.arange(t.shape[1])
+    labels = t[5:].argmax(0)
+    cls_prob = t[5:][labels, cells]
     # The graph applies sigmoid / softmax already; this is the upstream score weighting.
-    scores = t[0].clamp_min(0).pow(0.6) * cls_prob.clamp_min(0).pow(0.4)
-    cx = (torch.tanh(t[1]) + gx.reshape(-1)) / g * width
-    cy = (torch.tanh(t[2]) + gy.reshape(-1)) / g * height
-    w = torch.sigmoid(t[3]) * width
-    h = torch.sigmoid(t[4]) * height
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    scores = np.clip(t[0], 0, None) ** 0.6 * np.clip(cls_prob, 0, None) ** 0.4
+    keep = np.nonzero(scores >= score_thresh)[0]
+    gx, gy = (keep % g).astype(np.float32), (keep // g).astype(np.float32)
+    tx, ty, tw, th = t[1:5, keep]
+    cx = (np.tanh(tx) + gx) / g * width
+    cy = (np.tanh(ty) + gy) / g * height
+    w = width / (1.0 + np.exp(-tw))
+    h = height / (1.0 + np.exp(-th))
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).astype(np.float32)
     # Clipped: upstream clips too, and unclipped boxes cost AP (shared/data SOURCES.md §8).
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-    keep = scores >= score_thresh
-    return boxes[keep], scores[keep], labels[keep]
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return (
+        torch.from_numpy(boxes),
+        torch.from_numpy(scores[keep].astype(np.float32)),
+        torch.from_numpy(labels[keep].astype(np.int64)),
+    )
 
 
 class FastestDetDetector(nn.Module):
@@ -148,6 +169,11 @@ class FastestDetDetector(nn.Module):
         nms_thresh: per-class NMS IoU (0.45, as upstream).
         detections_per_img: boxes kept per image after NMS (at most 484 exist).
         num_threads: onnxruntime intra-op threads; ``None`` follows ``torch.get_num_threads()``.
+        tile_sizes: side lengths (px of the original image) of square tiles to detect on as
+            well; ``()`` is the whole image only. Needs the ``sahi`` package.
+        tile_overlap: overlap of neighbouring tiles, as a fraction of the tile side.
+        full_image: also detect on the whole image (its boxes find the large objects that
+            tiles cut apart); always on when there are no tiles.
 
     Raises:
         FileNotFoundError: the weights path does not exist (one line, naming it).
@@ -164,6 +190,9 @@ class FastestDetDetector(nn.Module):
         nms_thresh: float = 0.45,
         detections_per_img: int = 1000,
         num_threads: int | None = None,
+        tile_sizes: Sequence[int] = (),
+        tile_overlap: float = 0.2,
+        full_image: bool = True,
     ) -> None:
         super().__init__()
         try:
@@ -173,6 +202,19 @@ class FastestDetDetector(nn.Module):
             raise ImportError(
                 f"the built-in FastestDet proposer needs onnxruntime and opencv-python: {err}"
             ) from None
+        if tile_sizes:
+            try:
+                import sahi.slicing  # noqa: F401
+            except ImportError as err:
+                raise ImportError(f"FastestDet tile_sizes need the sahi package: {err}") from None
+        if any(int(t) < 16 for t in tile_sizes) or not 0 <= tile_overlap < 1:
+            raise ValueError(
+                f"tile_sizes must be >= 16 px and 0 <= tile_overlap < 1; got {list(tile_sizes)}, "
+                f"{tile_overlap}"
+            )
+        self.tile_sizes = tuple(int(t) for t in tile_sizes)
+        self.tile_overlap = float(tile_overlap)
+        self.full_image = bool(full_image)
         self.weights = resolve_weights(weights)
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
@@ -180,6 +222,9 @@ class FastestDetDetector(nn.Module):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = num_threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        # No busy-waiting between runs: ORT's spinning threads starve torch's NMS / decoding on
+        # a small CPU (measured 1.5x slower per image with it on a loaded 2-core machine).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 4  # onnxruntime's own multi-line log would bury the one-line error
         try:
             self._session: Any = ort.InferenceSession(
@@ -202,29 +247,81 @@ class FastestDetDetector(nn.Module):
         self._input_name: str = inputs[0].name
 
     @staticmethod
-    def preprocess(image: Tensor) -> np.ndarray:
-        """(3, H, W) RGB in [0, 1] -> (1, 3, 352, 352) float32 BGR in [0, 1], stretched."""
-        import cv2
-
+    def to_bgr(image: Tensor) -> np.ndarray:
+        """(3, H, W) RGB in [0, 1] -> (H, W, 3) uint8 BGR, the array ``cv2.imread`` gives."""
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
         # Back to the 8-bit pixels the JPEG decoded to, so the resize sees what cv2.imread gives.
         rgb = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
-        bgr = np.ascontiguousarray(rgb.cpu().numpy()[:, :, ::-1])
+        return np.ascontiguousarray(rgb.cpu().numpy()[:, :, ::-1])
+
+    @staticmethod
+    def preprocess_bgr(bgr: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR -> (1, 3, 352, 352) float32 in [0, 1], stretched (no letterbox)."""
+        import cv2
+
         resized = cv2.resize(bgr, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
-        return (resized.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(np.float32)
+        return resized.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+
+    @classmethod
+    def preprocess(cls, image: Tensor) -> np.ndarray:
+        """(3, H, W) RGB in [0, 1] -> (1, 3, 352, 352) float32 BGR in [0, 1], stretched."""
+        return cls.preprocess_bgr(cls.to_bgr(image))
+
+    def raw_bgr(self, bgr: np.ndarray) -> np.ndarray:
+        """The network output (1, 85, 22, 22) for one (H, W, 3) uint8 BGR image."""
+        return self._session.run(None, {self._input_name: self.preprocess_bgr(bgr)})[0]
 
     def raw(self, image: Tensor) -> np.ndarray:
         """The network output (1, 85, 22, 22) for one (3, H, W) [0, 1] image."""
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
-        return self._session.run(None, {self._input_name: self.preprocess(image)})[0]
+        return self.raw_bgr(self.to_bgr(image))
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The ``(x1, y1, x2, y2)`` px tiles of an image, every tile size in turn (sahi's grid).
+
+        A tile that is the whole image is left out when the whole image is detected anyway.
+        """
+        if not self.tile_sizes:
+            return []
+        from sahi.slicing import get_slice_bboxes
+
+        out: list[tuple[int, int, int, int]] = []
+        for size in self.tile_sizes:
+            grid = get_slice_bboxes(
+                height, width, size, size, auto_slice_resolution=False,
+                overlap_height_ratio=self.tile_overlap, overlap_width_ratio=self.tile_overlap,
+            )  # fmt: skip
+            for x1, y1, x2, y2 in grid:
+                tile = (int(x1), int(y1), min(int(x2), width), min(int(y2), height))
+                whole = tile == (0, 0, width, height)
+                if tile not in out and not (whole and self.full_image):
+                    out.append(tile)
+        return out
+
+    def candidates(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every box scoring >= ``score_thresh`` before NMS, from the whole image and the tiles.
+
+        Returns:
+            ``boxes`` (N, 4) xyxy px of the image, ``scores`` (N,), ``labels`` (N,) 0..79.
+        """
+        bgr = self.to_bgr(image)
+        h, w = bgr.shape[:2]
+        parts = []
+        if self.full_image or not self.tile_sizes:
+            parts.append(decode(self.raw_bgr(bgr), w, h, self.score_thresh))
+        for x1, y1, x2, y2 in self.tiles(h, w):
+            b, s, lab = decode(self.raw_bgr(bgr[y1:y2, x1:x2]), x2 - x1, y2 - y1, self.score_thresh)
+            parts.append((b + torch.tensor([x1, y1, x1, y1], dtype=b.dtype), s, lab))
+        boxes, scores, labels = (torch.cat(t) for t in zip(*parts, strict=True))
+        return boxes, scores, labels
 
     def detect(self, image: Tensor) -> dict[str, Tensor]:
         """One (3, H, W) [0, 1] image -> ``boxes`` (D, 4) xyxy px, ``scores`` (D,), ``labels`` (D,).
 
         Labels are 1..80 (``category_ids[label - 1]`` is the COCO id); D <= detections_per_img.
+        Whole-image and tile boxes are merged by one per-class NMS.
         """
-        h, w = int(image.shape[1]), int(image.shape[2])
-        boxes, scores, labels = decode(self.raw(image), w, h, self.score_thresh)
+        boxes, scores, labels = self.candidates(image)
         kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1}
 
