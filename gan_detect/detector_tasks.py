@@ -19,7 +19,7 @@ from torch import nn
 from gan_detect.checkpoints import load_checkpoint
 from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
-from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_detector
+from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_from_config
 from gan_detect.detector.module import DetectorConfig, DetectorModule
 from gan_detect.detector.propose import run_proposals, write_proposals
 
@@ -99,9 +99,7 @@ def propose(
             raise ValueError(
                 "propose needs a detector checkpoint or detector.arch=retinaface|fastestdet"
             )
-        module = builtin_detector(
-            cfg.detector.arch, cfg.detector.weights, cfg.evaluate.proposal_score_thresh
-        )
+        module = builtin_from_config(cfg.detector, cfg.evaluate.proposal_score_thresh)
     else:
         module = load_detector(ckpt)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]

@@ -225,3 +225,42 @@ def test_sliced_inference_keeps_the_large_object_and_adds_boxes(
 def test_bad_tile_settings_are_refused(weights_dir: Path) -> None:
     with pytest.raises(ValueError, match="tile_sizes"):
         FastestDetDetector(weights_dir, tile_sizes=(8,))
+
+
+def test_config_route_writes_proposals(weights_dir: Path, coco128: Path, tmp_path: Path) -> None:
+    """``gan-detect propose CONFIG detector.arch=fastestdet detector.weights=... tile_sizes``."""
+    pytest.importorskip("sahi")
+    from gan_detect.cli import main
+
+    cfg = tmp_path / "coco128.yaml"
+    cfg.write_text(
+        "task: detector\n"
+        f"output_dir: {tmp_path / 'run'}\n"
+        "data:\n  name: coco\n"
+        f"  root: {coco128}\n"
+        "  num_classes: 80\n  train_split: train2017\n  val_split: train2017\n"
+        "  max_val_images: 3\n  val_rois: false\n"
+    )
+    out = tmp_path / "props"
+    rc = main(
+        [
+            "propose", str(cfg), f"--out={out}", "detector.arch=fastestdet",
+            f"detector.weights={weights_dir}", "detector.tile_sizes=[256]",
+            "evaluate.proposal_score_thresh=0.001", "evaluate.top_k=1000",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    dets = json.loads((out / "proposals.json").read_text())
+    assert len({d["image_id"] for d in dets}) == 3
+    assert {d["category_id"] for d in dets} <= set(COCO_CATEGORY_IDS)
+    per_image = max(sum(d["image_id"] == i for d in dets) for i in {d["image_id"] for d in dets})
+    assert per_image > 484  # more than one whole-image pass can give: the tiles were used
+
+
+def test_builtin_refuses_tiles_for_retinaface() -> None:
+    from gan_detect.detector.builtin import builtin_detector
+
+    with pytest.raises(ValueError, match="fastestdet"):
+        builtin_detector("retinaface", tile_sizes=(256,))
+    with pytest.raises(ValueError, match="not built in"):
+        builtin_detector("fcos")

