@@ -1,6 +1,7 @@
 """COCO box AP of the built-in FastestDet proposer on the val2017 person subset's test split.
 
     python experiments/fastestdet_ap.py --images DIR [--split test] [--weights PATH] [--out F]
+        [--tile-sizes 256]     # sliced inference: whole image + 256-px tiles, merged by NMS
 
 ``DIR`` holds the JPEGs by COCO ``file_name``: the 2,620 images that
 ``experiments/fetch_coco_val2017_person.py`` extracts, or the official ``val2017/`` folder (the
@@ -46,7 +47,6 @@ from gan_detect.data.paths import shared_data_dir  # noqa: E402
 from gan_detect.detector.fastestdet import (  # noqa: E402
     COCO_CATEGORY_IDS,
     FastestDetDetector,
-    decode,
 )
 
 TINY_AREA = 16.0**2
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-dets", type=int, default=100, help="boxes per image (main row)")
     ap.add_argument("--max-images", type=int, default=None, help="first N split ids (a check)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tile-sizes", default="", help="e.g. 256 or 256,176: sliced inference")
+    ap.add_argument("--tile-overlap", type=float, default=0.2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -169,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         ap.error(f"{len(missing)} images missing under {args.images}, e.g. {missing[0]}")
 
+    tiles = tuple(int(t) for t in args.tile_sizes.split(",") if t)
     det = FastestDetDetector(args.weights, score_thresh=args.score_thresh,
-                             num_threads=args.threads)  # fmt: skip
+                             num_threads=args.threads, tile_sizes=tiles,
+                             tile_overlap=args.tile_overlap)  # fmt: skip
     capped: list[dict[str, Any]] = []
     uncapped: list[dict[str, Any]] = []
     n_capped: list[int] = []
@@ -178,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for image_id in ids:
         image = load_image(str(args.images / file_of[image_id]))
-        h, w = image.shape[1:]
-        boxes, scores, labels = decode(det.raw(image), w, h, args.score_thresh)
+        boxes, scores, labels = det.candidates(image)  # whole image (+ tiles), before NMS
         keep = batched_nms(boxes, scores, labels, det.nms_thresh)  # sorted by score
         uncapped += to_results(image_id, boxes[keep], scores[keep], labels[keep])
         top = keep[: args.max_dets]
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(det.weights),
         "images": len(ids),
         "split": args.split if split_file is not None and split_file.is_file() else "all",
+        "tile_sizes": list(tiles),
+        "tile_overlap": args.tile_overlap if tiles else None,
         "protocol": f"score>={args.score_thresh}, per-class NMS {det.nms_thresh}, "
         f"top {args.max_dets}/image, COCOeval bbox ({_coco_api()[2]})",
         "all_classes": coco_ap(ann, capped, ids),
