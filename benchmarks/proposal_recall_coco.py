@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -197,6 +198,8 @@ def run_setting(
         "seconds_per_image": round(det_s / len(data), 4),
         "jpeg_seconds_per_image": round(load_s / len(data), 4),
         "cpu_lscpu": lscpu_model(),
+        # Per row: the machine is shared, and the load changes between settings.
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
     }
 
 
