@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
@@ -75,7 +75,11 @@ def lscpu_model() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.strip().startswith("Model name:")),
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in text.splitlines()
+            if ln.strip().startswith("Model name:")
+        ),
         "unknown",
     )
 
@@ -106,7 +110,9 @@ def load_split(
         anns = by_image.get(i, [])
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-        gt = GroundTruth(boxes, xywh[:, 2] * xywh[:, 3], torch.tensor([a["category_id"] for a in anns]))
+        gt = GroundTruth(
+            boxes, xywh[:, 2] * xywh[:, 3], torch.tensor([a["category_id"] for a in anns])
+        )
         path = images / files[i]
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path} (give --images with the COCO JPEGs)")
@@ -224,7 +230,9 @@ def sahi_comparison(
             self._original_predictions = self.model.detect(rgb.float().div(255.0))
 
         def _create_object_prediction_list_from_original_predictions(
-            self, shift_amount_list: Any = [[0, 0]], full_shape_list: Any = None  # noqa: B006
+            self,
+            shift_amount_list: Any = None,
+            full_shape_list: Any = None,
         ) -> None:
             d = self._original_predictions
             # sahi passes either [[x, y]] or a bare [x, y] (its older layout); same for the shape.
@@ -265,8 +273,12 @@ def sahi_comparison(
             secs += time.perf_counter() - t0
             objs = sorted(res.object_prediction_list, key=lambda o: -o.score.value)
             objs = objs[: max(BUDGETS)]
-            boxes = torch.tensor([o.bbox.to_xyxy() for o in objs], dtype=torch.float32).reshape(-1, 4)
-            cats = torch.tensor([COCO_CATEGORY_IDS[o.category.id - 1] for o in objs], dtype=torch.int64)
+            boxes = torch.tensor([o.bbox.to_xyxy() for o in objs], dtype=torch.float32).reshape(
+                -1, 4
+            )
+            cats = torch.tensor(
+                [COCO_CATEGORY_IDS[o.category.id - 1] for o in objs], dtype=torch.int64
+            )
             counter.add(gt, boxes, cats)
         rows.append({
             "setting": f"sahi_get_sliced_prediction full+{tile} ({post} {metric} {thr})",

@@ -202,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         "all_classes": coco_ap(ann, capped, ids),
         "all_classes_no_cap": coco_ap(ann, uncapped, ids),
         "person": coco_ap(ann, [d for d in capped if d["category_id"] == PERSON], ids, [PERSON]),
-        "dets_per_image": {"capped_mean": round(float(np.mean(n_capped)), 1),
-                           "no_cap_mean": round(float(np.mean(n_uncapped)), 1),
-                           "no_cap_max": int(np.max(n_uncapped))},  # fmt: skip
+        "dets_per_image": {
+            "capped_mean": round(float(np.mean(n_capped)), 1),
+            "no_cap_mean": round(float(np.mean(n_uncapped)), 1),
+            "no_cap_max": int(np.max(n_uncapped)),
+        },  # fmt: skip
         "upstream_readme_val2017": UPSTREAM,
         "caveat": CAVEAT,
         "seconds_per_image": round(seconds / len(ids), 4),

@@ -395,6 +395,8 @@ def cmd_propose(args: Sequence[str]) -> int:
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
         # detector.arch=fastestdet detector.weights=PATH).
+        from torch import nn
+
         from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.propose import propose_folder
         from gan_detect.detector_tasks import load_detector
@@ -411,7 +413,7 @@ def cmd_propose(args: Sequence[str]) -> int:
         if ckpt is not None and len(kv) > 1:
             raise ConfigError("propose --images=DIR: give ckpt=PATH or detector.arch=..., not both")
         arch = kv.get("detector.arch", "retinaface")
-        model = load_detector(ckpt) if ckpt is not None else None
+        model: nn.Module | None = load_detector(ckpt) if ckpt is not None else None
         if ckpt is None and (arch != "retinaface" or "detector.weights" in kv):
             model = builtin_detector(arch, kv.get("detector.weights"))
         written = propose_folder(images, out or "proposals", model)

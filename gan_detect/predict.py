@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
 from gan_detect.checkpoints import atomic_torch_save, load_checkpoint
+from gan_detect.detector.fastestdet import FastestDetDetector
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.engine import GANDetectionModule, inference_options
@@ -136,7 +137,7 @@ class Pipeline:
 
     def __init__(
         self,
-        detector: DetectorModule | RetinaFaceDetector,
+        detector: DetectorModule | RetinaFaceDetector | FastestDetDetector,
         gan: GANDetectionModule | None,
         class_names: Sequence[str],
         opts: InferenceOptions,

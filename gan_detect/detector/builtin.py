@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -35,7 +35,7 @@ def builtin_detector(
         ValueError: ``arch`` is not built in, or RetinaFace is given ``weights`` or tiles.
         FileNotFoundError / WeightsError: FastestDet's weights are missing or not FastestDet.
     """
-    kw = {} if score_thresh is None else {"score_thresh": score_thresh}
+    kw: dict[str, Any] = {} if score_thresh is None else {"score_thresh": score_thresh}
     if arch == "retinaface":
         if weights is not None or tile_sizes:
             raise ValueError(
@@ -51,7 +51,9 @@ def builtin_detector(
         return FastestDetDetector(
             weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
         )
-    raise ValueError(f"detector.arch={arch!r} is not built in; built in: {', '.join(BUILTIN_ARCHS)}")
+    raise ValueError(
+        f"detector.arch={arch!r} is not built in; built in: {', '.join(BUILTIN_ARCHS)}"
+    )
 
 
 def builtin_from_config(det: DetectorConfig, score_thresh: float | None = None) -> nn.Module:

@@ -225,14 +225,16 @@ class FastestDetDetector(nn.Module):
         # No busy-waiting between runs: ORT's spinning threads starve torch's NMS / decoding on
         # a small CPU (measured 1.5x slower per image with it on a loaded 2-core machine).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 4  # onnxruntime's own multi-line log would bury the one-line error
+        # onnxruntime's own multi-line log would bury the one-line error below.
+        opts.log_severity_level = 4
         try:
             self._session: Any = ort.InferenceSession(
                 str(self.weights), sess_options=opts, providers=["CPUExecutionProvider"]
             )
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidProtobuf, ...)
             size = self.weights.stat().st_size
-            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            text = str(err).strip()
+            first = text.splitlines()[0][:160] if text else type(err).__name__
             raise WeightsError(
                 f"{self.weights}: not a valid ONNX model ({size} bytes; onnxruntime: {first})"
             ) from None
