@@ -41,7 +41,7 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
     if cfg.detector is not None and cfg.detector.arch in BUILTIN_ARCHS:
         arch = cfg.detector.arch
         raise ConfigError(
-            f"config key 'detector.arch': {arch} is a built-in pretrained detector; it is "
+            f"config key 'detector.arch': {arch} is the built-in pretrained detector; it is "
             f"not trained (use it directly: gan-detect propose ... detector.arch={arch})"
         )
     L.seed_everything(cfg.seed, workers=True)

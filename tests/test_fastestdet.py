@@ -264,3 +264,11 @@ def test_builtin_refuses_tiles_for_retinaface() -> None:
         builtin_detector("retinaface", tile_sizes=(256,))
     with pytest.raises(ValueError, match="not built in"):
         builtin_detector("fcos")
+
+
+def test_fastestdet_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str]) -> None:
+    from gan_detect.cli import main
+
+    exp = Path(__file__).resolve().parents[1] / "experiments"
+    assert main(["fit", str(exp / "detector_coco.yaml"), "detector.arch=fastestdet"]) == 2
+    assert "fastestdet is the built-in pretrained detector" in capsys.readouterr().err
