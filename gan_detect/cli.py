@@ -168,7 +168,7 @@ folder, LICENSE.md beside it).
 inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train]
          or detector.arch=retinaface|fastestdet; or, with no config, --images=DIR (any folder of
          images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt | detector.arch=fastestdet
-         detector.weights=PATH].
+         detector.weights=PATH [detector.tile_sizes=[176]] (sliced inference)].
 outputs: OUTPUT_DIR/proposals/SPLIT/ (or --out=DIR; paths printed)."""
 
 DEMO_HELP = """\
@@ -394,28 +394,35 @@ def cmd_propose(args: Sequence[str]) -> int:
     args = [a for a in args if not a.startswith(("--images=", "--out="))]
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
-        # detector.arch=fastestdet detector.weights=PATH).
+        # detector.arch=fastestdet detector.weights=PATH [detector.tile_sizes=[176]]).
         from torch import nn
 
         from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.propose import propose_folder
         from gan_detect.detector_tasks import load_detector
 
-        keys = ("ckpt", "detector.arch", "detector.weights")
+        keys = ("ckpt", "detector.arch", "detector.weights", "detector.tile_sizes")
         kv = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in keys)
         bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in keys]
         if bad:
             raise ConfigError(
-                "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME and "
-                f"detector.weights=PATH, got {bad}"
+                "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME, "
+                f"detector.weights=PATH and detector.tile_sizes=[N,...], got {bad}"
             )
         ckpt = kv.get("ckpt")
         if ckpt is not None and len(kv) > 1:
             raise ConfigError("propose --images=DIR: give ckpt=PATH or detector.arch=..., not both")
         arch = kv.get("detector.arch", "retinaface")
         model: nn.Module | None = load_detector(ckpt) if ckpt is not None else None
-        if ckpt is None and (arch != "retinaface" or "detector.weights" in kv):
-            model = builtin_detector(arch, kv.get("detector.weights"))
+        tiles_text = kv.get("detector.tile_sizes", "").strip("[] ")
+        try:
+            tiles = [int(t) for t in tiles_text.split(",") if t.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"detector.tile_sizes: expected a list of integers like [176], got {tiles_text!r}"
+            ) from None
+        if ckpt is None and (arch != "retinaface" or len(kv) > 1):
+            model = builtin_detector(arch, kv.get("detector.weights"), tile_sizes=tiles)
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")

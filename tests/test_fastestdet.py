@@ -150,6 +150,12 @@ def test_propose_folder_writes_official_category_ids(
     best = max(dets, key=lambda d: d["score"])
     assert best["category_id"] == ZEBRA_ID
     assert min(d["score"] for d in dets) >= 0.001  # FastestDet's own proposal threshold
+    # The chosen sliced setting through the same command: more boxes for the same image.
+    tiled = tmp_path / "tiled"
+    argv = ["propose", f"--images={images}", f"--out={tiled}", "detector.arch=fastestdet"]
+    assert main([*argv, f"detector.weights={weights_dir}", "detector.tile_sizes=[176]"]) == 0
+    assert len(json.loads((tiled / "proposals.json").read_text())) > len(dets)
+    assert main([*argv, "detector.tile_sizes=[x]"]) == 2
 
 
 def test_pipeline_takes_it(detector: FastestDetDetector, coco128: Path) -> None:
