@@ -189,6 +189,7 @@ def test_missing_weights_is_one_clear_line(tmp_path: Path) -> None:
 def test_garbage_weights_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "FastestDet.onnx"
     bad.write_bytes(content)
+    (tmp_path / "LICENSE.md").write_text("licence")
     with pytest.raises(WeightsError, match="not a valid ONNX model") as err:
         FastestDetDetector(bad)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
@@ -278,3 +279,10 @@ def test_fastestdet_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str])
     exp = Path(__file__).resolve().parents[1] / "experiments"
     assert main(["fit", str(exp / "detector_coco.yaml"), "detector.arch=fastestdet"]) == 2
     assert "fastestdet is the built-in pretrained detector" in capsys.readouterr().err
+
+
+def test_weights_without_their_licence_warn(weights_dir: Path, tmp_path: Path) -> None:
+    lone = tmp_path / "FastestDet.onnx"
+    shutil.copy(weights_dir / "FastestDet.onnx", lone)
+    with pytest.warns(UserWarning, match="no LICENSE.md beside"):
+        FastestDetDetector(lone)

@@ -42,6 +42,7 @@ of low-scored boxes per tile, where sahi's Python-level merge is slow, and greed
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,13 @@ class FastestDetDetector(nn.Module):
         self.tile_overlap = float(tile_overlap)
         self.full_image = bool(full_image)
         self.weights = resolve_weights(weights)
+        if not (self.weights.parent / "LICENSE.md").is_file():
+            # Not an error (the weights work without it), but a copy without it breaks BSD-3.
+            warnings.warn(
+                f"no LICENSE.md beside {self.weights}: FastestDet is BSD-3-Clause and its notice "
+                "must travel with the weights (copy the whole fastestdet/ folder)",
+                stacklevel=2,
+            )
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
