@@ -102,7 +102,9 @@ class Mode:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=12, help="timed rounds (one step per mode each)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed first steps (compile happens here)")
+    ap.add_argument(
+        "--warmup", type=int, default=3, help="untimed first steps (compile happens here)"
+    )
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile mode")
     ns = ap.parse_args(argv)
@@ -111,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     base = build_variant(cfg.variant, cfg.data.num_classes)
     rois = smooth_rois(ns.batch * 4, hr_size=32, num_classes=1, seed=0)
     batches = [
-        RoiBatch(*(t[i * ns.batch : (i + 1) * ns.batch] for t in (rois.lr, rois.hr, rois.labels, rois.box_targets, rois.src_sizes)))
+        RoiBatch(
+            *(
+                t[i * ns.batch : (i + 1) * ns.batch]
+                for t in (rois.lr, rois.hr, rois.labels, rois.box_targets, rois.src_sizes)
+            )
+        )
         for i in range(4)
     ]
     has_bf16 = bf16_units()

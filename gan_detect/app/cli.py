@@ -164,11 +164,14 @@ outputs: OUTPUT_DIR/eval/metrics.json, per-method predictions, PR curves; `gan-d
 PROPOSE_HELP = """\
 Write a detector's proposals for one split, in the official layouts (WIDER txt tree, COCO results
 JSON): the input of the GAN stage (data.train_proposals / data.val_proposals). The detector is a
-trained one (ckpt=DET.ckpt) or the built-in pretrained RetinaFace (detector.arch=retinaface).
+trained one (ckpt=DET.ckpt), the built-in pretrained RetinaFace (detector.arch=retinaface) or
+the pretrained COCO FastestDet (detector.arch=fastestdet detector.weights=FastestDet.onnx or its
+folder, LICENSE.md beside it).
 
 inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train]
-         or detector.arch=retinaface; or, with no config, --images=DIR (any folder of images:
-         a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt].
+         or detector.arch=retinaface|fastestdet; or, with no config, --images=DIR (any folder of
+         images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt | detector.arch=fastestdet
+         detector.weights=PATH [detector.tile_sizes=[176]] (sliced inference)].
 outputs: OUTPUT_DIR/proposals/SPLIT/ (or --out=DIR; paths printed)."""
 
 DEMO_HELP = """\
@@ -379,6 +382,12 @@ def cmd_fit(args: Sequence[str]) -> int:
     cfg = load_config(files, overrides)
     from gan_detect.app.preflight import check_before_fit
 
+    if cfg.task == "detector" and cfg.detector.arch in ("retinaface", "fastestdet"):
+        raise ConfigError(
+            f"config key 'detector.arch': {cfg.detector.arch} is a built-in pretrained detector; "
+            f"it is not trained (use it directly: gan-detect propose ... "
+            f"detector.arch={cfg.detector.arch})"
+        )
     check_before_fit(cfg)  # before torch loads: data folder, then pretrained weights
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -494,25 +503,47 @@ def _propose(args: Sequence[str]) -> int:
     images, rest = _take_option(list(args), "--images")
     out, args = _take_option(rest, "--out")
     if images is not None:
-        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt).
+        # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
+        # detector.arch=fastestdet detector.weights=PATH [detector.tile_sizes=[176]]).
+        from torch import nn
+
+        from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.module import DetectorModule
         from gan_detect.detector.propose import propose_folder
 
-        bad = [a for a in args if not a.startswith("ckpt=")]
+        keys = ("ckpt", "detector.arch", "detector.weights", "detector.tile_sizes")
+        kv = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in keys)
+        bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in keys]
         if bad:
-            raise ConfigError(f"propose --images=DIR takes only --out=DIR and ckpt=PATH, got {bad}")
-        ckpt = next((a.split("=", 1)[1] for a in args), None)
-        model = None if ckpt is None else DetectorModule.from_checkpoint(ckpt)
+            raise ConfigError(
+                "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME, "
+                f"detector.weights=PATH and detector.tile_sizes=[N,...], got {bad}"
+            )
+        ckpt = kv.get("ckpt")
+        if ckpt is not None and len(kv) > 1:
+            raise ConfigError("propose --images=DIR: give ckpt=PATH or detector.arch=..., not both")
+        arch = kv.get("detector.arch", "retinaface")
+        model: nn.Module | None = DetectorModule.from_checkpoint(ckpt) if ckpt is not None else None
+        tiles_text = kv.get("detector.tile_sizes", "").strip("[] ")
+        try:
+            tiles = [int(t) for t in tiles_text.split(",") if t.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"detector.tile_sizes: expected a list of integers like [176], got {tiles_text!r}"
+            ) from None
+        if ckpt is None and (arch != "retinaface" or len(kv) > 1):
+            model = builtin_detector(arch, kv.get("detector.weights"), tile_sizes=tiles)
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")
         return 0
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
-    if cfg.ckpt is None and cfg.detector.arch != "retinaface":
+    if cfg.ckpt is None and cfg.detector.arch not in ("retinaface", "fastestdet"):
         raise ConfigError(
-            "propose needs ckpt=PATH (a detector checkpoint) or detector.arch=retinaface "
-            "(the built-in pretrained face detector)"
+            "propose needs ckpt=PATH (a detector checkpoint), detector.arch=retinaface "
+            "(the built-in pretrained face detector) or detector.arch=fastestdet "
+            "detector.weights=PATH (the pretrained COCO one)"
         )
     for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split, out_dir=out).items():
         print(f"{fmt}: {path}")
@@ -579,7 +610,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "propose": (
         cmd_propose,
         "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt "
-        "| detector.arch=retinaface; or propose --images=DIR [--out=DIR] [ckpt=DET.ckpt]",
+        "| detector.arch=retinaface|fastestdet; or propose --images=DIR [--out=DIR] "
+        "[ckpt=DET.ckpt | detector.arch=fastestdet detector.weights=PATH]",
     ),
     "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out DIR]"),
     "predict": (

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from gan_detect.config import ExperimentConfig
 from gan_detect.data import build_datamodule
+from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_from_config
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.propose import (
     ProposalsInterrupted,
@@ -19,7 +22,6 @@ from gan_detect.detector.propose import (
     write_partial,
     write_proposals,
 )
-from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.utils.errors import InputError
 
 
@@ -32,22 +34,28 @@ def propose(
 ) -> dict[str, Path]:
     """Run a detector over a split; write its proposals in the official layouts.
 
-    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace.
+    ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace;
+    ``detector.arch=fastestdet detector.weights=PATH`` the built-in COCO FastestDet.
     """
     from gan_detect.utils.device import resolve_device
 
-    module: DetectorModule | RetinaFaceDetector
+    module: DetectorModule | nn.Module
     if ckpt is None:
-        if cfg.detector is None or cfg.detector.arch != "retinaface":
-            raise InputError("propose needs a detector checkpoint or detector.arch=retinaface")
-        module = RetinaFaceDetector(score_thresh=cfg.evaluate.proposal_score_thresh)
+        if cfg.detector is None or cfg.detector.arch not in BUILTIN_ARCHS:
+            raise InputError(
+                "propose needs a detector checkpoint or detector.arch=retinaface|fastestdet"
+            )
+        module = builtin_from_config(cfg.detector, cfg.evaluate.proposal_score_thresh)
     else:
         module = DetectorModule.from_checkpoint(ckpt)
     dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
     records = dm.records(split)
     device = resolve_device(cfg.evaluate.device)
     out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
-    cat_ids = dm.category_ids() if hasattr(dm, "category_ids") else None
+    # FastestDet's labels are its own 80 COCO classes, whatever categories the data lists.
+    cat_ids = getattr(module, "category_ids", None)
+    if cat_ids is None and hasattr(dm, "category_ids"):
+        cat_ids = dm.category_ids()
     try:
         dets = run_proposals(
             module.to(device),

@@ -175,12 +175,19 @@ class CocoDataConfig(RoiDataConfig):
 class DetectorConfig:
     """Every setting of the baseline detector, with its default."""
 
-    # "retinaface": the built-in pretrained face detector (detector/retinaface.py; not trained).
-    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
+    # Built in, pretrained, not trained (detector/builtin.py): "retinaface" (faces,
+    # detector/retinaface.py) and "fastestdet" (COCO, detector/fastestdet.py; needs `weights`).
+    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface", "fastestdet"] = "fcos"
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
     pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
     pretrained_path: str | None = None  # local weights file (offline clusters)
+    # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
+    weights: str | None = None
+    # arch=fastestdet: also detect on overlapping square tiles of these sides, px (sliced
+    # inference; [] = the whole image only; benchmarks/proposal_recall_coco.py), and their overlap.
+    tile_sizes: list[int] = field(default_factory=list)
+    tile_overlap: float = 0.2
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
     fpn_channels: int = 256

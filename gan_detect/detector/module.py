@@ -103,13 +103,13 @@ class DetectorModule(L.LightningModule):
         # Stored resolved and plain, so a checkpoint loads with torch's weights_only default.
         self.save_hyperparameters({"config": asdict(self.cfg)}, logger=False)
         c = self.cfg
-        if c.arch == "retinaface":
+        if c.arch in ("retinaface", "fastestdet"):
             raise ValueError(
-                "detector.arch=retinaface is the built-in pretrained detector, not a trainable "
-                "DetectorModule: use gan_detect.detector.retinaface.RetinaFaceDetector"
+                f"detector.arch={c.arch} is a built-in pretrained detector, not a trainable "
+                "DetectorModule: use gan_detect.detector.builtin.builtin_detector"
             )
         self.model = build_detector(
-            c.arch,
+            c.arch,  # type: ignore[arg-type]  # the built-in archs are refused above
             c.backbone,
             num_classes=c.num_classes,
             pretrained=c.pretrained,

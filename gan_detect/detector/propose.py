@@ -250,7 +250,7 @@ def propose_folder(
     model: DetectorModule | nn.Module | None = None,
     *,
     top_k: int = 750,
-    score_thresh: float = 0.02,
+    score_thresh: float | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Proposals for every image under ``folder`` (a WIDER tree or a flat folder), written.
@@ -259,7 +259,8 @@ def propose_folder(
         folder: images; see :func:`folder_records` for the ids.
         out_dir: receives ``proposals.json`` (integer ids) and/or ``proposals_wider/``.
         model: a trained detector; ``None`` is the built-in pretrained RetinaFace.
-        top_k, score_thresh: per-image budget and minimum score (WIDER: 750, 0.02).
+        top_k, score_thresh: per-image budget and minimum score (WIDER: 750, 0.02); ``None``
+            is the built-in detector's own (RetinaFace 0.02, FastestDet 0.001), else 0.02.
 
     Returns:
         ``{format: path written}``; a flat folder whose names are not integers gets, next to
@@ -270,6 +271,8 @@ def propose_folder(
         from gan_detect.detector.retinaface import RetinaFaceDetector
 
         model = RetinaFaceDetector()
+    if score_thresh is None:
+        score_thresh = float(getattr(model, "score_thresh", 0.02))
     records = folder_records(folder)
     try:
         dets = run_proposals(
@@ -278,7 +281,9 @@ def propose_folder(
     except ProposalsInterrupted as stop:
         write_partial(stop, out_dir)
         raise
-    written = write_proposals(dets, out_dir)
+    # A built-in COCO detector names its own category ids (label k -> category_ids[k - 1]).
+    cat_ids = getattr(model, "category_ids", None)
+    written = write_proposals(dets, out_dir, category_ids=cat_ids)
     root = Path(folder)
     if "coco" not in written and all(Path(r.path).parent == root for r in records):
         written.update(_coco_with_id_table(dets, records, Path(out_dir)))

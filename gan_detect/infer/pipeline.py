@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.synthetic import dataset_origin
+from gan_detect.detector.fastestdet import FastestDetDetector
 from gan_detect.detector.module import DetectorModule
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.infer.fusion_fit import fusion_for_checkpoint
@@ -192,7 +193,7 @@ class Pipeline:
 
     def __init__(
         self,
-        detector: DetectorModule | RetinaFaceDetector,
+        detector: DetectorModule | RetinaFaceDetector | FastestDetDetector,
         gan: GANVariant | None,
         class_names: Sequence[str],
         opts: InferenceOptions,

@@ -17,13 +17,15 @@ from gan_detect.train.callbacks import ResumeCallback
 def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_kw: Any) -> Path:
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
     from gan_detect.config.validate import ConfigError
+    from gan_detect.detector.builtin import BUILTIN_ARCHS
     from gan_detect.train.fit import new_run_folder, run_folder_guard, run_trainer_fit
     from gan_detect.train.trainer import build_trainer
 
-    if cfg.detector is not None and cfg.detector.arch == "retinaface":
+    if cfg.detector is not None and cfg.detector.arch in BUILTIN_ARCHS:
+        arch = cfg.detector.arch
         raise ConfigError(
-            "config key 'detector.arch': retinaface is the built-in pretrained detector; it is "
-            "not trained (use it directly: gan-detect propose ... detector.arch=retinaface)"
+            f"config key 'detector.arch': {arch} is a built-in pretrained detector; it is "
+            f"not trained (use it directly: gan-detect propose ... detector.arch={arch})"
         )
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
