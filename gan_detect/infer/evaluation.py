@@ -19,7 +19,14 @@ from torch import Tensor
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.infer.inference import InferenceOptions, refine_detections_batch
-from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
+from gan_detect.metrics import (
+    SETTINGS,
+    CocoMeanAP,
+    WiderFaceAP,
+    WiderGroundTruth,
+    coco_metric_inputs,
+    summarize_coco,
+)
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -59,23 +66,7 @@ class DetectionEvaluator:
         dev = self.coco.device  # metric states live where the module lives (NCCL gathers need it)
         preds = [{k: v.detach().to(dev) for k, v in p.items()} for p in preds]
         targets = [{k: v.detach().to(dev) for k, v in t.items()} for t in targets]
-        coco_t = [
-            {
-                "boxes": t["boxes"].float(),
-                "labels": t["labels"].long(),
-                "iscrowd": t["ignore"].long(),
-            }
-            for t in targets
-        ]
-        coco_p = [
-            {
-                "boxes": p["boxes"].float(),
-                "scores": p["scores"].float(),
-                "labels": p["labels"].long(),
-            }
-            for p in preds
-        ]
-        self.coco.update(coco_p, coco_t, list(image_ids))
+        self.coco.update(*coco_metric_inputs(preds, targets), list(image_ids))
         if self.wider is not None:
             self.wider.update(
                 preds,
