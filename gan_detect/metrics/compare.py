@@ -1,4 +1,4 @@
-"""Compare two methods' predictions with paired bootstrap intervals (library part of issue 24).
+"""Compare two methods' predictions with paired bootstrap intervals (what ``--compare`` runs).
 
 The command line (``gan-detect wider-eval PRED_A --gt GT --compare PRED_B [--bootstrap N]
 [--json FILE]`` and ``gan-detect coco-eval RESULTS_A.json --gt INSTANCES.json --compare
