@@ -1,8 +1,9 @@
 """Structured-config schema (OmegaConf): the dataclasses hold every default.
 
-Variant and dataset configs subclass :class:`VariantConfig` / :class:`DataConfig` and live next to
-the code they configure (``variants/*.py``, ``data/datamodules.py``). Only ``cli.py`` and
-``engine.py`` see :class:`ExperimentConfig`; everything below them gets primitives.
+Variant and dataset configs subclass :class:`VariantConfig` / :class:`DataConfig`; they live in
+``config/sections.py`` with the detector's section, not beside the code they configure, so that
+loading and validating a config never imports torch. :class:`ExperimentConfig` holds one run's
+sections.
 """
 
 from __future__ import annotations

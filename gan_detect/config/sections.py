@@ -179,7 +179,7 @@ class DetectorConfig:
     arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface"] = "fcos"
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
-    pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
+    pretrained: bool = False  # true in the detector presets, false in tests and the demo
     pretrained_path: str | None = None  # local weights file (offline clusters)
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
