@@ -2,8 +2,7 @@
 
 Defaults come from the same structured schema that ``fit`` validates against (the dataclasses of
 ``config/schema.py`` and the sections in ``config/sections.py``: the variants', the DataModules'
-and ``DetectorConfig``), so this listing
-cannot drift from what a run uses.
+and ``DetectorConfig``), so this listing cannot drift from what a run uses.
 """
 
 from __future__ import annotations
