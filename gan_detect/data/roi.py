@@ -329,7 +329,8 @@ def make_lr(hr: Tensor, scale: int) -> Tensor:
     """(K, 3, H, W) -> (K, 3, H/scale, W/scale): antialiased bicubic downsample, in [-1, 1].
 
     Same numbers as ``F.interpolate(mode="bicubic", antialias=True)`` (to 1e-7), computed as two
-    small matmuls with cached weights: 2-4x faster for 64 px crops on CPU.
+    small matmuls with cached weights, which is faster for small crops on the CPU
+    (benchmarks/README.md).
     """
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
@@ -355,10 +356,8 @@ def crop_lr_for_inference(
     (``sampling_ratio=0``: ceil(side / size) bilinear samples per bin side, averaged, a box
     filter standing in for antialiasing), then :func:`make_lr`, so the final LR kernel is the
     training one; ``"roi_align"``: ``roi_align`` straight to ``lr`` (fastest, least faithful);
-    ``"exact"``: literally ``make_lr(crop_hr(box, lr * scale), scale)`` (slowest).
-    Measured on a WIDER train image, 600 boxes of 6-200 px, one CPU thread: mean abs difference
-    from the training path 0 / 0.0032 / 0.0082 (range [-1, 1]) and about 0.8 / 0.4 / 0.2 s
-    for exact / roi_align_hr / roi_align on a loaded 2-core EPYC (RESULTS_roi.md).
+    ``"exact"``: literally ``make_lr(crop_hr(box, lr * scale), scale)`` (slowest, identical to
+    the training path).
     """
     if boxes.shape[0] == 0:
         return image.new_zeros((0, 3, lr_size, lr_size))
