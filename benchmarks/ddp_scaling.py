@@ -7,7 +7,7 @@
 Each rank trains on its own shard of in-memory ROI pairs with a per-rank batch of ``--batch``
 (the effective batch is ``devices x batch``); time is measured from the end of batch
 ``--warmup`` to the end of the last batch on rank 0, after a barrier. Network: the smoke
-configuration (experiments/smoke.yaml: 16-channel G with 2 residual blocks, timm test_resnet D,
+configuration (the smoke preset: 16-channel G with 2 residual blocks, timm test_resnet D,
 HR 32 px). Numbers from a shared 2-core machine are noisy; the machine line records the load.
 """
 

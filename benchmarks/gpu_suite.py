@@ -42,6 +42,7 @@ except ImportError:  # imported as benchmarks.gpu_suite
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.records import ImageRecord
+from gan_detect.data.roi import MiningParams
 from gan_detect.data.roi_store import RoiStoreDataset, build_roi_store
 from gan_detect.variants import VARIANTS, GANVariant, build_variant
 
@@ -232,7 +233,11 @@ def data_pipeline(
         t0 = time.perf_counter()
         recs = generated_records(Path(tmp), a.images, a.seed)
         store = build_roi_store(
-            recs, None, Path(tmp) / "store", hr_size=a.hr, rois_per_image=32, progress=False
+            recs,
+            None,
+            Path(tmp) / "store",
+            MiningParams(hr_size=a.hr, rois_per_image=32),
+            progress=False,
         )
         ds = RoiStoreDataset(store, scale=4, hflip=True)
         emit({"bench": "gpu_data_store", "images": a.images, "rois": len(ds),

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.full_image import load_image
 from gan_detect.data.records import ImageRecord
-from gan_detect.data.roi import clip_boxes, crop_hr, crop_lr_for_inference, make_lr
+from gan_detect.data.roi import MiningParams, clip_boxes, crop_hr, crop_lr_for_inference, make_lr
 from gan_detect.data.roi_store import OnTheFlyRoiDataset, RoiStoreDataset, build_roi_store
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
@@ -153,12 +153,12 @@ def main() -> None:
                 if src == "generated"
                 else wider_records(args.images)
             )
-            kw = dict(hr_size=args.hr_size, scale=4, rois_per_image=args.rois_per_image)
+            mining = MiningParams(hr_size=args.hr_size, rois_per_image=args.rois_per_image)
             t0 = time.perf_counter()
-            store = build_roi_store(recs, None, root / "store", progress=False, **kw)  # type: ignore[arg-type]
+            store = build_roi_store(recs, None, root / "store", mining, progress=False)
             build = time.perf_counter() - t0
             t0 = time.perf_counter()
-            build_roi_store(recs, None, root / "store", progress=False, **kw)  # type: ignore[arg-type]
+            build_roi_store(recs, None, root / "store", mining, progress=False)
             reuse = time.perf_counter() - t0
             ds = RoiStoreDataset(store, scale=4, hflip=True)
             res = {"bench": "store_build", "source": src, "images": len(recs), "rois": len(ds),
@@ -177,7 +177,7 @@ def main() -> None:
             }
             lines.append(res)
             print(json.dumps(res), flush=True)
-            otf = OnTheFlyRoiDataset(recs, None, seed=0, **kw)  # type: ignore[arg-type]
+            otf = OnTheFlyRoiDataset(recs, None, mining, seed=0)
             per_img = max(1, args.batch_size // args.rois_per_image)
             for workers in (0, 2):
                 for name, d, bs in (("store", ds, args.batch_size), ("on_the_fly", otf, per_img)):

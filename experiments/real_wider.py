@@ -209,14 +209,15 @@ def cached_proposals(records: list[Any], out: Path, progress: bool) -> tuple[Pat
 
 def _coco_gt(records: list[Any]) -> tuple[Any, dict[str, int]]:
     """The val faces as COCO ground truth (invalid faces as crowd: ignored) and id -> index."""
+    from gan_detect.data.records import xyxy_to_xywh
     from gan_detect.metrics.bootstrap import load_coco_gt
 
     images, anns, index = [], [], {}
     for n, r in enumerate(records):
         index[r.image_id] = n
         images.append({"id": n, "width": 1, "height": 1})
-        for (x0, y0, x1, y1), ign in zip(r.boxes.tolist(), r.ignore.tolist(), strict=True):
-            w, h = x1 - x0, y1 - y0
+        xywh = xyxy_to_xywh(r.boxes).tolist()
+        for (x0, y0, w, h), ign in zip(xywh, r.ignore.tolist(), strict=True):
             anns.append(
                 {
                     "id": len(anns) + 1,
@@ -234,20 +235,17 @@ def _coco_gt(records: list[Any]) -> tuple[Any, dict[str, int]]:
 
 def bucket_tables(gt: Any, index: dict[str, int], dets: dict[str, dict[str, np.ndarray]]) -> Any:
     """Per-image tables of AP@0.5 per face-size bucket (for the bootstrap)."""
+    from gan_detect.data.records import xyxy_to_xywh
     from gan_detect.metrics.bootstrap import coco_results_to_dt, coco_tables
 
     results = []
     for image_id, d in dets.items():
         if image_id not in index:
             continue
-        for (x0, y0, x1, y1), s in zip(d["boxes"].tolist(), d["scores"].tolist(), strict=True):
+        boxes = xyxy_to_xywh(d["boxes"]).tolist()
+        for xywh, s in zip(boxes, d["scores"].tolist(), strict=True):
             results.append(
-                {
-                    "image_id": index[image_id],
-                    "category_id": 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "score": s,
-                }
+                {"image_id": index[image_id], "category_id": 1, "bbox": xywh, "score": s}
             )
     with contextlib.redirect_stdout(io.StringIO()):
         return coco_tables(

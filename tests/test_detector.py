@@ -259,6 +259,63 @@ def test_coco_metric_logs_map_small(tmp_path: Path) -> None:
     assert {"val/map", "val/map_small", "val/recall_50"} <= set(res)
 
 
+class _FixedDetections(torch.nn.Module):
+    """Stands in for the detector: returns the same detections whatever the images."""
+
+    def __init__(self, dets: list[dict[str, torch.Tensor]]) -> None:
+        super().__init__()
+        self.dets = dets
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{k: v.clone() for k, v in d.items()} for d in self.dets]
+
+
+def test_validation_map_equals_evaluate_coco_ap_on_the_same_boxes() -> None:
+    """val/map and evaluate's COCO AP are one metric. The first image's detection overlaps its
+    face at IoU exactly 0.55: a hit under pycocotools' float64 thresholds, a miss under
+    torchmetrics' float32 ones (0.55000001), so plain MeanAveragePrecision gives a lower map."""
+    from gan_detect.infer.evaluation import DetectionEvaluator
+
+    targets = [
+        {
+            "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [120.0, 120.0, 160.0, 160.0]]),
+            "labels": torch.tensor([1, 1]),
+            "ignore": torch.tensor([False, True]),
+        },
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 50.0, 70.0]]),
+            "labels": torch.tensor([1]),
+            "ignore": torch.tensor([False]),
+        },
+    ]
+    dets = [
+        {
+            "boxes": torch.tensor([[0.0, 0.0, 100.0, 55.0], [121.0, 119.0, 160.0, 161.0]]),
+            "scores": torch.tensor([0.9, 0.7]),
+            "labels": torch.tensor([1, 1]),
+        },
+        {
+            "boxes": torch.tensor([[12.0, 20.0, 50.0, 66.0], [60.0, 60.0, 90.0, 90.0]]),
+            "scores": torch.tensor([0.8, 0.95]),
+            "labels": torch.tensor([1, 1]),
+        },
+    ]
+    batch = DetectionBatch([torch.zeros(3, 200, 200)] * 2, targets, None, ["a", "b"])
+    module = DetectorModule({**TINY, "arch": "fcos", "eval_metric": "coco"})
+    module.model = _FixedDetections(dets)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (res,) = trainer.validate(module, DataLoader([batch], batch_size=None), verbose=False)
+
+    evaluator = DetectionEvaluator("coco")
+    evaluator.update(dets, targets, batch.image_ids)
+    ref = evaluator.compute()
+    for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"):
+        assert res[f"val/{key}"] == pytest.approx(ref[key], abs=1e-6), key
+    assert ref["map"] > 0
+
+
 def test_proposals_run_and_round_trip_both_formats(tmp_path: Path) -> None:
     records = write_shapes(tmp_path / "img", 3, seed=5)
     model = build_detector("fcos", **{**TINY, "min_size": 128})

@@ -421,3 +421,17 @@ def test_run_interrupted_mid_epoch_resumes_to_the_same_weights(
     assert first.seen[: done * 8] + second.seen == ref.seen
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+def test_plain_module_error_names_strategies_that_exist() -> None:
+    """The advice for a module without a ``variant`` names strategies Lightning knows."""
+    import re
+
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategy = GANDDPStrategy()
+    strategy._lightning_module = L.LightningModule()  # what connect() would set
+    with pytest.raises(TypeError, match="variant") as err:
+        strategy._variant()
+    named = re.findall(r"strategy=['\"]?(\w+)", str(err.value))
+    assert named and all(n in StrategyRegistry for n in named), named

@@ -113,7 +113,13 @@ def test_sod_mtgan_box_refinement_moves_proposals_towards_the_ground_truth(tmp_p
     from gan_detect.config.validate import to_experiment_config
     from gan_detect.data.batch import RoiBatch
     from gan_detect.data.records import ImageRecord
-    from gan_detect.data.roi import clip_proposals, hr_from_uint8, make_lr, mine_rois
+    from gan_detect.data.roi import (
+        MiningParams,
+        clip_proposals,
+        hr_from_uint8,
+        make_lr,
+        mine_rois,
+    )
     from gan_detect.train.gan_module import GANDetectionModule
     from gan_detect.train.trainer import build_trainer
 
@@ -127,7 +133,8 @@ def test_sod_mtgan_box_refinement_moves_proposals_towards_the_ground_truth(tmp_p
         props = _jitter(rng, gt, 8, shift=0.05, scale=0.25)
         got = mine_rois(
             img, rec, Proposals(props, np.ones(len(props)), np.ones(len(props))),
-            hr_size=hr_size, scale=4, context=context, num_rois=16, positive_fraction=0.75,
+            MiningParams(hr_size=hr_size, context=context, rois_per_image=16,
+                         positive_fraction=0.75),
             generator=gen,
         )  # fmt: skip
         for k, src in (("hr", "hr"), ("labels", "labels"), ("box_targets", "box_targets")):
@@ -192,7 +199,13 @@ def test_border_proposals_get_the_same_crops_in_mining_and_inference(
     import gan_detect.infer.inference as inference
     from gan_detect.config.validate import to_experiment_config
     from gan_detect.data.records import ImageRecord
-    from gan_detect.data.roi import crop_lr_for_inference, hr_from_uint8, make_lr, mine_rois
+    from gan_detect.data.roi import (
+        MiningParams,
+        crop_lr_for_inference,
+        hr_from_uint8,
+        make_lr,
+        mine_rois,
+    )
     from gan_detect.variants import build_variant
 
     img = torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0))
@@ -209,7 +222,7 @@ def test_border_proposals_get_the_same_crops_in_mining_and_inference(
     rec = ImageRecord("a", "x.jpg", boxes=np.zeros((0, 4)), labels=[], ignore=[])
     props = Proposals(boxes, np.full(5, 0.5), np.ones(5))
     mined = mine_rois(
-        img, rec, props, hr_size=32, scale=4, num_rois=16, include_gt=False,
+        img, rec, props, MiningParams(hr_size=32, rois_per_image=16, include_gt=False),
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     seen: list[torch.Tensor] = []

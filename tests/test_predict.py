@@ -16,6 +16,7 @@ from torchvision.ops import box_iou
 
 from gan_detect.app.predict import run_predict
 from gan_detect.data.batch import RoiBatch
+from gan_detect.data.roi import MiningParams
 from gan_detect.data.roi_store import RoiStoreDataset, build_roi_store
 from gan_detect.detector.module import DetectorModule
 from gan_detect.infer.inference import InferenceOptions
@@ -55,9 +56,7 @@ def test_short_trained_pipeline_finds_planted_objects(tmp_path: Path) -> None:
         train,
         None,
         tmp_path / "rois",
-        hr_size=32,
-        rois_per_image=16,
-        positive_fraction=0.5,
+        MiningParams(hr_size=32, rois_per_image=16, positive_fraction=0.5),
         progress=False,
     )
     ds = RoiStoreDataset(store, scale=4)

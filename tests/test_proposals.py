@@ -141,3 +141,19 @@ def test_reads_real_retinaface_tree() -> None:
     assert len(dets) == 3226 and sum(len(v) for v in dets.values()) == 297298
     densest = max(dets.values(), key=len)
     assert len(densest) > 750 and len(densest.top_k(750)) == 750
+
+
+def test_box_helpers_match_torchvision_and_round_trip() -> None:
+    """The numpy conversions agree with ``torchvision.ops.box_convert`` and never alias input."""
+    import torch
+    from torchvision.ops import box_convert
+
+    from gan_detect.data.records import xywh_to_xyxy, xyxy_to_xywh
+
+    xyxy = np.array([[1.5, 2.0, 11.5, 7.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    xywh = xyxy_to_xywh(xyxy)
+    assert xywh.dtype == np.float64 and xywh.tolist() == [[1.5, 2.0, 10.0, 5.0], [0, 0, 0, 0]]
+    ref = box_convert(torch.from_numpy(xyxy).double(), "xyxy", "xywh").numpy()
+    np.testing.assert_array_equal(xywh, ref)
+    np.testing.assert_array_equal(xywh_to_xyxy(xywh), xyxy)
+    assert xyxy[0, 2] == 11.5 and xyxy_to_xywh(np.zeros((0, 4))).shape == (0, 4)

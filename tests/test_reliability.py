@@ -173,6 +173,86 @@ def test_sigterm_exits_143_and_resume_finishes_in_last_ckpt(faces: Path, tmp_pat
     assert _step(run / "checkpoints" / "last.ckpt") == _step(run / "checkpoints" / "epoch002.ckpt")
 
 
+DETECTOR_SIGTERM_WORKER = textwrap.dedent(
+    """
+    import signal, sys
+    from lightning.pytorch.callbacks import Callback
+    import gan_detect.train.trainer as T
+
+    class Term(Callback):  # SIGTERM before the 2nd epoch's first batch
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                signal.raise_signal(signal.SIGTERM)
+
+    # fit_detector names its callbacks itself; add Term to the list it hands build_trainer.
+    _build = T.build_trainer
+    def build_trainer(cfg, **kw):
+        kw["callbacks"] = [*kw.get("callbacks", []), Term()]
+        return _build(cfg, **kw)
+    T.build_trainer = build_trainer
+    from gan_detect.app.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _detector_args(faces: Path, run: Path, *extra: str) -> list[str]:
+    """A tiny ``task: detector`` fit (the test detector of test_detector.py): 2 batches an epoch."""
+    return [
+        str(EXP / "detector_wider.yaml"),
+        f"data.root={faces}",
+        f"data.cache_dir={run.parent / 'cache'}",
+        "data.gt_dir=null",
+        "data.max_train_images=4",
+        "data.max_val_images=2",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "detector.backbone=test_resnet",
+        "detector.pretrained=false",
+        "detector.fpn_channels=64",
+        "detector.min_size=[128]",
+        "detector.max_size=128",
+        "detector.warmup_steps=0",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false",
+        "logger.kind=csv",
+        f"output_dir={run}",
+        *extra,
+    ]
+
+
+def test_detector_fit_killed_by_sigterm_resumes_to_the_last_epoch(
+    faces: Path, tmp_path: Path
+) -> None:
+    """A ``task: detector`` fit keeps the resume callback: SIGTERM leaves last.ckpt, and
+    ``resume=auto`` continues from it to the configured last epoch."""
+    run = tmp_path / "det"
+    worker = tmp_path / "det_worker.py"
+    worker.write_text(DETECTOR_SIGTERM_WORKER)
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(worker), "fit", *_detector_args(faces, run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "stopped by SIGTERM" in proc.stderr
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    epoch, step = _step(last)
+    # Saved mid-epoch 2: the batch running when the signal came finishes first.
+    assert (epoch, step) == (1, 3), (epoch, step)
+    assert load_checkpoint(last, expect="detector")["hyper_parameters"]["config"]["arch"] == "fcos"
+    assert main(["fit", *_detector_args(faces, run, "resume=auto")]) == 0
+    epoch, step = _step(last)
+    assert (epoch, step) == (2, 6), (epoch, step)  # 3 epochs x 2 batches, none repeated
+
+
 def test_sigterm_through_the_python_api_is_systemexit_143(faces: Path, tmp_path: Path) -> None:
     import signal
 

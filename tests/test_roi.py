@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.data.roi import (
+    MiningParams,
     crop_hr,
     crop_lr_for_inference,
     decode_boxes,
@@ -195,8 +196,9 @@ def test_mine_rois_outputs_and_gt_centred_positives() -> None:
         [[152, 98, 192, 139], [0, 0, 40, 40], [250, 150, 300, 200]], [1, 1, 1], [1] * 3
     )
     out = mine_rois(
-        img, rec, props, hr_size=32, scale=4, context=1.0, num_rois=8, positive_fraction=0.5,
-        include_gt=True, generator=torch.Generator().manual_seed(0),
+        img, rec, props,
+        MiningParams(hr_size=32, context=1.0, rois_per_image=8, positive_fraction=0.5),
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     # GT + the near proposal are positive, two backgrounds fill the rest: 4 < num_rois.
     assert out["hr"].dtype == np.uint8 and out["hr"].shape == (4, 32, 32, 3)
@@ -282,7 +284,7 @@ def test_ignore_neg_iou_reaches_mining_and_the_data_config() -> None:
     props = Proposals([[10, 10, 30, 18]], [1.0], [1])  # IoU 0.4 with the invalid face
     for thr, want in ((0.3, []), (0.5, [0])):
         out = mine_rois(
-            img, rec, props, hr_size=16, scale=4, num_rois=4, ignore_neg_iou=thr,
+            img, rec, props, MiningParams(hr_size=16, rois_per_image=4, ignore_neg_iou=thr),
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
         assert out["labels"].tolist() == want, thr

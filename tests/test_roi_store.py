@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader
 import gan_detect.data.roi_store as roi_store
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.records import ImageRecord, Proposals
-from gan_detect.data.roi import decode_roi_deltas, hr_from_uint8, make_lr
+from gan_detect.data.roi import MiningParams, decode_roi_deltas, hr_from_uint8, make_lr
 from gan_detect.data.roi_store import OnTheFlyRoiDataset, RoiStoreDataset, build_roi_store
 
 
@@ -32,7 +33,8 @@ def _write_images(tmp_path: Path, n: int = 3) -> list[ImageRecord]:
     return recs
 
 
-KW = dict(hr_size=32, scale=4, rois_per_image=8, shard_size=10, progress=False)
+MINING = MiningParams(hr_size=32, rois_per_image=8)
+KW = dict(params=MINING, shard_size=10, progress=False)
 
 
 def test_store_build_layout_and_centred_positives(tmp_path: Path) -> None:
@@ -40,6 +42,13 @@ def test_store_build_layout_and_centred_positives(tmp_path: Path) -> None:
     store = build_roi_store(recs, None, tmp_path / "store", **KW)
     meta = json.loads((store / "meta.json").read_text())
     assert meta["num_rois"] == 24 and meta["shard_sizes"] == [10, 10, 4]
+    # The parameter record the fingerprint hashes keeps its keys, so stores built before
+    # MiningParams existed are still reused.
+    assert meta["params"] == {
+        "hr_size": 32, "scale": 4, "context": 1.0, "rois_per_image": 8,
+        "positive_fraction": 0.25, "fg_iou": 0.5, "bg_iou_low": 0.0, "include_gt": True,
+        "shard_size": 10, "seed": 0, "jitter_when_missing": True, "ignore_neg_iou": 0.3,
+    }  # fmt: skip
     assert sum(meta["label_counts"].values()) == 24 and meta["label_counts"]["1"] >= 6
     ds = RoiStoreDataset(store, scale=4)
     assert len(ds) == 24 and ds.class_counts() == {
@@ -82,7 +91,7 @@ def test_store_reused_then_rebuilt_on_change(
     # A non-main rank finds the finished store at once.
     assert build_roi_store(recs, None, out, is_main=False, wait_timeout_s=1, **KW) == out
     # Changed inputs: a parameter, an annotation, proposals -> rebuild each time.
-    build_roi_store(recs, None, out, **{**KW, "rois_per_image": 4})
+    build_roi_store(recs, None, out, **{**KW, "params": replace(MINING, rois_per_image=4)})
     assert len(calls) == 1 and len(RoiStoreDataset(out, scale=4)) == 12
     recs[1].boxes[0, 0] += 1.0
     build_roi_store(recs, None, out, **KW)
@@ -134,7 +143,7 @@ def test_dataloader_with_workers_and_on_the_fly_dataset(tmp_path: Path) -> None:
     assert sum(len(b) for b in batches) == 24
     assert batches[0].lr.shape == (8, 3, 8, 8) and batches[0].hr.shape == (8, 3, 32, 32)
     assert torch.equal(torch.cat([b.labels for b in batches]), ds.labels)
-    otf = OnTheFlyRoiDataset(recs, None, hr_size=32, scale=4, rois_per_image=8)
+    otf = OnTheFlyRoiDataset(recs, None, MINING)
     item = otf[0]
     assert len(item) == 8 and item.lr.shape == (8, 3, 8, 8) and (item.labels == 1).sum() >= 1
     # Same crop code: an on-the-fly positive equals the stored uint8 round trip of its HR.

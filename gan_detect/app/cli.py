@@ -139,12 +139,12 @@ def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 FIT_HELP = """\
 Train a GAN variant on ROIs mined from proposals (task=gan, the default), or the baseline
-proposal detector (task=detector, experiments/detector_*.yaml).
+proposal detector (task=detector: the detector_wider / detector_coco presets).
 
 inputs:  config files + key=value overrides; the dataset under data.root; proposal files.
 outputs: OUTPUT_DIR/config.yaml (the resolved config), checkpoints/last.ckpt (+ best),
          logs/ (CSV or W&B), val_images/ (LR | bicubic | SR | HR grids).
-example: gan-detect fit experiments/tiny_face_wider.yaml data.root=/data/widerface"""
+example: gan-detect fit tiny_face_wider data.root=/data/widerface"""
 
 VALIDATE_HELP = """\
 Run the validation loop of a trained checkpoint and print its metrics (AP, D accuracy, losses).
@@ -168,7 +168,7 @@ trained one (ckpt=DET.ckpt), the built-in pretrained RetinaFace (detector.arch=r
 the pretrained COCO FastestDet (detector.arch=fastestdet detector.weights=FastestDet.onnx or its
 folder, LICENSE.md beside it).
 
-inputs:  a detector config (experiments/detector_*.yaml) + ckpt=DET.ckpt [+ evaluate.split=train]
+inputs:  a detector config (detector_wider / detector_coco) + ckpt=DET.ckpt [+ evaluate.split=train]
          or detector.arch=retinaface|fastestdet; or, with no config, --images=DIR (any folder of
          images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt | detector.arch=fastestdet
          detector.weights=PATH [detector.tile_sizes=[176]] (sliced inference)].
@@ -403,7 +403,7 @@ def cmd_fit(args: Sequence[str]) -> int:
 
         fit(cfg, ckpt_path=_resolve_resume(cfg))
     except SIGTERMException as err:
-        # training.fit re-raises it with code 143 (Lightning's own is exit 0); last.ckpt is saved.
+        # train.fit re-raises it with code 143 (Lightning's own is exit 0); last.ckpt is saved.
         last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
         print(
             f"gan-detect fit: stopped by SIGTERM before the end of training; {last} holds the "

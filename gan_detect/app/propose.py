@@ -1,6 +1,6 @@
 """Stage 1 of the pipeline from the CLI: train the baseline detector, write its proposals.
 
-``gan-detect fit experiments/detector_wider.yaml`` trains it on the same DataModules' full-image
+``gan-detect fit detector_wider`` trains it on the same DataModules' full-image
 loaders; ``gan-detect propose ... ckpt=...`` writes proposals (COCO results JSON and/or a WIDER
 txt tree) that the ROI miner (``data.train_proposals``) and ``evaluate`` (``data.val_proposals``)
 read directly.

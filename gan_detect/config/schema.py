@@ -1,8 +1,9 @@
 """Structured-config schema (OmegaConf): the dataclasses hold every default.
 
-Variant and dataset configs subclass :class:`VariantConfig` / :class:`DataConfig` and live next to
-the code they configure (``variants/*.py``, ``data/datamodules.py``). Only ``cli.py`` and
-``engine.py`` see :class:`ExperimentConfig`; everything below them gets primitives.
+Variant and dataset configs subclass :class:`VariantConfig` / :class:`DataConfig`; they live in
+``config/sections.py`` with the detector's section, not beside the code they configure, so that
+loading and validating a config never imports torch. :class:`ExperimentConfig` holds one run's
+sections.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ class EvalConfig:
     rescore_min_score: float = 0.0
     # G + D forward at inference, on a copy of G and D (the trained model is never changed):
     # BatchNorm folded into the convolutions; channels-last weights (null: on the CPU only,
-    # where it measured 1.4x; CUDA is unmeasured); bf16 autocast. Scores move ~1e-6 with the
-    # first two, ~1e-4 with bf16 (benchmarks/README.md, issue 17).
+    # where it pays; CUDA is unmeasured); bf16 autocast. Scores move ~1e-6 with the first two,
+    # ~1e-4 with bf16. Speed of each: benchmarks/README.md (cpu_modes.py, inference_speed.py).
     fold_bn: bool = True
     channels_last: bool | None = None
     bf16: bool = False

@@ -180,7 +180,7 @@ class DetectorConfig:
     arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface", "fastestdet"] = "fcos"
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
-    pretrained: bool = False  # true in experiments/*.yaml, false in tests and the demo
+    pretrained: bool = False  # true in the detector presets, false in tests and the demo
     pretrained_path: str | None = None  # local weights file (offline clusters)
     # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
     weights: str | None = None

@@ -1,8 +1,8 @@
 """``gan-detect config show``: the resolved config, and every key with its type and default.
 
 Defaults come from the same structured schema that ``fit`` validates against (the dataclasses of
-``config.py``, the variant's and the DataModule's Config and ``DetectorConfig``), so this listing
-cannot drift from what a run uses.
+``config/schema.py`` and the sections in ``config/sections.py``: the variants', the DataModules'
+and ``DetectorConfig``), so this listing cannot drift from what a run uses.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from gan_detect.data.records import ImageRecord
+from gan_detect.data.records import ImageRecord, xywh_to_xyxy
 from gan_detect.utils.errors import InputError
 
 
@@ -123,7 +123,7 @@ def load_coco_records(ann_json: str | Path, image_dir: str | Path) -> CocoRecord
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         sized = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
         dropped += int((~sized).sum())
-        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        xyxy = xywh_to_xyxy(xywh)
         w, h = float(info["width"]), float(info["height"])
         if w > 0 and h > 0:  # clip what runs over the border; drop what lies wholly outside
             inside = xyxy.copy()

@@ -158,6 +158,7 @@ class RoiDataModule(L.LightningDataModule):
 
     # ---- ROI stores --------------------------------------------------------------------------
     def _store(self, split: str, is_main: bool = True) -> Path:
+        from gan_detect.data.roi import MiningParams
         from gan_detect.data.roi_store import build_roi_store
 
         c = self.cfg
@@ -168,18 +169,10 @@ class RoiDataModule(L.LightningDataModule):
             self.records(split),
             props,
             out,
+            MiningParams.from_config(c, self.scale),
             # No proposals file: jitter is the documented stand-in; with one, only by choice.
             jitter_when_missing=props is None or c.missing_proposals == "jitter",
             source=f"data.{split}_proposals={path}",
-            hr_size=c.hr_size,
-            scale=self.scale,
-            context=c.context,
-            rois_per_image=c.rois_per_image,
-            positive_fraction=c.positive_fraction,
-            fg_iou=c.fg_iou,
-            bg_iou_low=c.bg_iou_low,
-            ignore_neg_iou=c.ignore_neg_iou,
-            include_gt=c.include_gt,
             seed=self.seed,
             is_main=is_main,
         )

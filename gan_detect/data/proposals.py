@@ -17,25 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from gan_detect.data.records import Proposals
+from gan_detect.data.records import Proposals, xywh_to_xyxy, xyxy_to_xywh
 from gan_detect.utils.errors import InputError
 
 
 def _fmt(v: float) -> str:
     # 9 significant digits round-trip any float32 exactly, without float64 noise digits.
     return f"{float(v):.9g}"
-
-
-def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
-    b[:, 2:] -= b[:, :2]
-    return b
-
-
-def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
-    b[:, 2:] += b[:, :2]
-    return b
 
 
 def _split_wider_id(image_id: str) -> tuple[str, str]:
@@ -55,7 +43,7 @@ def write_wider_tree(dets: Mapping[str, Proposals], out_dir: str | Path) -> None
     for image_id, p in dets.items():
         event, name = _split_wider_id(image_id)
         order = np.argsort(-p.scores, kind="stable")
-        xywh = _xyxy_to_xywh(p.boxes[order])
+        xywh = xyxy_to_xywh(p.boxes[order])
         lines = [name, str(len(p))]
         lines += [
             " ".join(_fmt(v) for v in (*b, s)) for b, s in zip(xywh, p.scores[order], strict=True)
@@ -130,7 +118,7 @@ def read_wider_tree(pred_dir: str | Path, top_k: int | None = None) -> dict[str,
     """Read a WIDER prediction tree into ``Proposals`` (xyxy, labels 1, top ``top_k`` by score)."""
     out = {}
     for image_id, a in read_wider_tree_arrays(pred_dir).items():
-        p = Proposals(_xywh_to_xyxy(a[:, :4]), a[:, 4], np.ones(len(a), np.int64))
+        p = Proposals(xywh_to_xyxy(a[:, :4]), a[:, 4], np.ones(len(a), np.int64))
         out[image_id] = p.top_k(top_k) if top_k is not None else p
     return out
 
@@ -148,7 +136,7 @@ def write_coco_results(
             coco_id = int(image_id)
         except ValueError:
             raise InputError(f"COCO image ids must be integers, got {image_id!r}") from None
-        for b, s, lab in zip(_xyxy_to_xywh(p.boxes), p.scores, p.labels, strict=True):
+        for b, s, lab in zip(xyxy_to_xywh(p.boxes), p.scores, p.labels, strict=True):
             if category_ids is not None and not 1 <= lab <= len(category_ids):
                 raise InputError(f"image {image_id}: label {lab} outside 1..{len(category_ids)}")
             cat = int(category_ids[lab - 1]) if category_ids is not None else int(lab)
@@ -214,7 +202,7 @@ def read_coco_results(
     out = {}
     for image_id, rows in per_image.items():
         p = Proposals(
-            _xywh_to_xyxy(np.array([r[0] for r in rows], np.float64)),
+            xywh_to_xyxy(np.array([r[0] for r in rows], np.float64)),
             np.array([r[1] for r in rows]),
             np.array([r[2] for r in rows], np.int64),
         )

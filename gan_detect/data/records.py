@@ -99,3 +99,21 @@ class Proposals:
         """The k highest-scoring proposals, sorted by descending score (stable on ties)."""
         order = np.argsort(-self.scores, kind="stable")[: max(k, 0)]
         return Proposals(self.boxes[order], self.scores[order], self.labels[order])
+
+
+def xyxy_to_xywh(boxes: np.typing.ArrayLike) -> np.ndarray:
+    """(N, 4) corners x1, y1, x2, y2 -> a new float64 (N, 4) array x, y, w = x2 - x1, h = y2 - y1.
+
+    The numpy twin of ``torchvision.ops.box_convert(..., "xyxy", "xywh")``, for code that must
+    not import torch (the WIDER FACE protocol, the proposal files).
+    """
+    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    b[:, 2:] -= b[:, :2]
+    return b
+
+
+def xywh_to_xyxy(boxes: np.typing.ArrayLike) -> np.ndarray:
+    """(N, 4) x, y, w, h -> a new float64 (N, 4) array of corners x1, y1, x2 = x + w, y2 = y + h."""
+    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    b[:, 2:] += b[:, :2]
+    return b

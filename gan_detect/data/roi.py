@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, clip_boxes_to_image, roi_align
 
 from gan_detect.data.records import ImageRecord, Proposals
+
+if TYPE_CHECKING:
+    from gan_detect.config.sections import RoiDataConfig
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 _CODER = BoxCoder(BOX_CODER_WEIGHTS)
@@ -324,7 +329,8 @@ def make_lr(hr: Tensor, scale: int) -> Tensor:
     """(K, 3, H, W) -> (K, 3, H/scale, W/scale): antialiased bicubic downsample, in [-1, 1].
 
     Same numbers as ``F.interpolate(mode="bicubic", antialias=True)`` (to 1e-7), computed as two
-    small matmuls with cached weights: 2-4x faster for 64 px crops on CPU.
+    small matmuls with cached weights, which is faster for small crops on the CPU
+    (benchmarks/README.md).
     """
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
@@ -350,10 +356,8 @@ def crop_lr_for_inference(
     (``sampling_ratio=0``: ceil(side / size) bilinear samples per bin side, averaged, a box
     filter standing in for antialiasing), then :func:`make_lr`, so the final LR kernel is the
     training one; ``"roi_align"``: ``roi_align`` straight to ``lr`` (fastest, least faithful);
-    ``"exact"``: literally ``make_lr(crop_hr(box, lr * scale), scale)`` (slowest).
-    Measured on a WIDER train image, 600 boxes of 6-200 px, one CPU thread: mean abs difference
-    from the training path 0 / 0.0032 / 0.0082 (range [-1, 1]) and about 0.8 / 0.4 / 0.2 s
-    for exact / roi_align_hr / roi_align on a loaded 2-core EPYC (RESULTS_roi.md).
+    ``"exact"``: literally ``make_lr(crop_hr(box, lr * scale), scale)`` (slowest, identical to
+    the training path).
     """
     if boxes.shape[0] == 0:
         return image.new_zeros((0, 3, lr_size, lr_size))
@@ -371,53 +375,94 @@ def crop_lr_for_inference(
     return make_lr(out, scale) if method == "roi_align_hr" else out.clamp_(-1.0, 1.0)
 
 
+@dataclass(frozen=True)
+class MiningParams:
+    """How the ROIs of one image are labelled, sampled and cropped (the ``data.*`` mining keys).
+
+    One object for :func:`mine_rois`, the ROI store and the on-the-fly dataset, so the three
+    cannot drift apart. The field names are the ROI store's fingerprint keys.
+
+    Attributes:
+        hr_size: side of the HR crop, px; a multiple of ``scale``.
+        scale: LR -> HR factor of the variant.
+        context: crop enlargement around the box (1.0: the box itself, made square).
+        rois_per_image: ROIs sampled per image.
+        positive_fraction: share of the sample that is foreground, at most.
+        fg_iou: IoU with a ground-truth box from which a proposal is foreground.
+        bg_iou_low: lowest IoU of a background proposal.
+        include_gt: add the non-ignored ground-truth boxes as proposals (Fast R-CNN training).
+        ignore_neg_iou: a would-be negative overlapping an ignore region this much is dropped.
+    """
+
+    hr_size: int = 64
+    scale: int = 4
+    context: float = 1.0
+    rois_per_image: int = 32
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.0
+    include_gt: bool = True
+    ignore_neg_iou: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.hr_size % self.scale:
+            raise ValueError(f"hr_size {self.hr_size} must be divisible by scale {self.scale}")
+
+    @classmethod
+    def from_config(cls, cfg: RoiDataConfig, scale: int) -> MiningParams:
+        """The mining keys of a ROI DataModule's config, with the variant's ``scale``."""
+        return cls(
+            hr_size=cfg.hr_size,
+            scale=scale,
+            context=cfg.context,
+            rois_per_image=cfg.rois_per_image,
+            positive_fraction=cfg.positive_fraction,
+            fg_iou=cfg.fg_iou,
+            bg_iou_low=cfg.bg_iou_low,
+            include_gt=cfg.include_gt,
+            ignore_neg_iou=cfg.ignore_neg_iou,
+        )
+
+
 def mine_rois(
     image: Tensor,
     record: ImageRecord,
     proposals: Proposals,
+    params: MiningParams = MiningParams(),
     *,
-    hr_size: int = 64,
-    scale: int = 4,
-    context: float = 1.0,
-    num_rois: int = 32,
-    positive_fraction: float = 0.25,
-    fg_iou: float = 0.5,
-    bg_iou_low: float = 0.0,
-    include_gt: bool = True,
     generator: torch.Generator | None = None,
     image_index: int = 0,
-    ignore_neg_iou: float = 0.3,
 ) -> dict[str, np.ndarray]:
-    """Label, sample and crop the ROIs of one image.
+    """Label, sample and crop the ROIs of one image (``params.rois_per_image`` at most).
 
     Proposals are clipped to the image first; boxes under 1 px a side are dropped. With
-    ``include_gt`` (default True, as in Fast R-CNN training) the non-ignored GT boxes join the
-    proposals as perfect positives, which guarantees positives even for weak proposals.
+    ``params.include_gt`` the non-ignored GT boxes join the proposals as perfect positives,
+    which guarantees positives even for weak proposals.
 
     Returns:
         ``hr`` (N, hr, hr, 3) uint8; ``labels`` (N,) int64; ``box_targets`` (N, 4) float32;
         ``src_sizes`` (N, 2) float32 (w, h) of the matched GT, of the proposal for background;
         ``boxes`` (N, 4) float32 proposal xyxy; ``image_index`` (N,) int64.
     """
-    if hr_size % scale:
-        raise ValueError(f"hr_size {hr_size} must be divisible by scale {scale}")
+    p = params
     h, w = image.shape[-2:]
     boxes = torch.from_numpy(proposals.boxes).float()
     gt = torch.from_numpy(record.boxes).float()
-    if include_gt:
+    if p.include_gt:
         keep_gt = ~torch.from_numpy(record.ignore)
         boxes = torch.cat([gt[keep_gt], boxes])
     boxes, _ = clip_proposals(boxes, (h, w))
     labels, matched, targets = label_proposals(
         boxes, gt, torch.from_numpy(record.labels), torch.from_numpy(record.ignore),
-        fg_iou=fg_iou, bg_iou_low=bg_iou_low, context=context, ignore_neg_iou=ignore_neg_iou,
+        fg_iou=p.fg_iou, bg_iou_low=p.bg_iou_low, context=p.context,
+        ignore_neg_iou=p.ignore_neg_iou,
     )  # fmt: skip
-    idx = sample_rois(labels, num_rois, positive_fraction, generator)
+    idx = sample_rois(labels, p.rois_per_image, p.positive_fraction, generator)
     boxes, labels, matched, targets = boxes[idx], labels[idx], matched[idx], targets[idx]
     src = boxes.clone()
     fg = matched >= 0
     src[fg] = gt[matched[fg]]
-    hr = crop_hr(image, boxes, hr_size, context)
+    hr = crop_hr(image, boxes, p.hr_size, p.context)
     hr_u8 = ((hr + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return {
         "hr": hr_u8.contiguous().numpy(),

@@ -9,12 +9,13 @@ Layout of a store directory::
     src_sizes.npy (N, 2) float32   boxes.npy (N, 4) float32   image_index.npy (N,) int64
     image_ids.json        image ids, indexed by image_index
 
-LR is not stored: ``make_lr`` of a 64 px crop costs ~0.1 ms on one CPU thread and is then exactly the
-training LR of the (possibly flipped) HR (measured in benchmarks/RESULTS_roi.md).
+LR is not stored: ``make_lr`` of a crop is cheap (benchmarks/RESULTS_roi.md) and is then exactly
+the training LR of the (possibly flipped) HR.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -35,6 +36,7 @@ from gan_detect.data.batch import RoiBatch
 from gan_detect.data.full_image import load_image
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.data.roi import (
+    MiningParams,
     clip_proposals,
     gt_jitter_proposals,
     hr_from_uint8,
@@ -83,16 +85,8 @@ def build_roi_store(
     records: Sequence[ImageRecord],
     proposals: Mapping[str, Proposals] | None,
     out_dir: str | os.PathLike[str],
+    params: MiningParams | None = None,
     *,
-    hr_size: int = 64,
-    scale: int = 4,
-    context: float = 1.0,
-    rois_per_image: int = 32,
-    positive_fraction: float = 0.25,
-    fg_iou: float = 0.5,
-    bg_iou_low: float = 0.0,
-    include_gt: bool = True,
-    ignore_neg_iou: float = 0.3,
     shard_size: int = 4096,
     seed: int = 0,
     jitter_when_missing: bool = True,
@@ -103,7 +97,7 @@ def build_roi_store(
 ) -> Path:
     """Mine every image once into a store at ``out_dir``; reuse it when the inputs are unchanged.
 
-    Images without proposals (or all, when ``proposals`` is None) get
+    ``params`` (default ``MiningParams()``) says how each image is mined. Images without proposals (or all, when ``proposals`` is None) get
     :func:`gt_jitter_proposals` when ``jitter_when_missing``, else only their GT boxes (with
     ``include_gt``). Reuse is decided by a fingerprint of the parameters, records (ids, boxes,
     labels, ignore flags, image file size and mtime) and proposals; a mismatch rebuilds. The store
@@ -117,13 +111,16 @@ def build_roi_store(
         The store directory (``out_dir``).
     """
     out = Path(out_dir)
-    params = dict(
-        hr_size=hr_size, scale=scale, context=context, rois_per_image=rois_per_image,
-        positive_fraction=positive_fraction, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
-        include_gt=include_gt, shard_size=shard_size, seed=seed,
-        jitter_when_missing=jitter_when_missing, ignore_neg_iou=ignore_neg_iou,
-    )  # fmt: skip
-    fp = _fingerprint(records, proposals, params)
+    mining = params if params is not None else MiningParams()
+    # The fingerprint's keys: the mining fields plus the store's own three, as in every store
+    # built so far (renaming one would rebuild them all).
+    store_params: dict[str, Any] = {
+        **dataclasses.asdict(mining),
+        "shard_size": shard_size,
+        "seed": seed,
+        "jitter_when_missing": jitter_when_missing,
+    }
+    fp = _fingerprint(records, proposals, store_params)
     meta = _read_meta(out)
     if meta is not None and meta.get("fingerprint") == fp and is_main:
         damage = verify_store(out, meta)
@@ -151,7 +148,7 @@ def build_roi_store(
         tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
-            meta = _mine_into(tmp, records, proposals, params, progress, source)
+            meta = _mine_into(tmp, records, proposals, mining, store_params, progress, source)
             meta["fingerprint"] = fp
             meta["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -209,11 +206,15 @@ def _mine_into(
     tmp: Path,
     records: Sequence[ImageRecord],
     proposals: Mapping[str, Proposals] | None,
-    params: dict,
+    mining: MiningParams,
+    params: dict[str, Any],
     progress: bool,
     source: str | None = None,
 ) -> dict[str, Any]:
-    """Mine all records into ``tmp`` (shards + metadata); return the meta dict (sans fingerprint)."""
+    """Mine all records into ``tmp`` (shards + metadata); return the meta dict (sans fingerprint).
+
+    ``params`` is the store's parameter record (``mining`` plus shard size, seed and jitter).
+    """
     p = params
     gen = torch.Generator().manual_seed(p["seed"])
     parts: dict[str, list[np.ndarray]] = {k: [] for k in _META_ARRAYS}
@@ -247,12 +248,7 @@ def _mine_into(
                 props = gt_jitter_proposals(rec, seed=p["seed"] * 1_000_003 + i, image_size=size)
             else:
                 props = Proposals(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
-        got = mine_rois(
-            image, rec, props, hr_size=p["hr_size"], scale=p["scale"], context=p["context"],
-            num_rois=p["rois_per_image"], positive_fraction=p["positive_fraction"],
-            fg_iou=p["fg_iou"], bg_iou_low=p["bg_iou_low"], include_gt=p["include_gt"],
-            generator=gen, image_index=i, ignore_neg_iou=p["ignore_neg_iou"],
-        )  # fmt: skip
+        got = mine_rois(image, rec, props, mining, generator=gen, image_index=i)
         buf.append(got["hr"])
         buffered += len(got["hr"])
         for k in _META_ARRAYS:
@@ -265,7 +261,7 @@ def _mine_into(
             "zero width or height, or lies outside its image): the store would have no "
             "background ROIs; check the box format (COCO [x, y, w, h], WIDER 'x y w h score')"
         )
-    hr = p["hr_size"]
+    hr = mining.hr_size
     empty = {"labels": (0,), "box_targets": (0, 4), "src_sizes": (0, 2), "boxes": (0, 4)}
     for k in _META_ARRAYS:
         arr = np.concatenate(parts[k]) if parts[k] else np.zeros(empty.get(k, (0,)))
@@ -401,25 +397,13 @@ class OnTheFlyRoiDataset(Dataset[RoiBatch]):
         self,
         records: Sequence[ImageRecord],
         proposals: Mapping[str, Proposals] | None = None,
+        params: MiningParams | None = None,
         *,
-        hr_size: int = 64,
-        scale: int = 4,
-        context: float = 1.0,
-        rois_per_image: int = 32,
-        positive_fraction: float = 0.25,
-        fg_iou: float = 0.5,
-        bg_iou_low: float = 0.0,
-        include_gt: bool = True,
-        ignore_neg_iou: float = 0.3,
         seed: int = 0,
     ) -> None:
         self.records, self.proposals = list(records), proposals
-        self.kw: dict[str, Any] = dict(
-            hr_size=hr_size, scale=scale, context=context, num_rois=rois_per_image,
-            positive_fraction=positive_fraction, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
-            include_gt=include_gt, ignore_neg_iou=ignore_neg_iou,
-        )  # fmt: skip
-        self.scale, self.seed = scale, seed
+        self.params = params if params is not None else MiningParams()
+        self.scale, self.seed = self.params.scale, seed
 
     def __len__(self) -> int:
         return len(self.records)
@@ -433,7 +417,7 @@ class OnTheFlyRoiDataset(Dataset[RoiBatch]):
             size = (int(image.shape[1]), int(image.shape[2]))
             props = gt_jitter_proposals(rec, seed=self.seed + index, image_size=size)
         gen = torch.Generator().manual_seed(self.seed + index)
-        got = mine_rois(image, rec, props, generator=gen, image_index=index, **self.kw)
+        got = mine_rois(image, rec, props, self.params, generator=gen, image_index=index)
         hr = hr_from_uint8(got["hr"])
         return RoiBatch(
             lr=make_lr(hr, self.scale),

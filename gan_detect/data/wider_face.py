@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from gan_detect.data.paths import is_image_file
-from gan_detect.data.records import ImageRecord
+from gan_detect.data.records import ImageRecord, xywh_to_xyxy
 from gan_detect.utils.errors import InputError
 
 ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -187,7 +187,7 @@ def read_wider_annotations(
         if count <= 1 and len(table) == 1 and not np.any(table):
             out.num_placeholders += 1  # "0" + zero row (train) or "1" + zero row (val)
         xywh = table_kept[:, :4]
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = xywh_to_xyxy(xywh)
         attrs = table_kept[:, 4:].astype(np.int64)
         img_path = Path(images_dir) / name if images_dir is not None else Path(name)
         width = height = 0

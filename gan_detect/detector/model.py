@@ -56,6 +56,11 @@ class TimmFPN(nn.Module):
         super().__init__()
         kwargs: dict[str, Any] = {}
         if pretrained_path is not None:
+            from gan_detect.utils.checkpoints import read_checkpoint
+
+            # The package's safe load first (as models/backbone.py does): a crafted or broken
+            # file fails with its name; timm's loader then filters the classifier as usual.
+            read_checkpoint(pretrained_path)
             pretrained = True
             kwargs["pretrained_cfg_overlay"] = {"file": pretrained_path}
         # All default stages are built once; the stride-2 output is a free by-product (no layer

@@ -18,7 +18,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 from torchmetrics.aggregation import SumMetric
-from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
 
 from gan_detect.config import ExperimentConfig
@@ -26,6 +25,7 @@ from gan_detect.config.sections import DetectorConfig
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
 from gan_detect.detector.model import build_detector, training_targets
+from gan_detect.metrics.coco_map import CocoMeanAP, coco_metric_inputs
 from gan_detect.metrics.wider_face_metric import WiderFaceAP
 
 
@@ -126,16 +126,14 @@ class DetectorModule(L.LightningModule):
         )
         self.recall_hits = SumMetric()
         self.recall_total = SumMetric()
-        self.coco_map: MeanAveragePrecision | None = None
+        self.coco_map: CocoMeanAP | None = None
         if c.eval_metric == "coco":
-            # maxDets raised to the detection budget: dense images would be truncated at 100.
-            max_dets = [1, 10, max(100, c.detections_per_img)]
-            try:
-                self.coco_map = MeanAveragePrecision(
-                    max_detection_thresholds=max_dets, backend="faster_coco_eval"
-                )
-            except ModuleNotFoundError:
-                self.coco_map = MeanAveragePrecision(max_detection_thresholds=max_dets)
+            # The package's COCO AP (float64 thresholds, one occurrence per image under DDP), so
+            # val/map is the number `evaluate` reports for the same boxes. maxDets is raised to
+            # the detection budget: dense images would be truncated at 100.
+            self.coco_map = CocoMeanAP(
+                max_detection_thresholds=(1, 100, max(100, c.detections_per_img))
+            )
         # WIDER FACE AP (official matching; settings by face height unless the targets carry
         # keep_easy/medium/hard masks, in which case the result is flagged official).
         self.wider_ap = WiderFaceAP() if c.eval_metric == "wider" else None
@@ -164,18 +162,7 @@ class DetectorModule(L.LightningModule):
         self.recall_hits.update(torch.tensor(float(hits), device=self.device))
         self.recall_total.update(torch.tensor(float(total), device=self.device))
         if self.coco_map is not None:
-            # Ignored objects enter as COCO crowd regions: matches to them are neither TP nor FP.
-            gts = [
-                {
-                    "boxes": t["boxes"],
-                    "labels": t["labels"],
-                    "iscrowd": t.get("ignore", torch.zeros_like(t["labels"])).long(),
-                }
-                for t in batch.targets
-            ]
-            self.coco_map.update(
-                [{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds], gts
-            )
+            self.coco_map.update(*coco_metric_inputs(preds, batch.targets), batch.image_ids)
 
         if self.wider_ap is not None:
             self.wider_ap.update(

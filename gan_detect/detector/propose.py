@@ -56,9 +56,8 @@ def run_proposals(
         device: where the model runs; it is moved there and left there.
         progress: show a tqdm bar.
         fast: run an inference copy of the model (BatchNorm folded; channels-last weights on
-            the CPU: 1.08x on the small FCOS, 1.07x on ResNet-50 FCOS at 512 px,
-            benchmarks/detector_speed.py), checked against the model on a probe image;
-            ``False`` runs the model itself.
+            the CPU), checked against the model on a probe image; ``False`` runs the model
+            itself. Its speed-up: benchmarks/README.md (detector_speed.py).
 
     Returns:
         ``{image_id: Proposals}`` with boxes in original image pixels, sorted by score.

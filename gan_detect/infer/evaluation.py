@@ -15,11 +15,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import box_convert
 
 from gan_detect.data.batch import DetectionBatch
-from gan_detect.data.records import Proposals
+from gan_detect.data.records import Proposals, xyxy_to_xywh
 from gan_detect.infer.inference import InferenceOptions, refine_detections_batch
-from gan_detect.metrics import SETTINGS, CocoMeanAP, WiderFaceAP, WiderGroundTruth, summarize_coco
+from gan_detect.metrics import (
+    SETTINGS,
+    CocoMeanAP,
+    WiderFaceAP,
+    WiderGroundTruth,
+    coco_metric_inputs,
+    summarize_coco,
+)
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -59,23 +67,7 @@ class DetectionEvaluator:
         dev = self.coco.device  # metric states live where the module lives (NCCL gathers need it)
         preds = [{k: v.detach().to(dev) for k, v in p.items()} for p in preds]
         targets = [{k: v.detach().to(dev) for k, v in t.items()} for t in targets]
-        coco_t = [
-            {
-                "boxes": t["boxes"].float(),
-                "labels": t["labels"].long(),
-                "iscrowd": t["ignore"].long(),
-            }
-            for t in targets
-        ]
-        coco_p = [
-            {
-                "boxes": p["boxes"].float(),
-                "scores": p["scores"].float(),
-                "labels": p["labels"].long(),
-            }
-            for p in preds
-        ]
-        self.coco.update(coco_p, coco_t, list(image_ids))
+        self.coco.update(*coco_metric_inputs(preds, targets), list(image_ids))
         if self.wider is not None:
             self.wider.update(
                 preds,
@@ -95,8 +87,7 @@ class DetectionEvaluator:
         if self.gt is None or n is None:
             return {"boxes": t["boxes"], "ignore": t["ignore"]}
         dev = t["boxes"].device
-        b = torch.from_numpy(self.gt.boxes[n].copy()).to(dev)
-        b[:, 2:] += b[:, :2]  # official xywh -> xyxy (x2 = x + w)
+        b = box_convert(torch.from_numpy(self.gt.boxes[n]).to(dev), "xywh", "xyxy")  # x2 = x + w
         keep = torch.from_numpy(self.gt.keep[n]).to(dev)
         out = {"boxes": b, "ignore": torch.zeros(len(b), dtype=torch.bool, device=dev)}
         out.update({f"keep_{s}": keep[:, j] for j, s in enumerate(SETTINGS)})
@@ -260,7 +251,6 @@ def as_numpy_tree(dets: dict[str, Proposals]) -> dict[str, np.ndarray]:
     """image id -> (K, 5) xywh + score, the official prediction layout."""
     out = {}
     for i, p in dets.items():
-        b = p.boxes.astype(np.float64).copy()
-        b[:, 2:] -= b[:, :2]
+        b = xyxy_to_xywh(p.boxes)
         out[i] = np.concatenate([b, p.scores[:, None].astype(np.float64)], 1)
     return out

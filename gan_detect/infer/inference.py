@@ -49,8 +49,9 @@ class InferenceOptions:
     # Speed options of the G + D forward, applied to an inference copy of G and D (the model
     # passed in is never changed; benchmarks/cpu_modes.py and inference_speed.py measure them):
     # fold_bn folds eval BatchNorm into the convolutions; channels_last stores weights and
-    # activations NHWC (None: on the CPU, where it measured 1.4x, not on CUDA, unmeasured);
-    # both move scores by ~1e-6. bf16 autocasts (scores move ~1e-4; off by default).
+    # activations NHWC (None: on the CPU, where it pays, not on CUDA, unmeasured); both move
+    # scores by ~1e-6. bf16 autocasts (scores move ~1e-4; off by default). Their speed-ups are
+    # in benchmarks/README.md.
     fold_bn: bool = True
     channels_last: bool | None = None
     bf16: bool = False

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gan_detect.metrics.coco_map import (
         COCO_KEYS,
         CocoMeanAP,
+        coco_metric_inputs,
         evaluate_coco_files,
         summarize_coco,
     )
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "COCO_KEYS": "gan_detect.metrics.coco_map",
     "CocoMeanAP": "gan_detect.metrics.coco_map",
+    "coco_metric_inputs": "gan_detect.metrics.coco_map",
     "evaluate_coco_files": "gan_detect.metrics.coco_map",
     "summarize_coco": "gan_detect.metrics.coco_map",
     "WiderFaceAP": "gan_detect.metrics.wider_face_metric",
@@ -50,6 +52,7 @@ __all__ = [
     "CocoMeanAP",
     "WiderFaceAP",
     "WiderGroundTruth",
+    "coco_metric_inputs",
     "evaluate_coco_files",
     "fallback_ground_truth",
     "load_wider_ground_truth",

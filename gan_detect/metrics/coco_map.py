@@ -10,7 +10,7 @@ import contextlib
 import io
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,6 +155,35 @@ class CocoMeanAP(MeanAveragePrecision):
         prec = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]
         valid = prec[prec > -1]
         return float(valid.mean()) if valid.size else -1.0
+
+
+def coco_metric_inputs(
+    preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]]
+) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+    """Detections and targets (xyxy px) -> the ``(preds, target)`` lists ``CocoMeanAP`` takes.
+
+    Ignored objects (``ignore`` in a target) become COCO crowd regions, so a detection on one is
+    neither a true nor a false positive. Boxes and scores are float32, labels int64.
+    """
+    coco_p = [
+        {
+            "boxes": p["boxes"].float(),
+            "scores": p["scores"].float(),
+            "labels": p["labels"].long(),
+        }
+        for p in preds
+    ]
+    coco_t = [
+        {
+            "boxes": t["boxes"].float(),
+            "labels": t["labels"].long(),
+            "iscrowd": t["ignore"].long()
+            if "ignore" in t
+            else torch.zeros_like(t["labels"], dtype=torch.int64),
+        }
+        for t in targets
+    ]
+    return coco_p, coco_t
 
 
 def summarize_coco(result: dict[str, Tensor]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Compare two methods' predictions with paired bootstrap intervals (library part of issue 24).
+"""Compare two methods' predictions with paired bootstrap intervals (what ``--compare`` runs).
 
 The command line (``gan-detect wider-eval PRED_A --gt GT --compare PRED_B [--bootstrap N]
 [--json FILE]`` and ``gan-detect coco-eval RESULTS_A.json --gt INSTANCES.json --compare
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gan_detect.data.records import xyxy_to_xywh
 from gan_detect.metrics.bootstrap import (
     COCO_APPROXIMATION,
     COCO_METRICS,
@@ -344,10 +345,9 @@ def records_to_coco_gt(records: Sequence[Any], num_classes: int) -> tuple[Any, d
     for n, r in enumerate(records):
         index[r.image_id] = n
         images.append({"id": n, "width": int(r.width), "height": int(r.height)})
-        for (x0, y0, x1, y1), lab, ign in zip(
-            r.boxes.tolist(), r.labels.tolist(), r.ignore.tolist(), strict=True
+        for (x0, y0, w, h), lab, ign in zip(
+            xyxy_to_xywh(r.boxes).tolist(), r.labels.tolist(), r.ignore.tolist(), strict=True
         ):
-            w, h = x1 - x0, y1 - y0
             anns.append(
                 {
                     "id": len(anns) + 1,
@@ -367,15 +367,15 @@ def _coco_rows(dets: Mapping[str, Any], index: Mapping[str, int]) -> list[dict[s
     for image_id, d in dets.items():
         if image_id not in index:
             continue
-        for (x0, y0, x1, y1), s, lab in zip(
-            np.asarray(d.boxes).tolist(), np.asarray(d.scores).tolist(),
+        for xywh, s, lab in zip(
+            xyxy_to_xywh(d.boxes).tolist(), np.asarray(d.scores).tolist(),
             np.asarray(d.labels).tolist(), strict=True,
         ):  # fmt: skip
             rows.append(
                 {
                     "image_id": index[image_id],
                     "category_id": int(lab),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "bbox": xywh,
                     "score": float(s),
                 }
             )
@@ -415,8 +415,7 @@ def compare_detection_sets(
         def tree(d: Mapping[str, Any]) -> dict[str, np.ndarray]:
             t = {}
             for i, p in d.items():
-                b = np.asarray(p.boxes, np.float64).reshape(-1, 4).copy()
-                b[:, 2:] -= b[:, :2]
+                b = xyxy_to_xywh(p.boxes)
                 t[i] = np.concatenate([b, np.asarray(p.scores, np.float64)[:, None]], 1)
             return t
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from gan_detect.data.records import xywh_to_xyxy
 from gan_detect.metrics.wider_gt import SETTINGS, WiderGroundTruth
 
 THRESH_NUM = 1000
@@ -162,11 +163,6 @@ def _wider_face_ap_compute(
     return aps, curves
 
 
-def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    """(N, >=4) x, y, w, h -> (N, 4) x1, y1, x2 = x + w, y2 = y + h (the official conversion)."""
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1)
-
-
 def _flatten_tree(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> tuple[np.ndarray, ...]:
     """Flat arrays for ``_wider_face_ap_compute`` from xywh+score arrays keyed by image id."""
     missing = [i for i in gt.image_ids if i not in preds]
@@ -189,7 +185,8 @@ def _flatten_tree(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> tupl
     p_img = np.repeat(np.arange(len(gt)), [len(x) for x in p_list])
     g_img = np.repeat(np.arange(len(gt)), [len(x) for x in gt.boxes])
     keep = np.concatenate(gt.keep) if gt.keep else np.zeros((0, 3), bool)
-    return _xywh_to_xyxy(p), p[:, 4], p_img, _xywh_to_xyxy(g), keep, g_img
+    # x2 = x + w, the official conversion (no +1 here; the IoU adds it).
+    return xywh_to_xyxy(p[:, :4]), p[:, 4], p_img, xywh_to_xyxy(g), keep, g_img
 
 
 def wider_face_pr_curves(

@@ -18,6 +18,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from gan_detect.data.records import xyxy_to_xywh
 from gan_detect.metrics.wider_face_ap import _wider_face_ap_compute
 from gan_detect.metrics.wider_gt import SETTINGS, fallback_keep
 
@@ -53,7 +54,7 @@ def _wider_face_ap_update(
             keep = np.stack([t[f"keep_{s}"].cpu().numpy().astype(bool) for s in SETTINGS], 1)
             keep &= ~ign[:, None]
         else:
-            keep = fallback_keep(np.concatenate([gb[:, :2], gb[:, 2:] - gb[:, :2]], 1), ign)
+            keep = fallback_keep(xyxy_to_xywh(gb), ign)
         out["pb"].append(pb)
         out["ps"].append(ps)
         out["pi"].append(np.full(len(ps), nonce, np.int64))

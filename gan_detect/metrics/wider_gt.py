@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_detect.data.records import xyxy_to_xywh
 from gan_detect.utils.errors import InputError
 
 SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
@@ -167,8 +168,7 @@ def fallback_ground_truth(
     xywh = []
     keep = []
     for image_id in ids:
-        b = np.asarray(boxes_xyxy[image_id], dtype=np.float64).reshape(-1, 4).copy()
-        b[:, 2:] -= b[:, :2]
+        b = xyxy_to_xywh(boxes_xyxy[image_id])
         xywh.append(b)
         keep.append(fallback_keep(b, None if ignore is None else ignore.get(image_id)))
     return WiderGroundTruth(ids, xywh, keep, official=False)

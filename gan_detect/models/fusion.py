@@ -2,10 +2,9 @@
 
 In eval mode a BatchNorm after a convolution is an affine map per channel, so it can be folded
 into the convolution's weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same
-function up to float rounding, one pass over the activations fewer. On the 2-core CPU this
-removed ~15 % of the small G + D's forward time (the BN passes over 256 x 32 x 64 x 64
-activations; ``benchmarks/inference_speed.py``). Training never sees a folded module: inference
-folds a copy (``gan_detect.infer.inference.inference_variant``).
+function up to float rounding, one pass over the activations fewer (what that saves is
+measured in benchmarks/README.md: ``cpu_modes.py``, ``inference_speed.py``). Training never
+sees a folded module: inference folds a copy (``gan_detect.infer.inference.inference_variant``).
 
 Which pairs are folded: adjacent ``(Conv2d | ConvTranspose2d, BatchNorm2d)`` children of an
 ``nn.Sequential`` (our G, torchvision/timm downsample paths) or of a timm ``features_only`` net

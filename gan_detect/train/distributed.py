@@ -78,7 +78,10 @@ class GANDDPStrategy(DDPStrategy):
         if not isinstance(variant, nn.Module):
             raise TypeError(
                 f"{type(self).__name__} needs a LightningModule with a `variant` nn.Module holding "
-                f"{self._submodule_names}; got {type(lm).__name__}. Use strategy=ddp_plain otherwise."
+                f"{self._submodule_names}; got {type(lm).__name__}. For a module of one network "
+                "use Lightning's own DDP: strategy='ddp' (or DDPStrategy()) passed to "
+                "lightning.Trainer directly, or trainer.strategy=ddp_find_unused_parameters_false "
+                "in a config (trainer.strategy=ddp names this GAN strategy there)"
             )
         return variant
 

@@ -19,7 +19,7 @@ from gan_detect.utils.checkpoints import SafeCheckpointIO
 def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
     """A Trainer from ``cfg.trainer``; keyword overrides win (tests pass e.g. callbacks).
 
-    Lightning's tips, hardware lines and model summary only with ``--verbose`` (``quiet.py``).
+    Lightning's tips, hardware lines and model summary only with ``--verbose`` (``gan_detect.utils.quiet``).
     """
     from gan_detect.utils.quiet import quiet_lightning, verbose
 

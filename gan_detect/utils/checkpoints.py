@@ -4,7 +4,11 @@ Every checkpoint, pipeline or cache file the package reads goes through :func:`r
 (``torch.load(..., weights_only=True)``, passed explicitly so that neither an old torch default
 nor ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` lets a crafted file run code). Lightning reads and
 writes through :class:`SafeCheckpointIO`, so ``trainer.fit(ckpt_path=...)`` is just as safe and
-every save is atomic next to its target.
+every save is atomic next to its target. A local ``pretrained_path`` of a trunk is read here
+too: torchvision trunks load the result (``models/backbone.py``); for timm trunks (the GAN's
+discriminator, the detector's backbone) it is a check that names a bad file before timm's own
+loader, weights-only as well, reads the file again to drop the classifier. ImageNet weights
+fetched by name come through torch.hub with their hash checked (``models/pretrained.py``).
 """
 
 from __future__ import annotations

@@ -2,21 +2,14 @@
 
 Why: on a machine shared with other CPU-bound processes, torch's OpenMP pool (GNU libgomp on
 Linux wheels) spin-waits between parallel regions by default: a thread that finishes its slice
-keeps a core busy waiting for the others, which are descheduled by the competing process. On the
-2-core dev machine a 2-thread 3x3 convolution loop burned 1.5 s CPU with one competing
-``while 1: pass`` process against 0.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (and ran 2.7x slower in
-wall time); ``gan-detect demo --quick`` used 1.78x its idle CPU time with one competitor under
-libgomp's default and 1.05x with PASSIVE, and one default run on the busy machine burned 129 s
-CPU against 12 s (benchmarks/under_load.py, benchmarks/README.md). Sleeping at once has its own
-price on an idle machine: every wake-up is a futex call.
+keeps a core busy waiting for the others, which are descheduled by the competing process, so a
+run burns several times its idle CPU time. Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) has
+its own price on an idle machine: every wake-up is a futex call, which many small ops pay.
 
 So the default bounds the spinning: ``GOMP_SPINCOUNT=3000`` (libgomp spins ~3 k iterations, then
-sleeps; its own default is 300 k). Measured on the 2-core machine (benchmarks/README.md): the full
-``gan-detect demo`` took 99 s idle with it, against 82 s with libgomp's spin and 148 s with
-``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once: the demo's many small ops then pay a futex
-wake-up each, 27 s of system time); with one competing process ``demo --quick`` used 1.18x its
-idle CPU time (PASSIVE 1.00x, libgomp's spin 2.33x; target <= 1.5x); the real-data experiment
-(experiments/real_wider.py) took 1,151 s with it and 1,537 s with PASSIVE. On a heavily shared node
+sleeps; its own default is 300 k), a middle way between the two. The measurements behind it
+(idle and loaded demo runs, the real-data experiment, a convolution loop, under each policy)
+are in benchmarks/README.md, taken with benchmarks/under_load.py. On a heavily shared node
 export ``OMP_WAIT_POLICY=PASSIVE``; on a machine of your own, ``GOMP_SPINCOUNT=300000``.
 The intra-op thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``),
 since Lightning divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is

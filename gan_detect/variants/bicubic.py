@@ -5,7 +5,7 @@ It isolates what super-resolution adds. The LR crop is bicubic up-sampled to the
 matching paper variant: tiny-face (one class: real/SR + face/non-face logit; Bai et al., CVPR 2018)
 or SOD-MTGAN ((C + 1)-way class and box heads; ECCV 2018). Generator terms (pixel, adversarial
 and task losses through G) do not exist: there is no G step, no G optimiser, no MSE warm-up.
-Stack it on any experiment: ``gan-detect fit experiments/tiny_face_wider.yaml variant.name=bicubic``.
+Stack it on any experiment: ``gan-detect fit tiny_face_wider variant.name=bicubic``.
 """
 
 from __future__ import annotations
