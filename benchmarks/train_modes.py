@@ -25,7 +25,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import torch
+from gan_detect.utils.threads import configure_threads
+
+configure_threads(None)  # bounded OpenMP spinning before torch loads, as the CLI does
+
+import torch  # noqa: E402
 
 try:
     from _common import emit, smooth_rois
@@ -34,9 +38,9 @@ except ImportError:  # imported as benchmarks.train_modes
     from benchmarks._common import emit, smooth_rois
     from benchmarks.step_time import plain_step
 
-from gan_detect.config.validate import to_experiment_config
-from gan_detect.data.batch import RoiBatch
-from gan_detect.variants import build_variant
+from gan_detect.config.validate import to_experiment_config  # noqa: E402
+from gan_detect.data.batch import RoiBatch  # noqa: E402
+from gan_detect.variants import build_variant  # noqa: E402
 
 
 def bf16_units() -> bool:
