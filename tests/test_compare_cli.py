@@ -94,3 +94,51 @@ def test_verdicts_say_better_only_when_the_interval_excludes_zero(tmp_path: Path
     assert "is better than the baseline on ap_hard: +5.00 [+1.00, +9.00]" in verdict_line(
         tmp_path, "ap_hard", m
     )
+
+
+def test_nested_seed_bootstrap_and_the_demo_seeds_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each seed has its own images (as each demo seed generates its own data): identical
+    methods give 0 with a zero-width interval, a method better on every image an interval > 0;
+    ``demo --seeds`` summarises finished per-seed runs that way."""
+    import gan_detect.app.demo as demo
+    from gan_detect.metrics.bootstrap import (
+        coco_results_to_dt,
+        coco_tables,
+        load_coco_gt,
+        nested_seed_bootstrap,
+    )
+
+    pairs_same, pairs_better = [], []
+    for s in range(3):
+        d = tmp_path / f"case{s}"
+        d.mkdir()
+        gt, a, b = _coco_files(d)
+        cgt = load_coco_gt(gt)
+        ta = coco_tables(cgt, coco_results_to_dt(cgt, a))
+        tb = coco_tables(cgt, coco_results_to_dt(cgt, b))
+        pairs_same.append((ta, ta))
+        pairs_better.append((ta, tb))
+    same = nested_seed_bootstrap(pairs_same, n_boot=100)["map_50"]["difference"]
+    assert same["point"] == 0 and same["low"] == 0 and same["high"] == 0
+    better = nested_seed_bootstrap(pairs_better, n_boot=100)
+    assert better["map_50"]["difference"]["low"] > 0 and len(better["map_50"]["diff"]) == 3
+
+    def fake_demo(out_dir: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> Path:
+        gt, a, b = _coco_files(tmp_path / f"case{seed}")
+        root = Path(out_dir)
+        ann = root / "data" / "objects" / "annotations"
+        ann.mkdir(parents=True)
+        (ann / "instances_val.json").write_text(gt.read_text())
+        for method, src in (("baseline", a), ("gan", b)):
+            (root / "objects" / "eval" / method).mkdir(parents=True)
+            (root / "objects" / "eval" / method / "detections.json").write_text(src.read_text())
+        return root
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    summary = demo.run_demo_seeds(tmp_path / "demo", [0, 1, 2], quick=True, n_boot=100)
+    assert summary["objects"]["map"]["difference"]["low"] > 0
+    out = capsys.readouterr().out
+    assert "over seeds [0, 1, 2]" in out and "resolved" in out
+    assert (tmp_path / "demo" / "seeds.json").is_file()

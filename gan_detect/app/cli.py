@@ -334,6 +334,15 @@ def demo_parser() -> argparse.ArgumentParser:
         help="seed of the generated data and of every training run (default 0); another seed "
         "gives other images and another initialisation, the same seed the same images",
     )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="run the demo once per seed (into OUT/seed<N>) and print the seed-averaged "
+        "GAN - baseline with its interval over seeds and images",
+    )
     return ap
 
 
@@ -560,9 +569,12 @@ def cmd_compare(args: Sequence[str]) -> int:
 
 def cmd_demo(args: Sequence[str]) -> int:
     ns = demo_parser().parse_args(list(args))
-    from gan_detect.app.demo import run_demo
+    from gan_detect.app.demo import run_demo, run_demo_seeds
 
-    run_demo(ns.out, quick=ns.quick, seed=ns.seed)
+    if ns.seeds:
+        run_demo_seeds(ns.out, ns.seeds, quick=ns.quick)
+    else:
+        run_demo(ns.out, quick=ns.quick, seed=ns.seed)
     return 0
 
 

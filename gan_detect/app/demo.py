@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gan_detect.config import PRESETS
 from gan_detect.config.load import load_config
@@ -215,3 +216,77 @@ def verdict_line(eval_dir: Path, head: str, metrics: dict[str, dict[str, float]]
     if diff["high"] < 0:
         return f"GAN re-scoring is worse than the baseline on {head}: {span}"
     return f"GAN vs baseline on {head}: {span}, not resolved (the 95 % interval holds 0)"
+
+
+def run_demo_seeds(
+    out_dir: str | Path, seeds: list[int], quick: bool = False, n_boot: int = 1000
+) -> dict[str, Any]:
+    """The demo once per seed (``OUT/seed<N>``), then the seed-averaged GAN - baseline per stage.
+
+    Every seed generates its own images, so seeds and images are nested: the interval resamples
+    the seeds and, inside each drawn seed, its images
+    (:func:`~gan_detect.metrics.bootstrap.nested_seed_bootstrap`).
+    """
+    out = Path(out_dir)
+    for s in seeds:
+        print(f"\n##### demo seed {s} -> {out / f'seed{s}'}")
+        run_demo(out / f"seed{s}", quick=quick, seed=s)
+    summary = seeds_summary(out, seeds, n_boot)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"\n=== over seeds {seeds} (GAN - baseline in AP points, 95 % interval over seeds and images)"
+    )
+    for stage, metrics in summary.items():
+        for m, r in metrics.items():
+            d = r["difference"]
+            span = "" if d["low"] is None else f" [{d['low']:+.2f}, {d['high']:+.2f}]"
+            mark = "resolved" if d.get("resolved") else "not resolved"
+            per = " ".join(f"{v:+.2f}" for v in r["diff"])
+            print(f"  {stage:8s} {m:10s} mean {r['mean']:+.2f}{span} {mark} (per seed: {per})")
+    print(f"seeds: {out / 'seeds.json'}")
+    return summary
+
+
+def seeds_summary(out: Path, seeds: list[int], n_boot: int = 1000) -> dict[str, Any]:
+    """Per stage (faces, objects) and headline metrics: the nested seed bootstrap of the
+    finished per-seed demo runs' GAN - baseline."""
+    import warnings
+
+    from gan_detect.metrics.bootstrap import (
+        coco_results_to_dt,
+        coco_tables,
+        load_coco_gt,
+        nested_seed_bootstrap,
+        wider_tables,
+    )
+    from gan_detect.metrics.wider_gt import load_wider_ground_truth
+
+    result: dict[str, Any] = {}
+    faces, objects = [], []
+    for s in seeds:
+        root = out / f"seed{s}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gt_dir = root / "data" / "faces" / "ground_truth"
+            if (root / "faces" / "eval" / "gan").is_dir() and gt_dir.is_dir():
+                from gan_detect.data.proposals import read_wider_tree_arrays
+
+                gt = load_wider_ground_truth(gt_dir)
+                ev = root / "faces" / "eval"
+                a = read_wider_tree_arrays(ev / "baseline" / "wider_txt")
+                b = read_wider_tree_arrays(ev / "gan" / "wider_txt")
+                faces.append((wider_tables(a, gt), wider_tables(b, gt)))
+            inst = root / "data" / "objects" / "annotations" / "instances_val.json"
+            ev = root / "objects" / "eval"
+            if (ev / "gan" / "detections.json").is_file() and inst.is_file():
+                cgt = load_coco_gt(inst)
+                ta = coco_tables(cgt, coco_results_to_dt(cgt, ev / "baseline" / "detections.json"))
+                tb = coco_tables(cgt, coco_results_to_dt(cgt, ev / "gan" / "detections.json"))
+                objects.append((ta, tb))
+    if faces:
+        res = nested_seed_bootstrap(faces, n_boot)
+        result["faces"] = {k: res[k] for k in ("easy", "medium", "hard")}
+    if objects:
+        res = nested_seed_bootstrap(objects, n_boot)
+        result["objects"] = {k: res[k] for k in ("map", "map_small", "map_tiny")}
+    return result

@@ -393,6 +393,52 @@ def seed_bootstrap(
     return SeedBootstrap(out, n_seeds, n_boot, seed, level, n_img, approximation)
 
 
+def nested_seed_bootstrap(
+    pairs: Sequence[tuple[ImageTables, ImageTables]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, dict[str, Any]]:
+    """The seed-averaged B - A when every seed has its OWN evaluation images (the demo: each seed
+    generates its data), so seeds and images are nested, not crossed.
+
+    Each replicate draws S seeds with replacement and, for every draw, an independent image
+    resample of that seed's images; its value is the mean of the drawn B - A. Returns, per
+    metric, the per-seed differences, their mean and spread, and the interval.
+    """
+    if not pairs:
+        raise ValueError("nested_seed_bootstrap needs at least one (A, B) pair")
+    for a, b in pairs:
+        _check_pair(a, b)
+    n_seeds = len(pairs)
+    names = tuple(pairs[0][0].metrics)
+    per_seed, reps = [], []
+    for s, (a, b) in enumerate(pairs):
+        ones = np.ones((1, a.n_images), np.int64)
+        per_seed.append(100.0 * (b.ap(ones)[0] - a.ap(ones)[0]))
+        # n_boot * S image resamples of this seed, one per (replicate, draw) slot.
+        w = bootstrap_weights(a.n_images, max(n_boot, 0) * n_seeds, seed + 7919 * (s + 1))
+        reps.append(100.0 * (_ap_chunked(b, w) - _ap_chunked(a, w)) if n_boot > 0 else None)
+    pd = np.stack(per_seed)  # (S, M)
+    out: dict[str, dict[str, Any]] = {}
+    if n_boot > 0:
+        draw = np.random.default_rng((seed, 2)).integers(0, n_seeds, size=(n_boot, n_seeds))
+        slot = np.arange(n_boot)[:, None] * n_seeds + np.arange(n_seeds)[None, :]
+        stacked = np.stack([r for r in reps if r is not None])  # (S, R*S, M)
+        values = stacked[draw, slot, :].mean(axis=1)  # (R, M)
+    else:
+        values = np.zeros((0, len(names)))
+    for j, m in enumerate(names):
+        d = _difference(float(pd[:, j].mean()), values[:, j], level)
+        out[m] = {
+            "diff": [_json_float(v) for v in pd[:, j]],
+            "mean": _json_float(float(pd[:, j].mean())),
+            "std": _json_float(float(np.std(pd[:, j], ddof=1))) if n_seeds > 1 else None,
+            "difference": d.to_dict(),
+        }
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # WIDER FACE
 
