@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import batched_nms
 
-from gan_detect.data.records import Proposals
+from gan_detect.detector.onnx_common import ImageListDetector
 from gan_detect.utils.checkpoints import CheckpointError
 
 __all__ = [
@@ -162,7 +162,7 @@ def decode(
     )
 
 
-class FastestDetDetector(nn.Module):
+class FastestDetDetector(ImageListDetector):
     """Pretrained FastestDet (COCO, 80 classes) on the whole image stretched to 352x352.
 
     Args:
@@ -336,14 +336,3 @@ class FastestDetDetector(nn.Module):
         boxes, scores, labels = self.candidates(image)
         kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
         return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1}
-
-    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """torchvision-style detections for a list of (3, H, W) [0, 1] images (any sizes)."""
-        return [self.detect(im) for im in images]
-
-    def predict(self, images: list[Tensor]) -> list[Proposals]:
-        """Detections as :class:`Proposals` (boxes in input pixels, labels 1..80)."""
-        out = []
-        for d in self.forward(images):
-            out.append(Proposals(d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()))
-        return out

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import nms
 
-from gan_detect.data.records import Proposals
+from gan_detect.detector.onnx_common import ImageListDetector
 from gan_detect.utils.errors import InputError
 
 __all__ = ["PACKAGE", "RetinaFaceDetector", "retinaface_available"]
@@ -58,7 +58,7 @@ def _priors(height: int, width: int) -> Tensor:
     return torch.cat(rows, 0)
 
 
-class RetinaFaceDetector(nn.Module):
+class RetinaFaceDetector(ImageListDetector):
     """Pretrained RetinaFace-MobileNet0.25 (WIDER FACE) at the original image scale.
 
     Args:
@@ -150,14 +150,3 @@ class RetinaFaceDetector(nn.Module):
             "scores": s[kept],
             "labels": torch.ones(len(kept), dtype=torch.int64),
         }
-
-    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """torchvision-style detections for a list of (3, H, W) [0, 1] images (any sizes)."""
-        return [self.detect(im) for im in images]
-
-    def predict(self, images: list[Tensor]) -> list[Proposals]:
-        """Detections as :class:`Proposals` (boxes in input pixels, label 1 = face)."""
-        out = []
-        for d in self.forward(images):
-            out.append(Proposals(d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()))
-        return out
