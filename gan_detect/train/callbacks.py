@@ -53,7 +53,9 @@ class ResumeCallback(Callback):
             self.saved_on_sigterm = True
             due = True
         if due:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(
+                self.path, weights_only=False
+            )  # the full state: a resume needs it
 
     @staticmethod
     def _any_rank_sigterm(trainer: L.Trainer) -> bool:
@@ -80,13 +82,17 @@ class ResumeCallback(Callback):
         # SIGTERM outside a train batch (validation, epoch end): save if no other rank waits.
         if isinstance(exception, SIGTERMException) and not self.saved_on_sigterm:
             if trainer.world_size == 1:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(
+                    self.path, weights_only=False
+                )  # the full state: a resume needs it
         # Ctrl-C: the same save (Lightning then exits 1; fit turns that into FitInterrupted).
         # Under DDP a save needs every rank, which may not all have seen the interrupt: none.
         if isinstance(exception, KeyboardInterrupt):
             self.interrupted = True
             if trainer.world_size == 1 and trainer.state.fn == "fit":
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(
+                    self.path, weights_only=False
+                )  # the full state: a resume needs it
                 self.saved_on_interrupt = True
 
 
