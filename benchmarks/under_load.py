@@ -2,6 +2,7 @@
 
     python benchmarks/under_load.py                       # gan-detect demo --quick, 1 competitor
     python benchmarks/under_load.py --workload conv       # a fixed conv loop (seconds)
+    python benchmarks/under_load.py --workload train      # the real experiment's training step
     python benchmarks/under_load.py --wait-policies default PASSIVE spin=300000   # the choices
 
 Each run is a fresh ``python -m gan_detect ...`` process (so the thread defaults of
@@ -45,6 +46,31 @@ with torch.no_grad():
 """
 
 
+# The real WIDER experiment's GAN training step (experiments/real_wider.py sizes: HR 32 px, G 16
+# channels / 2 blocks, D = MobileNetV2, batch 32), a fixed number of steps, through the thread
+# defaults as the experiment script applies them.
+TRAIN_CODE = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from gan_detect.utils.threads import configure_threads
+configure_threads(int(sys.argv[1]) or None)  # 0: the defaults
+import torch
+from _common import smooth_rois
+from step_time import plain_step
+from train_modes import experiment_raw
+from gan_detect.config.validate import to_experiment_config
+from gan_detect.variants import build_variant
+cfg = to_experiment_config(experiment_raw(32))
+torch.manual_seed(0)
+v = build_variant(cfg.variant, 1).train()
+og = torch.optim.Adam(v.generator.parameters(), 1e-3)
+od = torch.optim.Adam(v.discriminator.parameters(), 1e-4)
+b = smooth_rois(32, hr_size=32, num_classes=1, seed=0)
+for _ in range(int(sys.argv[2])):
+    plain_step(v, og, od, b)
+"""
+
+
 def run_once(cmd: list[str], env: dict[str, str], competitors: int) -> dict[str, float]:
     """Wall and CPU seconds of ``cmd`` (a child process) with ``competitors`` busy loops."""
     busy = [
@@ -69,7 +95,8 @@ def run_once(cmd: list[str], env: dict[str, str], competitors: int) -> dict[str,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", choices=["demo", "conv"], default="demo")
+    p.add_argument("--workload", choices=["demo", "conv", "train"], default="demo")
+    p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--competitors", type=int, default=1, help="busy-loop processes when loaded")
     p.add_argument("--threads", type=int, default=None, help="--threads of the workload")
     p.add_argument("--conv-steps", type=int, default=150)
@@ -87,6 +114,9 @@ def main() -> None:
             cmd = [sys.executable, "-m", "gan_detect"]
             cmd += ["--threads", str(a.threads)] if a.threads else []
             cmd += ["demo", "--quick", "--out", str(Path(tmp) / "demo")]
+        elif a.workload == "train":
+            bench = str(Path(__file__).resolve().parent)
+            cmd = [sys.executable, "-c", TRAIN_CODE, str(a.threads or 0), str(a.train_steps), bench]
         else:
             cmd = [sys.executable, "-c", CONV_CODE, str(a.threads or 0), str(a.conv_steps)]
         for policy in a.wait_policies:
