@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize(per_seed)
     keys = [r.key for r in rows]
     comparisons: dict[str, dict[str, Any]] = {}
-    n = ns.bootstrap
+    n = min(ns.bootstrap, 200) if ns.quick else ns.bootstrap  # --quick: a check, not a result
     first = per_seed[ns.seeds[0]]
     comparisons["Each row against RetinaFace alone"] = {
         f"RetinaFace → {_label(m, {r.key: r.label for r in ROWS})}": compare(
