@@ -210,7 +210,7 @@ def test_the_readme_example_variant_trains_and_detects(
 
     from gan_detect.train.gan_module import GANDetectionModule
 
-    text = (EXP.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
     section = text.split("## Writing your own variant", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     ns: dict = {"__name__": "readme_variant"}

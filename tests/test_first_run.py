@@ -23,7 +23,7 @@ def test_failed_fit_leaves_no_run_folder(
     rc = main(
         ["fit", *files, f"data.root={tmp_path / 'nope'}", f"output_dir={run}", "logger.kind=none"]
     )
-    assert rc == 2 and "annotation file not found" in capsys.readouterr().err
+    assert rc == 2 and "no such folder" in capsys.readouterr().err
     assert not run.exists()
 
 

@@ -111,7 +111,8 @@ def test_config_tables_match_the_variant_and_datamodule_tables() -> None:
     from gan_detect.data import DATAMODULES
     from gan_detect.variants import VARIANTS
 
-    assert {k: v.Config for k, v in VARIANTS.items()} == VARIANT_CONFIGS
+    # Variant classes defined elsewhere (tests, users) add their Config when they are defined.
+    assert all(VARIANT_CONFIGS[k] is v.Config for k, v in VARIANTS.items())
     assert {k: v.Config for k, v in DATAMODULES.items()} == DATA_CONFIGS
     text = (Path(PKG).parent / "pyproject.toml").read_text()
     assert "presets/*.yaml" in text

@@ -105,7 +105,8 @@ def test_predict_cli_prints_the_warning_in_one_line_and_takes_fusion(
     mark_generated(tmp_path / "data", "faces", 0)
     ckpt = _gan_ckpt(tmp_path, tmp_path / "data")
     Image.new("RGB", (64, 48), (120, 110, 100)).save(tmp_path / "photo.jpg")
-    args = ["predict", str(tmp_path / "photo.jpg"), "--gan", str(ckpt), "--out", str(tmp_path)]
+    out = tmp_path / "predicted"  # outside the inputs: files under --out are never read
+    args = ["predict", str(tmp_path / "photo.jpg"), "--gan", str(ckpt), "--out", str(out)]
     assert main([*args, "--fusion", "geometric_mean"]) == 0
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if "trained on generated" in ln]

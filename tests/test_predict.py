@@ -66,7 +66,7 @@ def test_short_trained_pipeline_finds_planted_objects(tmp_path: Path) -> None:
     )
 
     opts = InferenceOptions(lr_size=8, min_score=0.0)
-    pipe = Pipeline(det, gan, ["shape"], opts, score_threshold=0.0)
+    pipe = Pipeline(det, gan.variant, ["shape"], opts, score_threshold=0.0)
     alone = Pipeline(det, None, ["shape"], opts, score_threshold=0.0)
     summary = run_predict(pipe, [str(tmp_path / "val")], tmp_path / "out", progress=False)
     assert len(summary["processed"]) == len(val) and not summary["failed"]

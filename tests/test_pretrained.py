@@ -223,4 +223,4 @@ def test_retinaface_arch_is_used_not_trained(capsys: pytest.CaptureFixture[str])
 
     exp = PRESETS
     assert cli_main(["fit", str(exp / "detector_wider.yaml"), "detector.arch=retinaface"]) == 2
-    assert "retinaface is the built-in pretrained detector" in capsys.readouterr().err
+    assert "retinaface is a built-in pretrained detector" in capsys.readouterr().err

@@ -19,9 +19,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gan_detect.config import PRESETS, ExperimentConfig
-from gan_detect.config.load import load_config, load_raw_config
+from gan_detect.config.load import load_config as _load_config
+from gan_detect.config.load import load_raw_config
 from gan_detect.config.validate import ConfigError, to_container
 from gan_detect.utils.quiet import VERBOSE_ENV, quiet_lightning
+
+
+def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """``config.load.load_config``; a variant name the torch-free config table does not know
+    (one added to ``gan_detect/variants``) is looked up once in the variant table, which
+    registers every variant's Config, before the error stands."""
+    try:
+        return _load_config(files, overrides)
+    except ConfigError as err:
+        if "unknown variant" not in str(err):
+            raise
+        import gan_detect.variants  # noqa: F401  (registers the variants' Configs)
+
+        return _load_config(files, overrides)
 
 
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:

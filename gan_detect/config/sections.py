@@ -216,6 +216,14 @@ VARIANT_CONFIGS: dict[str, type[GANVariantConfig]] = {
     "sod_mtgan": SODMTGANConfig,
     "bicubic": BicubicConfig,
 }
+
+
+def register_variant_config(name: str, config: type[GANVariantConfig]) -> None:
+    """Called when a variant class is defined (``GANVariant.__init_subclass__``), so a variant
+    written outside this table (one file + its line in ``variants.VARIANTS``) validates too."""
+    VARIANT_CONFIGS[name] = config
+
+
 DATA_CONFIGS: dict[str, type[RoiDataConfig]] = {
     "wider_face": WiderFaceDataConfig,
     "coco": CocoDataConfig,

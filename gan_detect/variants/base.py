@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from gan_detect.config import ExperimentConfig
-from gan_detect.config.sections import G_STEP_D_NORMS, GANVariantConfig
+from gan_detect.config.sections import (
+    G_STEP_D_NORMS,
+    GANVariantConfig,
+    register_variant_config,
+)
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
@@ -70,6 +74,13 @@ class GANVariant(nn.Module, ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[GANVariantConfig]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The config layer cannot import variants: each variant tells it its Config.
+        name, config = cls.__dict__.get("name"), cls.__dict__.get("Config")
+        if isinstance(name, str) and isinstance(config, type):
+            register_variant_config(name, config)
 
     def __init__(self, generator: Generator, discriminator: Discriminator, cfg: GANVariantConfig):
         super().__init__()
