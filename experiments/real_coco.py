@@ -40,9 +40,9 @@ ones (the report says so with every table).
 
 **Full budget** (:data:`FULL`, sized for about 40 minutes on a loaded 2-core CPU, proposals
 included): proposals for the first 800 train images (by image id) and all test images (about
-0.3 s per image with the tiles); ROIs of HR 32 px / LR 8 px, 8 per image (about 5.1k per
+0.3 s per image with the tiles); ROIs of HR 32 px / LR 8 px, 6 per image (about 3.8k per
 epoch), 1 epoch at batch 32; G with 16 channels and 2 residual blocks (32-channel up-sampling
-and refinement, residual over bicubic); 300 proposals per image in training and evaluation.
+and refinement, residual over bicubic); 100 proposals per image in training and evaluation.
 ``--quick``: ``$GAN_DETECT_DATA/coco/coco128_train2017`` (128 images: every fourth image id
 is a test image, 96 train / 32 test), FastestDet on the whole image only, tiny networks, one
 epoch (about a minute; the test suite runs it).
@@ -133,7 +133,7 @@ class Budget:
 
 
 FULL = Budget(800, 32, 1.0, 6, 32, 1, 16, 2, 32, "tv_mobilenet_v2", 100, 100)
-QUICK = Budget(None, 32, 1.0, 8, 16, 1, 8, 1, 16, "tv_mobilenet_v2", 40, 100, [], holdout=0.25)
+QUICK = Budget(None, 32, 1.0, 4, 16, 1, 8, 1, 16, "tv_mobilenet_v2", 30, 100, [], holdout=0.25)
 PROPOSAL_SETTING = {"score_thresh": 0.001, "nms_thresh": 0.45, "per_image": 1000, "overlap": 0.2}
 
 
