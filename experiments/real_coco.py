@@ -40,7 +40,7 @@ ones (the report says so with every table).
 
 **Full budget** (:data:`FULL`, sized for about 40 minutes on a loaded 2-core CPU, proposals
 included): proposals for the first 800 train images (by image id) and all test images (about
-0.3 s per image with the tiles); ROIs of HR 32 px / LR 8 px, 6 per image (about 3.8k per
+0.3 s per image with the tiles); ROIs of HR 32 px / LR 8 px, 4 per image (about 2.6k per
 epoch), 1 epoch at batch 32; G with 16 channels and 2 residual blocks (32-channel up-sampling
 and refinement, residual over bicubic); 100 proposals per image in training and evaluation.
 ``--quick``: ``$GAN_DETECT_DATA/coco/coco128_train2017`` (128 images: every fourth image id
@@ -58,6 +58,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ class Budget:
     holdout: float = 0.2  # share of train images kept out of training to fit the fusions
 
 
-FULL = Budget(800, 32, 1.0, 6, 32, 1, 16, 2, 32, "tv_mobilenet_v2", 100, 100)
+FULL = Budget(800, 32, 1.0, 4, 32, 1, 16, 2, 32, "tv_mobilenet_v2", 100, 100)
 QUICK = Budget(None, 32, 1.0, 4, 16, 1, 8, 1, 16, "tv_mobilenet_v2", 30, 100, [], holdout=0.25)
 PROPOSAL_SETTING = {"score_thresh": 0.001, "nms_thresh": 0.45, "per_image": 1000, "overlap": 0.2}
 
@@ -375,6 +376,16 @@ def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[s
     return table
 
 
+def evaluation_key(models: dict[str, Trained], b: Budget, out: Path) -> str:
+    """What a seed's evaluation depends on: the trained rows (their ``done.json``), the budget
+    and the test proposals."""
+    h = hashlib.sha1(json.dumps(vars(b), sort_keys=True).encode())
+    h.update((out / "proposals" / "test" / "done.json").read_bytes())
+    for key in sorted(models):
+        h.update(key.encode() + (models[key].run_dir / "done.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
 # ---- report ------------------------------------------------------------------------------------
 
 
@@ -544,14 +555,22 @@ def main(argv: list[str] | None = None) -> int:
     per_seed: dict[int, dict[str, Any]] = {}
     dets_first: dict[str, Any] = {}
     for seed in ns.seeds:
-        dets = evaluate_models(models[seed], ds, opts_of, FUSIONS, progress=progress, also=also)
-        det_alone = dets.pop("detector")
-        # The detector alone: its best max_detections proposals per image.
-        dets[DETECTOR] = {
-            i: {k: v[: b.max_detections] for k, v in d.items()} for i, d in det_alone.items()
-        }
-        dets = {DETECTOR: dets.pop(DETECTOR), **dets}
-        per_seed[seed] = {m: ev.tables(d) for m, d in dets.items()}
+        cache = out / f"seed{seed}" / "evaluation.pkl"
+        ekey = evaluation_key(models[seed], b, out)
+        if cache.is_file() and (hit := pickle.loads(cache.read_bytes()))["key"] == ekey:
+            dets, per_seed[seed] = hit["dets"], hit["tables"]
+            print(f"seed {seed}: reusing the evaluation in {cache}", flush=True)
+        else:
+            dets = evaluate_models(models[seed], ds, opts_of, FUSIONS, progress=progress, also=also)
+            det_alone = dets.pop("detector")
+            # The detector alone: its best max_detections proposals per image.
+            dets[DETECTOR] = {
+                i: {k: v[: b.max_detections] for k, v in d.items()} for i, d in det_alone.items()
+            }
+            dets = {DETECTOR: dets.pop(DETECTOR), **dets}
+            per_seed[seed] = {m: ev.tables(d) for m, d in dets.items()}
+            # Detections and matching tables, so a rerun (e.g. more bootstrap) skips both.
+            cache.write_bytes(pickle.dumps({"key": ekey, "dets": dets, "tables": per_seed[seed]}))
         if seed == ns.seeds[0]:
             dets_first = dets
         else:
