@@ -38,14 +38,20 @@ beside that JSON: 1,965 train / 655 test images). The split's instances are writ
 flags, and ``area`` is the box area, so AP_S / AP_M / AP_L / AP_tiny approximate the official
 ones (the report says so with every table).
 
-**Full budget** (:data:`FULL`, sized for about 40 minutes on a loaded 2-core CPU, proposals
-included): proposals for the first 800 train images (by image id) and all test images (about
-0.3 s per image with the tiles); ROIs of HR 32 px / LR 8 px, 4 per image (about 2.6k per
-epoch), 1 epoch at batch 32; G with 16 channels and 2 residual blocks (32-channel up-sampling
-and refinement, residual over bicubic); 100 proposals per image in training and evaluation.
+**Full budget** (:data:`FULL`, one seed on a 2-core CPU shared with another training run):
+proposals for the first 800 train images (by image id) and all 655 test images, measured at
+0.22 and 0.23 s per image (178 s and 153 s); ROIs of HR 32 px / LR 8 px, 4 per image of the 80 %
+training part (about 2.6k, 80 steps), 1 epoch at batch 32; G with 16 channels and 2 residual
+blocks (32-channel up-sampling and refinement, residual over bicubic); 100 proposals per image
+in training and evaluation (small-object recall 41 % at 100 vs 51 % at 300: the evaluation of
+five models and 25 methods under pycocotools is what the smaller number buys). Expect about an
+hour with ``--bootstrap 200`` (training ~5 min per row, evaluation and matching ~25 min, the
+bootstrap ~10 min); the default 1000 resamples add about half an hour; a rerun reuses the
+proposals, the trained rows and the evaluation (``OUT/seed<S>/evaluation.pkl``).
 ``--quick``: ``$GAN_DETECT_DATA/coco/coco128_train2017`` (128 images: every fourth image id
 is a test image, 96 train / 32 test), FastestDet on the whole image only, tiny networks, one
-epoch (about a minute; the test suite runs it).
+epoch: about a minute per row (67 s for one row, imports included; the whole test took 8.6
+minutes on the 2-core CPU shared with a training run; the test suite runs it).
 
 Writes ``OUT/results.json`` and ``OUT/report.md``.
 """
