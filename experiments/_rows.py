@@ -97,11 +97,14 @@ def evaluate_models(
     fusions: Sequence[str] = FUSIONS,
     batch_images: int = 8,
     progress: bool = True,
+    also: dict[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Detections of every model under every fusion (and of the proposals alone) on every image.
 
     G + D run once per model and image batch through the package's fast path (the probe-checked
     BatchNorm-folded inference copy, ROIs batched across images); the fusions only re-score.
+    ``also``: extra methods ``name -> (model key, InferenceOptions overrides)`` post-processed
+    from that model's same G + D outputs (e.g. ``{"refine_boxes": False}``: no second forward).
 
     Returns:
         method name (``"<model> / <fusion>"``, and ``"detector"``) -> image id ->
@@ -127,15 +130,17 @@ def evaluate_models(
         for key, model in models.items():
             base = opts_of(model)
             raw = discriminate_proposals(model.variant, images, props, base)
-            for fusion in fusions:
-                params = (model.fusion or {}).get(fusion)
-                if fusion in ("learned", "size_gated") and params is None:
-                    continue
-                o = replace(base, score_fusion=fusion, fusion_params=params)
-                out = dets.setdefault(f"{key} / {fusion}", {})
-                for image_id, (hw, boxes, det_scores, d_img) in zip(ids, raw, strict=True):
-                    d = postprocess_detections(model.variant, boxes, det_scores, d_img, hw, o)
-                    out[image_id] = {k: v.cpu().numpy() for k, v in d.items()}
+            ways = [(key, {})] + [(n, o) for n, (k, o) in (also or {}).items() if k == key]
+            for name, over in ways:
+                for fusion in fusions:
+                    params = (model.fusion or {}).get(fusion)
+                    if fusion in ("learned", "size_gated") and params is None:
+                        continue
+                    o = replace(base, **over, score_fusion=fusion, fusion_params=params)
+                    out = dets.setdefault(f"{name} / {fusion}", {})
+                    for image_id, (hw, boxes, det_scores, d_img) in zip(ids, raw, strict=True):
+                        d = postprocess_detections(model.variant, boxes, det_scores, d_img, hw, o)
+                        out[image_id] = {k: v.cpu().numpy() for k, v in d.items()}
         bar.update(len(items))
     bar.close()
     return dets
