@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.test_imports import PKG, import_graph
+from test_imports import PKG, import_graph
 
 # Subpackage -> the subpackages it may import (besides itself). The order, low to high:
 # utils, config -> data, models, metrics -> variants, detector -> infer -> train -> app.
