@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.roi import make_lr
+from gan_detect.utils.device import cpu_model
 from gan_detect.variants import get_variant_class
 
 
@@ -60,16 +60,6 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _version(module: str) -> str | None:
     try:
         mod = __import__(module)
@@ -82,7 +72,7 @@ def machine() -> dict[str, Any]:
     """CPU model and cores, GPU name (if CUDA), library versions, torch threads, load average."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpu": gpu,
         "device": gpu or "cpu",

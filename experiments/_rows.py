@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gan_detect.utils.device import cpu_model  # noqa: F401  (re-exported for the experiments)
+
 FUSIONS = ("d_only", "geometric_mean", "learned", "size_gated")
 
 
@@ -152,16 +154,3 @@ def fmt_diff(d: dict[str, Any]) -> str:
         return f"{d['point']:+.2f}"
     mark = "*" if (d["low"] > 0 or d["high"] < 0) else ""
     return f"{d['point']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (results are not portable bit for bit across CPUs)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
