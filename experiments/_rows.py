@@ -58,9 +58,52 @@ class Trained:
     run_dir: Path
 
 
+# Keys of a run's config that do not change what is trained (evaluation settings apply to a
+# finished row as they are).
+_NOT_SETTINGS = ("overwrite", "resume", "evaluate", "logger")
+
+
+def _settings(cfg: Any) -> dict[str, Any]:
+    from gan_detect.config.validate import to_container
+
+    body = to_container(cfg)
+    for k in _NOT_SETTINGS:
+        body.pop(k, None)
+    return body
+
+
+def changed_settings(cfg: Any, run: Path) -> list[str]:
+    """The dotted keys whose values differ between ``cfg`` and the ``config.yaml`` the run in
+    ``run`` was started with ([] when they agree; ``["config.yaml"]`` when it is unreadable)."""
+    from omegaconf import OmegaConf
+
+    from gan_detect.config.validate import to_experiment_config
+
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+        old = _settings(to_experiment_config(saved))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - any unreadable or invalid old config means "changed"
+        return ["config.yaml"]
+    new = _settings(cfg)
+
+    def diff(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [
+                d
+                for k in sorted(set(a) | set(b))
+                for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            ]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    return diff(old, new, "")
+
+
 def train_row(raw: dict[str, Any]) -> Trained:
     """Fit one row, or continue it from its last checkpoint when an earlier run was killed, or
-    load it when it is finished (``done.json`` + ``last.ckpt``). Returns G + D in eval mode."""
+    load it when it is finished (``done.json`` + ``last.ckpt``). Returns G + D in eval mode.
+
+    A row whose settings changed since its run started (its ``config.yaml`` differs from ``raw``
+    in anything but ``overwrite`` / ``resume`` / ``evaluate`` / ``logger``) is trained again from scratch, never reused."""
     from gan_detect.config.validate import to_experiment_config
     from gan_detect.infer.fusion_fit import load_fusion
     from gan_detect.train.fit import fit
@@ -71,13 +114,18 @@ def train_row(raw: dict[str, Any]) -> Trained:
     run = Path(cfg.output_dir)
     done, ckpt = run / "done.json", run / "checkpoints" / "last.ckpt"
     holdout = float(getattr(cfg.data, "fusion_holdout_fraction", 0.0))
-    finished = done.is_file() and ckpt.is_file()
+    stale = changed_settings(cfg, run) if (run / "config.yaml").is_file() else []
+    finished = done.is_file() and ckpt.is_file() and not stale
     if finished and (holdout == 0 or (run / "score_fusion.json").is_file()):
         seconds = float(json.loads(done.read_text()).get("seconds", 0.0))
         return Trained(GANVariant.from_checkpoint(ckpt), load_fusion(run), seconds, run)
     start = time.perf_counter()
     resume = None
-    if run.exists() and any((run / "checkpoints").glob("*.ckpt")):
+    if stale:
+        print(f"  {run}: settings changed ({', '.join(stale[:6])}); training it again", flush=True)
+        done.unlink(missing_ok=True)
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    elif run.exists() and any((run / "checkpoints").glob("*.ckpt")):
         # A killed run: continue from its newest loadable checkpoint (a finished schedule only
         # fits the score fusion that was still missing).
         cfg = dataclasses.replace(cfg, resume="auto")

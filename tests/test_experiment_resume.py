@@ -80,3 +80,16 @@ def test_a_killed_row_continues_from_its_checkpoint(tmp_path: Path) -> None:
     again = rows.train_row(raw)
     assert json.loads((run / "done.json").read_text()) == done
     assert again.run_dir == run
+    # What the run used is recorded beside it.
+    modes = json.loads((run / "run_modes.json").read_text())
+    assert modes["precision"] == "32-true" and modes["memory_format"] == "contiguous"
+
+    # A changed setting never reuses the finished row: it is trained again from scratch.
+    raw["trainer"]["max_epochs"] = 2
+    assert rows.changed_settings(to_experiment_config(raw), run) == ["trainer.max_epochs"]
+    rows.train_row(raw)
+    redone = json.loads((run / "done.json").read_text())
+    assert redone["resumed_from"] is None
+    with (run / "logs" / "metrics.csv").open() as f:
+        epochs = {int(r["epoch"]) for r in csv.DictReader(f) if r.get("train/loss_d")}
+    assert epochs == {0, 1}

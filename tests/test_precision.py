@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class _Recording(GANDetectionModule):
 
 
 def _fit(
-    raw: dict, tmp_path: Path, precision: str, batches: int = 2
+    raw: dict, tmp_path: Path, precision: str, batches: int = 2, num_classes: int = 3
 ) -> tuple[_Recording, L.Trainer]:
     module = _Recording(raw)
     apply_speed_options(module, to_experiment_config(raw))
@@ -64,7 +65,7 @@ def _fit(
         limit_val_batches=0,
         **prec,
     )
-    trainer.fit(module, train_dataloaders=loader(roi_batch(16, num_classes=3, seed=1)))
+    trainer.fit(module, train_dataloaders=loader(roi_batch(16, num_classes=num_classes, seed=1)))
     return module, trainer
 
 
@@ -132,3 +133,43 @@ def test_compile_option_keeps_checkpoint_keys_and_trains(tmp_path: Path) -> None
     # Compiled in place: checkpoints keep the plain keys (no "_orig_mod.").
     assert list(module.state_dict()) == list(GANDetectionModule(raw).state_dict())
     print(f"compile + 2 steps: {time.perf_counter() - t0:.0f} s")
+
+
+@pytest.mark.parametrize("variant", ["tiny_face", "bicubic"])
+def test_bf16_mixed_trains_every_variant(tmp_path: Path, variant: str) -> None:
+    """``trainer.precision=bf16-mixed`` on the CPU for the face variant and the no-GAN control
+    (SOD-MTGAN: the test above): finite losses, weights moved, fp32 master weights kept."""
+    raw = tiny_config(variant, num_classes=1)
+    module, trainer = _fit(raw, tmp_path, "bf16-mixed", num_classes=1)
+    assert trainer.precision == "bf16-mixed"
+    assert math.isfinite(float(trainer.callback_metrics["train/loss_d"]))
+    moved = [
+        not torch.equal(v, module.variant.state_dict()[k])
+        for k, v in module.start.items()
+        if v.is_floating_point()
+    ]
+    assert any(moved)
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+def test_detector_fit_in_bf16_records_its_modes(tmp_path: Path) -> None:
+    """A ``task: detector`` fit runs under bf16-mixed on the CPU; the run folder says which
+    precision and memory format it used."""
+    import json
+
+    from gan_detect.app.cli import main
+    from gan_detect.data.synthetic import write_synthetic_faces
+    from gan_detect.utils.checkpoints import load_checkpoint
+
+    faces = write_synthetic_faces(tmp_path / "faces", num_train=4, num_val=2, seed=3)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_reliability import _detector_args
+
+    run = tmp_path / "det"
+    args = _detector_args(faces, run, "trainer.precision=bf16-mixed", "trainer.max_epochs=1")
+    assert main(["fit", *args]) == 0
+    modes = json.loads((run / "run_modes.json").read_text())
+    assert modes["precision"] == "bf16-mixed"
+    assert modes["memory_format"] == "contiguous" and modes["cpu"]
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt", expect="detector")
+    assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())

@@ -18,7 +18,12 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
     """Train the detector; returns the path of ``checkpoints/last.ckpt``."""
     from gan_detect.config.validate import ConfigError
     from gan_detect.detector.builtin import BUILTIN_ARCHS
-    from gan_detect.train.fit import new_run_folder, run_folder_guard, run_trainer_fit
+    from gan_detect.train.fit import (
+        new_run_folder,
+        run_folder_guard,
+        run_trainer_fit,
+        write_run_modes,
+    )
     from gan_detect.train.trainer import build_trainer
 
     if cfg.detector is not None and cfg.detector.arch in BUILTIN_ARCHS:
@@ -49,6 +54,8 @@ def fit_detector(cfg: ExperimentConfig, ckpt_path: str | None = None, **trainer_
         )
         kwargs.update(trainer_kw)
         trainer = build_trainer(cfg, **kwargs)
+        if trainer.is_global_zero:
+            write_run_modes(module, trainer, cfg)
         run_trainer_fit(
             trainer,
             module,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
@@ -112,11 +114,39 @@ def write_run_config(cfg: ExperimentConfig) -> Path:
     return path
 
 
+def write_run_modes(module: torch.nn.Module, trainer: L.Trainer, cfg: ExperimentConfig) -> Path:
+    """``output_dir/run_modes.json``: the precision, memory format and compile mode the run
+    actually used (Lightning may swap a requested precision, e.g. ``16-mixed`` on the CPU), with
+    the torch version and the CPU, so speed or accuracy differences between runs can be traced."""
+    from gan_detect.utils.device import cpu_model
+
+    conv = next((m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    channels_last = bool(
+        conv is not None
+        and conv.dim() == 4
+        and conv.is_contiguous(memory_format=torch.channels_last)
+        and not conv.is_contiguous()
+    )
+    body = {
+        "precision": str(trainer.precision),
+        "precision_requested": str(cfg.trainer.precision),
+        "memory_format": "channels_last" if channels_last else "contiguous",
+        "compile": bool(cfg.trainer.compile),
+        "accelerator": type(trainer.accelerator).__name__,
+        "devices": trainer.num_devices,
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+    }
+    path = Path(cfg.output_dir) / "run_modes.json"
+    path.write_text(json.dumps(body, indent=1) + "\n")
+    return path
+
+
 @contextlib.contextmanager
 def new_run_folder(output_dir: str | Path) -> Iterator[None]:
     """Remove a run folder that this run created if it fails before writing more than its
-    ``config.yaml`` (a bad data path, a missing proposals file): a failed start leaves no
-    half-made run behind. A run that wrote checkpoints or logs is kept (it can be resumed)."""
+    ``config.yaml`` and ``run_modes.json`` (a bad data path, a missing proposals file): a failed
+    start leaves no half-made run behind. A run that wrote checkpoints or logs is kept."""
     out = Path(output_dir)
     created = not out.exists()
     try:
@@ -124,7 +154,8 @@ def new_run_folder(output_dir: str | Path) -> Iterator[None]:
     except BaseException:
         if created and _launch_rank() == 0 and out.is_dir():
             files = [p for p in out.rglob("*") if p.is_file()]
-            if all(p in (out / "config.yaml", out / RUN_MARKER) for p in files):
+            own = ("config.yaml", "run_modes.json", RUN_MARKER)
+            if all(p.parent == out and p.name in own for p in files):
                 shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -161,6 +192,8 @@ def fit(
         module = GANDetectionModule(to_container(cfg))
         apply_speed_options(module, cfg)
         trainer = build_trainer(cfg, **trainer_overrides)
+        if trainer.is_global_zero:
+            write_run_modes(module, trainer, cfg)
         if ckpt_path is None and cfg.resume is not None:
             _set_aside_unresumable_log(Path(cfg.output_dir))
         # Exactly the checkpoint asked for (train/resume.py chose and checked it).

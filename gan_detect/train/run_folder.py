@@ -39,7 +39,7 @@ MARKER_FORMAT = "gan-detect-run/1"
 # cache may live there too: it is not a run's output). "hpc_ckpt_*.ckpt": SLURM requeue saves.
 RUN_OUTPUTS = (
     "config.yaml", "checkpoints", "logs", "tb", "wandb", "val_images", "eval", "proposals",
-    "pipeline.pt", "hpc_ckpt_*.ckpt",
+    "pipeline.pt", "hpc_ckpt_*.ckpt", "run_modes.json", "score_fusion.json",
 )  # fmt: skip
 # Names whose presence means "a run (perhaps of an older version, without a marker) is here".
 _RUN_SIGNS = ("config.yaml", "checkpoints", "logs", "tb", "wandb")
