@@ -47,8 +47,8 @@ with torch.no_grad():
 
 
 # The real WIDER experiment's GAN training step (experiments/real_wider.py sizes: HR 32 px, G 16
-# channels / 2 blocks, D = MobileNetV2, batch 32), a fixed number of steps, through the thread
-# defaults as the experiment script applies them.
+# channels / 2 blocks, D = MobileNetV2, batch 32, channels-last), a fixed number of steps,
+# through the thread defaults as the experiment script applies them.
 TRAIN_CODE = """
 import sys
 sys.path.insert(0, sys.argv[3])
@@ -63,6 +63,7 @@ from gan_detect.variants import build_variant
 cfg = to_experiment_config(experiment_raw(32))
 torch.manual_seed(0)
 v = build_variant(cfg.variant, 1).train()
+v.to(memory_format=torch.channels_last)  # as the experiment trains (trainer.channels_last)
 og = torch.optim.Adam(v.generator.parameters(), 1e-3)
 od = torch.optim.Adam(v.discriminator.parameters(), 1e-4)
 b = smooth_rois(32, hr_size=32, num_classes=1, seed=0)

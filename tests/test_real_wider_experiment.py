@@ -87,3 +87,22 @@ def test_quick_real_wider_experiment_runs_every_row_and_caches(tmp_path: Path) -
         res["table"]["gan / d_only"]["hard"]["mean"],
         abs_tol=1e-9,
     )
+
+
+def test_proposals_key_follows_the_images_and_every_detector_setting(tmp_path: Path) -> None:
+    """A cached proposals file is reused only for the same image files and detector settings."""
+    from types import SimpleNamespace
+
+    rw = _script()
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x" * 10)
+    recs = [SimpleNamespace(image_id="a", path=str(img))]
+    det = SimpleNamespace(
+        score_thresh=0.02, nms_thresh=0.4, detections_per_img=750, pre_nms_top_k=5000
+    )
+    key = rw.proposals_key(recs, det)
+    assert rw.proposals_key(recs, SimpleNamespace(**vars(det))) == key
+    for name, value in (("nms_thresh", 0.5), ("detections_per_img", 100), ("score_thresh", 0.1)):
+        assert rw.proposals_key(recs, SimpleNamespace(**{**vars(det), name: value})) != key, name
+    img.write_bytes(b"y" * 11)  # the same name, another file
+    assert rw.proposals_key(recs, det) != key
