@@ -59,8 +59,8 @@ class Trained:
 
 
 # Keys of a run's config that do not change what is trained (evaluation settings apply to a
-# finished row as they are).
-_NOT_SETTINGS = ("overwrite", "resume", "evaluate", "logger")
+# finished row as they are; a moved run folder is the same run).
+_NOT_SETTINGS = ("overwrite", "resume", "evaluate", "logger", "output_dir")
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def train_row(raw: dict[str, Any]) -> Trained:
     load it when it is finished (``done.json`` + ``last.ckpt``). Returns G + D in eval mode.
 
     A row whose settings changed since its run started (its ``config.yaml`` differs from ``raw``
-    in anything but ``overwrite`` / ``resume`` / ``evaluate`` / ``logger``) is trained again from scratch, never reused."""
+    outside ``_NOT_SETTINGS``) is trained again from scratch, never reused."""
     from gan_detect.config.validate import to_experiment_config
     from gan_detect.infer.fusion_fit import load_fusion
     from gan_detect.train.fit import fit

@@ -574,13 +574,15 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     start = time.perf_counter()
     cpu_start = time.process_time()
-    wf = Path(ns.data) / "widerface"
+    # Absolute paths in every row's config: the rows' settings keys then do not depend on the
+    # folder the command was started from (``--out runs/x`` and its absolute form are one run).
+    wf = Path(ns.data).resolve() / "widerface"
     if not (wf / "WIDER_train" / "images").is_dir():
         print(
             f"error: no WIDER FACE images under {wf} (--data or GAN_DETECT_DATA)", file=sys.stderr
         )
         return 2
-    out = Path(ns.out or ("runs/real_wider_quick" if ns.quick else "runs/real_wider"))
+    out = Path(ns.out or ("runs/real_wider_quick" if ns.quick else "runs/real_wider")).resolve()
     b = QUICK if ns.quick else FULL
     from gan_detect.models.backbone import TORCHVISION_PREFIX
     from gan_detect.models.pretrained import offline_weights_file
