@@ -818,7 +818,13 @@ def test_disk_full_while_building_a_store_or_saving_a_checkpoint_is_named(
     assert not target.with_name("last.ckpt.tmp").exists()
 
 
-CTRL_C_WORKER = SIGTERM_WORKER.replace("signal.SIGTERM", "signal.SIGINT")
+# A shell without job control starts background jobs with SIGINT ignored, and Python then keeps
+# it ignored: the worker restores Python's own handler, as a terminal user's process has it.
+CTRL_C_WORKER = SIGTERM_WORKER.replace("signal.SIGTERM", "signal.SIGINT").replace(
+    "import signal, sys\n",
+    "import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n",
+    1,
+)
 
 
 def test_ctrl_c_in_fit_saves_last_ckpt_and_exits_130(faces: Path, tmp_path: Path) -> None:
