@@ -19,9 +19,11 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are written on clusters and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from gan_detect.metrics.bootstrap import COCO_METRICS  # noqa: E402
+
 SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
 WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
-COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "map_tiny")
+COCO_KEYS = COCO_METRICS
 # The bars are percent already: the unit is said once, here.
 SIZE_AXIS_LABEL = "AP@[.5:.95] (%)"
 TRAIN_KEYS = ("train/loss_g", "train/loss_d", "train/loss_pixel", "train/d_real", "train/d_fake")

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from gan_detect.data.proposals import read_wider_tree_arrays
+from gan_detect.metrics.compare import read_wider_predictions
 from gan_detect.metrics.wider_face_ap import wider_face_ap
 from gan_detect.metrics.wider_gt import SETTINGS, load_wider_ground_truth
 from gan_detect.utils.errors import InputError
@@ -43,43 +43,16 @@ def evaluate_wider_tree(
     gt = load_wider_ground_truth(gt_dir)
     if image_ids is not None:
         gt = gt.subset(image_ids)
-    preds = read_wider_tree_arrays(pred_dir)
-    wanted = set(gt.image_ids)
-    missing = sum(1 for i in gt.image_ids if i not in preds)
-    extra = sum(1 for i in preds if i not in wanted)
-    # Only "<event>/<name>.txt" is read (as the official tool does): name what else is there.
-    odd_case = [f for f in Path(pred_dir).glob("*/*") if f.suffix.lower() == ".txt" != f.suffix]
-    if odd_case:
-        warnings.warn(
-            f"{len(odd_case)} files under {pred_dir} end in another case of .txt (e.g. "
-            f"{odd_case[0]}) and are not read: rename them to .txt",
-            stacklevel=2,
-        )
-    if gt.image_ids and missing == len(gt):
-        deeper = len(list(Path(pred_dir).glob("*/*/*.txt")))
-        shallow = len(list(Path(pred_dir).glob("*.txt")))
-        raise InputError(
-            f"{pred_dir}: none of the {len(gt)} ground-truth images has a prediction file "
-            f"({len(preds)} <event>/<name>.txt files read, {len(odd_case)} with a .TXT-like "
-            f"suffix, {deeper} one folder deeper, {shallow} one folder higher): the folder must "
-            "hold <event>/<name>.txt"
-        )
-    if missing:
-        warnings.warn(
-            f"{missing} of {len(gt)} images have no prediction file under {pred_dir}; "
-            "counted as images without detections",
-            stacklevel=2,
-        )
-    kept = {i: a for i, a in preds.items() if i in wanted}
+    kept, info = read_wider_predictions(pred_dir, gt)
     with warnings.catch_warnings():
         # Missing and extra files were reported above, with the folder named.
         warnings.filterwarnings("ignore", message=r".*(have no predictions|not in the ground)")
         result: dict[str, Any] = wider_face_ap(kept, gt)
     result.update(
         num_images=len(gt),
-        num_predictions=int(sum(len(a) for a in kept.values())),
-        missing=missing,
-        extra=extra,
+        num_predictions=info["num_predictions"],
+        missing=info["missing"],
+        extra=info["extra"],
         seconds=time.perf_counter() - start,
     )
     return result

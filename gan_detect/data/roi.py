@@ -10,6 +10,7 @@ mirroring the crop mirrors the ground-truth offset: a horizontal flip negates ``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -411,17 +412,8 @@ class MiningParams:
     @classmethod
     def from_config(cls, cfg: RoiDataConfig, scale: int) -> MiningParams:
         """The mining keys of a ROI DataModule's config, with the variant's ``scale``."""
-        return cls(
-            hr_size=cfg.hr_size,
-            scale=scale,
-            context=cfg.context,
-            rois_per_image=cfg.rois_per_image,
-            positive_fraction=cfg.positive_fraction,
-            fg_iou=cfg.fg_iou,
-            bg_iou_low=cfg.bg_iou_low,
-            include_gt=cfg.include_gt,
-            ignore_neg_iou=cfg.ignore_neg_iou,
-        )
+        keys = (f.name for f in dataclasses.fields(cls) if f.name != "scale")
+        return cls(scale=scale, **{k: getattr(cfg, k) for k in keys})
 
 
 def mine_rois(

@@ -53,8 +53,8 @@ from gan_detect.metrics.wider_face_ap import (
 from gan_detect.metrics.wider_gt import SETTINGS, WiderGroundTruth
 
 LEVEL = 0.95
-# The COCO metric names of the package (``coco_map.COCO_KEYS``), repeated here so that this module
-# does not import torch through ``coco_map``.
+# The COCO metric names of the package (``coco_map.COCO_KEYS`` is this tuple): defined here, where
+# no torch is imported, so that the bootstrap and the comparisons load without it.
 COCO_METRICS: tuple[str, ...] = (
     "map",
     "map_50",

@@ -19,18 +19,12 @@ import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
+from gan_detect.metrics.bootstrap import COCO_METRICS
 from gan_detect.metrics.wider_face_metric import _image_key
 from gan_detect.utils.errors import InputError
 
-COCO_KEYS: tuple[str, ...] = (
-    "map",
-    "map_50",
-    "map_75",
-    "map_small",
-    "map_medium",
-    "map_large",
-    "map_tiny",
-)
+# The metric names, defined once in the torch-free bootstrap module.
+COCO_KEYS: tuple[str, ...] = COCO_METRICS
 TINY_AREA = 16.0**2
 # COCO's maxDets=100 truncates recall in crowded images (WIDER has up to 709 faces in one image),
 # so the main AP is computed at 1000 detections per image; pass [1, 10, 100] for COCO parity.

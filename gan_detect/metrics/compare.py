@@ -50,21 +50,45 @@ from gan_detect.metrics.bootstrap import (
     wider_tables,
 )
 from gan_detect.metrics.wider_gt import WiderGroundTruth, load_wider_ground_truth
+from gan_detect.utils.errors import InputError
 
 
-def _read_wider(
+def read_wider_predictions(
     pred_dir: str | Path, gt: WiderGroundTruth
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Prediction arrays of the gt images under ``pred_dir`` and what was (not) found."""
+    """Prediction arrays of the gt images under ``pred_dir`` and what was (not) found.
+
+    Only ``<event>/<name>.txt`` is read, as the official tool does. Images without a file count
+    as images without detections (one warning gives the count); files with another case of
+    ``.txt`` are named in a warning.
+
+    Returns:
+        ``(image id -> (N, 5) x y w h score, info)``; info: ``source``, ``num_predictions``,
+        ``missing``, ``extra`` (files of images not in ``gt``; ignored).
+
+    Raises:
+        InputError: none of the gt images has a file (the message counts what is where).
+    """
     from gan_detect.data.proposals import read_wider_tree_arrays
 
     preds = read_wider_tree_arrays(pred_dir)
     wanted = set(gt.image_ids)
     missing = sum(1 for i in gt.image_ids if i not in preds)
+    odd_case = [f for f in Path(pred_dir).glob("*/*") if f.suffix.lower() == ".txt" != f.suffix]
+    if odd_case:
+        warnings.warn(
+            f"{len(odd_case)} files under {pred_dir} end in another case of .txt (e.g. "
+            f"{odd_case[0]}) and are not read: rename them to .txt",
+            stacklevel=3,
+        )
     if gt.image_ids and missing == len(gt):
-        raise ValueError(
+        deeper = len(list(Path(pred_dir).glob("*/*/*.txt")))
+        shallow = len(list(Path(pred_dir).glob("*.txt")))
+        raise InputError(
             f"{pred_dir}: none of the {len(gt)} ground-truth images has a prediction file "
-            "(the folder must hold <event>/<name>.txt)"
+            f"({len(preds)} <event>/<name>.txt files read, {len(odd_case)} with a .TXT-like "
+            f"suffix, {deeper} one folder deeper, {shallow} one folder higher): the folder must "
+            "hold <event>/<name>.txt"
         )
     if missing:
         warnings.warn(
@@ -85,7 +109,7 @@ def _read_wider(
 def _wider_tables_of(
     pred_dir: str | Path, gt: WiderGroundTruth
 ) -> tuple[WiderTables, dict[str, Any]]:
-    preds, info = _read_wider(pred_dir, gt)
+    preds, info = read_wider_predictions(pred_dir, gt)
     with warnings.catch_warnings():
         # Missing files were reported above with the folder named.
         warnings.filterwarnings("ignore", message=r".*(have no predictions|not in the ground)")
