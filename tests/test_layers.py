@@ -12,7 +12,8 @@ import pytest
 from test_imports import PKG, import_graph
 
 # Subpackage -> the subpackages it may import (besides itself). The order, low to high:
-# utils, config -> data, models, metrics -> variants, detector -> infer -> train -> app.
+# utils, config -> data, models, metrics -> variants, detector -> infer -> train -> experiment
+# -> app.
 ALLOWED: dict[str, set[str]] = {
     "utils": set(),
     "config": {"utils"},  # utils.errors.InputError only (no torch): the base of ConfigError
@@ -23,7 +24,19 @@ ALLOWED: dict[str, set[str]] = {
     "detector": {"utils", "config", "data", "models", "metrics"},
     "infer": {"utils", "config", "data", "models", "metrics", "variants", "detector"},
     "train": {"utils", "config", "data", "models", "metrics", "variants", "detector", "infer"},
+    "experiment": {
+        "utils",
+        "config",
+        "data",
+        "models",
+        "metrics",
+        "variants",
+        "detector",
+        "infer",
+        "train",
+    },
     "app": {
+        "experiment",
         "utils",
         "config",
         "data",

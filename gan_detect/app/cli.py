@@ -629,6 +629,12 @@ def cmd_config(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_experiment(args: Sequence[str]) -> int:
+    from gan_detect.app.experiment import cmd_experiment as run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "demo": (cmd_demo, "the whole chain on generated data: demo [--out DIR] [--quick] [--seed N]"),
     "fit": (cmd_fit, "train a GAN variant or the detector: fit CONFIG.yaml... [key=value ...]"),
@@ -654,6 +660,10 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
         "COCO AP of a results JSON: coco-eval RESULTS.json --gt INSTANCES.json [--compare B.json]",
     ),
     "config": (cmd_config, "print the resolved config: config show CONFIG.yaml... [--keys]"),
+    "experiment": (
+        cmd_experiment,
+        "run an experiment file: experiment run experiments/real_wider.yaml [--quick]",
+    ),
 }
 
 

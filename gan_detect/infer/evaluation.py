@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ from torchvision.ops import box_convert
 
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals, xyxy_to_xywh
-from gan_detect.infer.inference import InferenceOptions, refine_detections_batch
+from gan_detect.infer.inference import (
+    InferenceOptions,
+    discriminate_proposals,
+    postprocess_detections,
+)
 from gan_detect.metrics import (
     SETTINGS,
     CocoMeanAP,
@@ -125,6 +130,131 @@ def proposals_as_detections(props: dict[str, Tensor], top_k: int) -> dict[str, T
     return {k: props[k][order] for k in ("boxes", "scores", "labels")}
 
 
+@dataclass(frozen=True)
+class Method:
+    """One way of turning an image's proposals into detections, for :func:`detect_methods`.
+
+    ``model`` is a key of the models mapping (G + D re-scoring) or ``None`` for the detector's
+    own proposals (the baseline: its best ``opts.top_k`` boxes, or ``baseline_top_k``). Methods of
+    one model share its G + D forward: they may differ only in how the outputs are
+    post-processed (fusion and its parameters, NMS, box refinement, top detections).
+    """
+
+    name: str
+    model: str | None
+    opts: InferenceOptions
+    baseline_top_k: int | None = None
+
+
+# Fields of InferenceOptions that only post-process D's outputs (the rest select and crop the
+# proposals, or run G + D, and must agree between the methods of one model).
+_POSTPROCESS_FIELDS = (
+    "score_fusion",
+    "fusion_params",
+    "nms_iou",
+    "min_score",
+    "max_detections",
+    "refine_boxes",
+)
+
+
+def _forward_key(opts: InferenceOptions) -> dict[str, Any]:
+    return {k: v for k, v in vars(opts).items() if k not in _POSTPROCESS_FIELDS}
+
+
+@torch.no_grad()
+def detect_methods(
+    models: Mapping[str, GANVariant],
+    methods: Sequence[Method],
+    dataset: Any,
+    progress: bool = True,
+    on_image: Callable[[str, dict[str, Tensor], dict[str, dict[str, Tensor]]], None] | None = None,
+) -> dict[str, dict[str, Proposals]]:
+    """The evaluation loop: every method's detections on every image of a full-image dataset.
+
+    Images are queued until their proposals fill one G + D chunk (ROIs batched across images,
+    through the probe-checked BatchNorm-folded inference copy); each model runs G + D once per
+    chunk and every method of that model only re-scores its outputs.
+
+    Args:
+        models: model key -> trained variant (eval mode is set here).
+        methods: what to compute; names must be unique.
+        dataset: items are one-image :class:`DetectionBatch` es with proposals
+            (:class:`~gan_detect.data.full_image.FullImageDataset`).
+        on_image: called per image with ``(image_id, target, {method: detections})``, e.g. to
+            update metric states without keeping the targets.
+
+    Returns:
+        method name -> image id -> :class:`Proposals` (boxes (D, 4) xyxy, scores, labels).
+    """
+    from tqdm.auto import tqdm
+
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    by_model: dict[str, list[Method]] = {}
+    for m in methods:
+        if m.model is not None:
+            if m.model not in models:
+                raise ValueError(f"method {m.name!r} names an unknown model {m.model!r}")
+            by_model.setdefault(m.model, []).append(m)
+    for key, ms in by_model.items():
+        if any(_forward_key(m.opts) != _forward_key(ms[0].opts) for m in ms):
+            raise ValueError(
+                f"the methods of model {key!r} must share their proposal selection and G + D "
+                f"options (they differ only in {', '.join(_POSTPROCESS_FIELDS)})"
+            )
+    chunk = min((m.opts.chunk_size for m in methods), default=256)
+    dets: dict[str, dict[str, Proposals]] = {m.name: {} for m in methods}
+    # Images wait here until their proposals fill one G + D chunk.
+    pending: list[tuple[Tensor, dict[str, Tensor], dict[str, Tensor], str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        images, props = [p[0] for p in pending], [p[2] for p in pending]
+        per_model = {
+            key: discriminate_proposals(models[key], images, props, ms[0].opts)
+            for key, ms in by_model.items()
+        }
+        for n, (_, target, props_n, image_id) in enumerate(pending):
+            outs: dict[str, dict[str, Tensor]] = {}
+            for m in methods:
+                if m.model is None:
+                    top_k = m.opts.top_k if m.baseline_top_k is None else m.baseline_top_k
+                    outs[m.name] = proposals_as_detections(props_n, top_k)
+                    continue
+                hw, boxes, det_scores, d_img = per_model[m.model][n]
+                d = postprocess_detections(models[m.model], boxes, det_scores, d_img, hw, m.opts)
+                outs[m.name] = {k: v.cpu() for k, v in d.items()}
+            for name, d in outs.items():
+                dets[name][image_id] = Proposals(
+                    d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
+                )
+            if on_image is not None:
+                on_image(image_id, target, outs)
+        pending.clear()
+
+    for v in models.values():
+        v.eval()
+    top_k = max((m.opts.top_k for m in methods if m.model is not None), default=0)
+    queued_rois = 0
+    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+        item: DetectionBatch = dataset[idx]
+        if item.proposals is None:
+            raise InputError(
+                "evaluation needs proposals: set data.val_proposals to a detector's output"
+            )
+        props = item.proposals[0]
+        pending.append((item.images[0], item.targets[0], props, item.image_ids[0]))
+        queued_rois += min(int(props["boxes"].shape[0]), top_k)
+        if queued_rois >= chunk or len(pending) >= MAX_IMAGES_PER_BATCH:
+            flush()
+            queued_rois = 0
+    flush()
+    return dets
+
+
 def evaluate_baseline_vs_gan(
     variant: GANVariant | None,
     dataset: Any,
@@ -140,44 +270,20 @@ def evaluate_baseline_vs_gan(
         metrics per method (``baseline``, ``gan``), detections per method and image id, and PR
         curves per method (``coco_iou50``; for WIDER also ``wider_easy|medium|hard``).
     """
-    from tqdm.auto import tqdm
+    methods = [Method("baseline", None, opts)]
+    models: dict[str, GANVariant] = {}
+    if variant is not None:
+        methods.append(Method("gan", "gan", opts))
+        models["gan"] = variant
+    evals = {m.name: DetectionEvaluator(kind, gt, coco_max_dets) for m in methods}
 
-    methods = ["baseline"] + (["gan"] if variant is not None else [])
-    evals = {m: DetectionEvaluator(kind, gt, coco_max_dets) for m in methods}
-    dets: dict[str, dict[str, Proposals]] = {m: {} for m in methods}
-    # Images wait here until their proposals fill one G + D chunk (ROIs batched across images).
-    pending: list[tuple[Tensor, dict[str, Tensor], dict[str, Tensor], str]] = []
+    def update(
+        image_id: str, target: dict[str, Tensor], outs: dict[str, dict[str, Tensor]]
+    ) -> None:
+        for name, d in outs.items():
+            evals[name].update([d], [target], [image_id])
 
-    def flush() -> None:
-        gan_out: list[dict[str, Tensor]] = []
-        if variant is not None and pending:
-            images, props = [p[0] for p in pending], [p[2] for p in pending]
-            gan_out = refine_detections_batch(variant, images, props, opts)
-        for n, (_, target, props_n, image_id) in enumerate(pending):
-            outs = {"baseline": proposals_as_detections(props_n, opts.top_k)}
-            if variant is not None:
-                outs["gan"] = {k: v.cpu() for k, v in gan_out[n].items()}
-            for m, d in outs.items():
-                evals[m].update([d], [target], [image_id])
-                dets[m][image_id] = Proposals(
-                    d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()
-                )
-        pending.clear()
-
-    queued_rois = 0
-    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
-        item: DetectionBatch = dataset[idx]
-        if item.proposals is None:
-            raise InputError(
-                "evaluation needs proposals: set data.val_proposals to a detector's output"
-            )
-        props = item.proposals[0]
-        pending.append((item.images[0], item.targets[0], props, item.image_ids[0]))
-        queued_rois += min(int(props["boxes"].shape[0]), opts.top_k)
-        if queued_rois >= opts.chunk_size or len(pending) >= MAX_IMAGES_PER_BATCH:
-            flush()
-            queued_rois = 0
-    flush()
+    dets = detect_methods(models, methods, dataset, progress=progress, on_image=update)
     metrics = {m: e.compute() for m, e in evals.items()}
     curves: dict[str, dict[str, Any]] = {
         m: {"coco_iou50": e.coco_pr_curve()} for m, e in evals.items()
@@ -195,7 +301,7 @@ def evaluate_baseline_vs_gan(
                 )
         else:
             gt_curves = gt
-        for m in methods:
+        for m in evals:
             pr = wider_face_pr_curves(as_numpy_tree(dets[m]), gt_curves)
             curves[m].update(
                 {
