@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from lightning.pytorch.callbacks import Callback
 
 from gan_detect.config import PRESETS
-
-ROWS = Path(__file__).resolve().parents[1] / "experiments" / "_rows.py"
-
-
-def _rows_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("experiment_rows", ROWS)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class CtrlCInEpoch1(Callback):
@@ -66,7 +52,8 @@ def test_a_killed_row_continues_from_its_checkpoint(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert not (run / "done.json").exists()
 
-    rows = _rows_module()
+    from gan_detect.experiment import rows
+
     trained = rows.train_row(raw)  # what a rerun of the experiment does for this row
     done = json.loads((run / "done.json").read_text())
     assert done["resumed_from"] is not None and done["resumed_from"].endswith(".ckpt")

@@ -264,6 +264,7 @@ def run_experiment(
         "num_val_images": len(ds),
         "cpu": cpu_model(),
         "note": hook.note(),
+        "data": getattr(hook, "info", {}),
     }
     _diagnostics(spec, res, models, cfgs, dm, scorer, dets_first, detector, records, out, log)
     t_boot = time.perf_counter() - t0
