@@ -1,23 +1,15 @@
-"""experiments/face_vs_general.py on constructed results files of the two real-data experiments."""
+"""`gan-detect experiment face-vs-general` on constructed results files of the two experiments."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "face_vs_general.py"
+from gan_detect.app.cli import main
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("face_vs_general", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def _run(args: list[str]) -> int:
+    return main(["experiment", "face-vs-general", *args])
 
 
 def _metric(a: float, b: float, low: float, high: float) -> dict[str, object]:
@@ -76,10 +68,9 @@ def _files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_gains_side_by_side_by_size(tmp_path: Path) -> None:
-    fvg = _script()
     w, c = _files(tmp_path)
     out = tmp_path / "report.md"
-    assert fvg.main(["--wider", str(w), "--coco", str(c), "--out", str(out)]) == 0
+    assert _run(["--wider", str(w), "--coco", str(c), "--out", str(out)]) == 0
     text = out.read_text()
     assert "## Score fusion: d_only" in text
     # Fusions neither file has are left out, not printed empty.
@@ -96,6 +87,5 @@ def test_gains_side_by_side_by_size(tmp_path: Path) -> None:
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path: Path) -> None:
-    fvg = _script()
     w, _ = _files(tmp_path)
-    assert fvg.main(["--wider", str(w), "--coco", str(tmp_path / "none.json")]) == 2
+    assert _run(["--wider", str(w), "--coco", str(tmp_path / "none.json")]) == 2

@@ -4,6 +4,7 @@ the ones found.
     gan-detect experiment run experiments/real_wider.yaml --seeds 0 1 2
     gan-detect experiment run real_coco --quick --out runs/rc_quick
     gan-detect experiment list
+    gan-detect experiment face-vs-general --wider runs/real_wider/results.json --coco ...
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def experiment_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("list", help="the experiment files found (experiments/*.yaml)")
+    fvg = sub.add_parser(
+        "face-vs-general",
+        help="the two real-data experiments' gains over their detectors, side by side by size",
+    )
+    fvg.add_argument("--wider", default="runs/real_wider/results.json")
+    fvg.add_argument("--coco", default="runs/real_coco/results.json")
+    fvg.add_argument(
+        "--fusions", nargs="+", default=["d_only", "geometric_mean", "learned", "size_gated"]
+    )
+    fvg.add_argument("--out", default="runs/face_vs_general.md")
     return p
 
 
@@ -47,6 +58,12 @@ def cmd_experiment(args: Sequence[str]) -> int:
     if ns.action == "list":
         for name, path in builtin_experiments().items():
             print(f"{name:20s} {path}")
+        return 0
+    if ns.action == "face-vs-general":
+        from gan_detect.experiment.face_vs_general import face_vs_general
+
+        print(face_vs_general(ns.wider, ns.coco, ns.fusions, ns.out))
+        print(f"report: {ns.out}")
         return 0
     from pathlib import Path
 

@@ -1,15 +1,13 @@
 """Face vs general on real data: each GAN variant's gain over its own detector, by object size.
 
-    python experiments/face_vs_general.py [--wider runs/real_wider/results.json]
-                                          [--coco runs/real_coco/results.json]
-                                          [--fusions d_only geometric_mean learned size_gated]
-                                          [--out runs/face_vs_general.md]
+    gan-detect experiment face-vs-general [--wider runs/real_wider/results.json]
+                                          [--coco runs/real_coco/results.json] [--out FILE]
 
-Reads the ``results.json`` of ``experiments/real_wider.py`` (the tiny-face GAN re-scoring
-RetinaFace on WIDER FACE) and of ``experiments/real_coco.py`` (SOD-MTGAN re-scoring FastestDet
-on COCO) and writes one markdown table per score fusion where the two gains sit side by side,
-row by object size (sqrt of the box area). Each gain is "variant − its own detector" in AP
-points with the 95 % interval its experiment computed (seeds and images resampled together).
+Reads the ``results.json`` of the real WIDER FACE experiment (the tiny-face GAN re-scoring
+RetinaFace) and of the real COCO one (SOD-MTGAN re-scoring its COCO detector) and writes one
+markdown table per score fusion where the two gains sit side by side, row by object size (sqrt of
+the box area). Each gain is "variant − its own detector" in AP points with the 95 % interval its
+experiment computed (seeds and images resampled together).
 
 The two sides do not measure the same thing and the table says so: WIDER's buckets are AP@0.5
 per face-size bucket (< 10, 10-16, 16-32, > 32 px); COCO's are AP@[.5:.95] for tiny (< 16 px),
@@ -20,14 +18,12 @@ and the size trend of the gains, not their values.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _rows import fmt_diff  # noqa: E402
+from gan_detect.experiment.report import fmt_diff
+from gan_detect.utils.errors import InputError
 
 FUSIONS = ("d_only", "geometric_mean", "learned", "size_gated")
 # (size range, WIDER metric and its name, COCO metric and its name); "" when a side has none.
@@ -41,8 +37,21 @@ SIZE_ROWS: list[tuple[str, str, str, str, str]] = [
 ]
 
 
-def wider_gains(res: dict[str, Any], fusion: str) -> dict[str, Any] | None:
+def _by_keys(res: dict[str, Any], row: str, fusion: str) -> dict[str, Any] | None:
+    """The comparison "<row> / <fusion>" minus the detector, found by its method keys."""
+    det = res.get("detector", "")
+    for title, rows in res.get("comparison_keys", {}).items():
+        for name, pair in rows.items():
+            if pair == f"{det}|{row} / {fusion}":
+                return res["comparisons"][title][name]
+    return None
+
+
+def wider_gains(res: dict[str, Any], fusion: str, row: str = "gan") -> dict[str, Any] | None:
     """metric -> seed-bootstrap result of "tiny-face GAN, <fusion>" minus RetinaFace alone."""
+    found = _by_keys(res, row, fusion)
+    if found is not None:
+        return found
     for rows in res.get("comparisons", {}).values():
         for name, diff in rows.items():
             if name.startswith("RetinaFace → ") and name.endswith(f"tiny-face GAN, {fusion}"):
@@ -50,14 +59,10 @@ def wider_gains(res: dict[str, Any], fusion: str) -> dict[str, Any] | None:
     return None
 
 
-def coco_gains(res: dict[str, Any], fusion: str) -> dict[str, Any] | None:
+def coco_gains(res: dict[str, Any], fusion: str, row: str = "sod") -> dict[str, Any] | None:
     """metric -> seed-bootstrap result of "SOD-MTGAN, <fusion>" minus FastestDet alone."""
-    det = res.get("detector", "FastestDet alone")
-    for title, rows in res.get("comparison_keys", {}).items():
-        for name, pair in rows.items():
-            if pair == f"{det}|sod / {fusion}":
-                return res["comparisons"][title][name]
-    return None
+    res = {"detector": "FastestDet alone", **res}
+    return _by_keys(res, row, fusion)
 
 
 def _side(gains: dict[str, Any] | None, metric: str) -> tuple[str, str, str]:
@@ -73,12 +78,13 @@ def _side(gains: dict[str, Any] | None, metric: str) -> tuple[str, str, str]:
 
 
 def markdown(wider: dict[str, Any], coco: dict[str, Any], fusions: list[str]) -> str:
+    """One table per fusion: the two variants' gains over their own detectors by size."""
     lines = [
         "# Face vs general on real data: gains over the own detector by object size",
         "",
         f"Face: tiny-face GAN re-scoring RetinaFace on {wider.get('num_val_images', '?')} WIDER "
         f"FACE val images (seeds {wider.get('seeds')}). General: SOD-MTGAN re-scoring FastestDet "
-        f"on {coco.get('num_test_images', '?')} COCO test images (seeds {coco.get('seeds')}).",
+        f"on {coco.get('num_val_images', coco.get('num_test_images', '?'))} COCO test images (seeds {coco.get('seeds')}).",
         "Gain = variant − its own detector in AP points, with the 95 % interval of its own "
         "experiment (seeds and images resampled; * = excludes 0). WIDER's size columns are AP@0.5 "
         "per face-size bucket; COCO's are AP@[.5:.95] per area range and approximate the official "
@@ -111,26 +117,22 @@ def markdown(wider: dict[str, Any], coco: dict[str, Any], fusions: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wider", type=Path, default=Path("runs/real_wider/results.json"))
-    ap.add_argument("--coco", type=Path, default=Path("runs/real_coco/results.json"))
-    ap.add_argument("--fusions", nargs="+", default=list(FUSIONS), choices=FUSIONS)
-    ap.add_argument("--out", type=Path, default=Path("runs/face_vs_general.md"))
-    ns = ap.parse_args(argv)
-    for p, how in ((ns.wider, "experiments/real_wider.py"), (ns.coco, "experiments/real_coco.py")):
+def face_vs_general(
+    wider: str | Path, coco: str | Path, fusions: list[str], out: str | Path
+) -> str:
+    """Read the two results files, write the tables to ``out``; returns the markdown."""
+    loaded = []
+    for p, name in ((Path(wider), "real_wider"), (Path(coco), "real_coco")):
         if not p.is_file():
-            print(
-                f"error: {p} not found: run {how} first (or pass its results.json)", file=sys.stderr
+            raise InputError(
+                f"{p} not found: run `gan-detect experiment run {name}` first "
+                "(or pass its results.json)"
             )
-            return 2
-    text = markdown(json.loads(ns.wider.read_text()), json.loads(ns.coco.read_text()), ns.fusions)
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    ns.out.write_text(text)
-    print(text)
-    print(f"report: {ns.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        try:
+            loaded.append(json.loads(p.read_text()))
+        except ValueError as err:
+            raise InputError(f"{p}: not a results JSON ({err})") from None
+    text = markdown(loaded[0], loaded[1], fusions)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    return text
