@@ -91,7 +91,7 @@ def save_detections(path: Path, dets: Mapping[str, Mapping[str, Proposals]]) -> 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps({"methods": methods, "images": images}))
 

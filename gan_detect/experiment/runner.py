@@ -80,7 +80,7 @@ def cached_proposals(
 
     arch = spec.proposals["arch"]
     det = build_proposer(arch, dict(spec.proposals["settings"]))
-    run_kw = {
+    run_kw: dict[str, Any] = {
         "top_k": int(spec.proposals.get("top_k", 600)),
         "score_thresh": float(spec.proposals["settings"].get("score_thresh", 0.02)),
         "fast": bool(spec.proposals.get("fast", True)),
@@ -210,7 +210,7 @@ def run_experiment(
             opts = inference_options(cfgs[(seed, key)], fusion=trained.fusion)
             first_opts = first_opts or opts
             variants[key] = trained.variant
-            extra = [(key, {})] + [
+            extra: list[tuple[str, dict[str, Any]]] = [(key, {})] + [
                 (v.key, v.options) for v in spec.inference_variants if v.row == key
             ]
             for name, over in extra:
@@ -332,7 +332,7 @@ def _diagnostics(
                 rows = dg.auc_rows(
                     models[seed][key].variant, dm_row.val_store, props, list(dm_row.records("val"))
                 )
-                hook_buckets = DATASET_HOOKS[spec.dataset["hook"]].buckets
+                hook_buckets = DATASET_HOOKS[spec.dataset["hook"]](spec).buckets
                 res["auc"] = dg.auc_table(rows, hook_buckets, min(n_boot, 500))
                 res["auc_row"], res["auc_seed"] = key, seed
                 dg.plot_auc(res["auc"], out / "auc.png")

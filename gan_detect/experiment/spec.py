@@ -152,7 +152,8 @@ class ExperimentSpec:
             }
         )
         try:
-            raw = OmegaConf.to_container(root, resolve=True)["config"]  # type: ignore[index]
+            whole: Any = OmegaConf.to_container(root, resolve=True)
+            raw = whole["config"]
         except Exception as err:  # noqa: BLE001 - omegaconf's interpolation errors, one line
             raise InputError(f"{self.path}: config: {str(err).splitlines()[0]}") from None
         return keep_known_variant_keys(merge(raw, row.overrides))  # type: ignore[arg-type]
@@ -189,6 +190,7 @@ def load_experiment(
         p = named
     import yaml
 
+    cfg: Any
     try:
         cfg = OmegaConf.load(p)
     except (OmegaConfBaseException, ValueError, OSError, yaml.YAMLError) as err:
