@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -69,17 +68,24 @@ def test_compare_help_is_help_and_demo_help_explains_seed(helps: dict) -> None:
     assert "outputs:" in helps["help"]["predict"]["text"]
 
 
-def test_python_m_gan_detect_help_is_fast() -> None:
-    t0 = time.perf_counter()
-    res = subprocess.run(
-        [sys.executable, "-m", "gan_detect", "compare", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+def test_python_m_gan_detect_help_imports_no_torch() -> None:
+    """``python -m gan_detect compare --help`` stays light: what makes it slow is importing torch
+    (checked as an import, not as a wall-clock bound, which a loaded machine breaks)."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['gan-detect', 'compare', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('gan_detect', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        "heavy = [m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules]\n"
+        "print('RC', rc, 'HEAVY', heavy)\n"
     )
-    assert res.returncode == 0 and "usage: gan-detect compare" in res.stdout, res.stderr
-    assert time.perf_counter() - t0 < 10.0
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert "usage: gan-detect compare" in res.stdout, res.stderr
+    assert "RC 0 HEAVY []" in res.stdout, res.stdout[-500:]
 
 
 def test_config_show_prints_the_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:

@@ -944,8 +944,10 @@ LOCK_WORKER = textwrap.dedent(
     import sys, time, warnings
     from gan_detect.train.run_folder import RunFolderError, run_lock
     warnings.simplefilter("ignore")
-    run, log = sys.argv[1], sys.argv[2]
-    time.sleep(float(sys.argv[3]) - time.time())  # start together
+    run, log, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    import os
+    while not os.path.exists(go):  # start together: the parent creates it once all are up
+        time.sleep(0.005)
     try:
         with run_lock(run):
             with open(log, "a") as f:
@@ -972,9 +974,11 @@ def test_taking_over_a_dead_pids_lock_is_atomic_across_processes(tmp_path: Path)
         dead.wait()
         (run / LOCK_FILE).write_text(f"{dead.pid} {os.uname().nodename}\n")
         log = tmp_path / f"log{trial}"
-        start = time.time() + 1.5
-        procs = [subprocess.Popen([sys.executable, str(worker), str(run), str(log), str(start)],
+        go = tmp_path / f"go{trial}"
+        procs = [subprocess.Popen([sys.executable, str(worker), str(run), str(log), str(go)],
                                   env=env) for _ in range(6)]  # fmt: skip
+        time.sleep(0.5)  # let them import; a slow start only delays the race, never breaks it
+        go.touch()
         for p in procs:
             assert p.wait(timeout=60) == 0
         events = log.read_text().split()
