@@ -121,6 +121,10 @@ class EvalConfig:
     max_detections: int = 750
     chunk_size: int = 256
     refine_boxes: bool = True
+    # Multi-class variants: keep each proposal's detector class and score it by D's probability
+    # of that class (the learned fusion also sees D's background probability and whether D's top
+    # class agrees); false: the papers' rule, D's own top classes. No effect for faces.
+    class_aware: bool = True
     # Proposals scoring below this are dropped before G + D (0: re-score all top_k); see
     # benchmarks/proposal_budget.py for AP against proposals kept.
     rescore_min_score: float = 0.0

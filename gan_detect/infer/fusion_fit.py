@@ -21,7 +21,11 @@ import torch
 from torchvision.ops import box_iou
 
 from gan_detect.data.records import ImageRecord
-from gan_detect.infer.inference import InferenceOptions, discriminate_proposals
+from gan_detect.infer.inference import (
+    InferenceOptions,
+    class_aware_candidates,
+    discriminate_proposals,
+)
 from gan_detect.infer.score_fusion import fit_learned, fit_size_gated, proposal_sizes
 from gan_detect.variants import GANVariant
 
@@ -63,16 +67,30 @@ def collect_candidates(
     opts: InferenceOptions,
 ) -> dict[str, np.ndarray]:
     """Rows ``det``, ``d``, ``size``, ``label`` (N,) of the images' candidates (ignored ones
-    dropped), for :func:`fit_fusions`."""
+    dropped), for :func:`fit_fusions`; class-aware (a multi-class D with
+    ``opts.class_aware``): one candidate per proposal, of the detector's class, plus ``bg`` and
+    ``agree``."""
     plain = replace(opts, score_fusion="d_only", fusion_params=None)
-    raw = discriminate_proposals(variant, list(images), list(proposals), plain)
+    raw = discriminate_proposals(variant, list(images), list(proposals), plain, with_labels=True)
     cols: dict[str, list[np.ndarray]] = {"det": [], "d": [], "size": [], "label": []}
-    for (hw, boxes, det_scores, d_out), rec in zip(raw, records, strict=True):
+    for (hw, boxes, det_scores, d_out, det_labels), rec in zip(raw, records, strict=True):
         if d_out is None:
             continue
         cand_boxes, cand_scores, cand_labels = variant.candidates(
             d_out, boxes, hw, opts.refine_boxes, opts.context
         )
+        if opts.class_aware and cand_scores.shape[1] > 1:
+            b3, s2, l2, extra = class_aware_candidates(cand_boxes, cand_scores, det_labels)
+            b, s, lab = b3[:, 0], s2[:, 0].float(), l2[:, 0]
+            y = label_candidates(b, lab, rec)
+            keep = y >= 0
+            cols["det"].append(det_scores.float()[keep].cpu().numpy())
+            cols["d"].append(s[keep].cpu().numpy())
+            cols["size"].append(proposal_sizes(boxes)[keep].cpu().numpy())
+            cols["label"].append(y[keep].numpy())
+            for name in ("bg", "agree"):
+                cols.setdefault(name, []).append(extra[name][keep].cpu().numpy())
+            continue
         k = min(CANDIDATES_PER_PROPOSAL, cand_scores.shape[1])
         top = torch.topk(cand_scores.float(), k, dim=1).indices  # (K, k)
         rows = torch.arange(len(boxes), device=top.device)[:, None].expand_as(top)
@@ -103,8 +121,9 @@ def fit_fusions(rows: dict[str, np.ndarray]) -> dict[str, Any]:
             f"{int((1 - y).sum())} false positives (raise data.fusion_holdout_fraction)"
         )
     args = (rows["det"], rows["d"], rows["size"], y)
+    extra = {k: rows[k] for k in ("bg", "agree")} if "bg" in rows else None
     return {
-        "learned": fit_learned(*args),
+        "learned": fit_learned(*args, extra=extra),
         "size_gated": fit_size_gated(*args),
         "num_candidates": int(len(y)),
         "num_positives": int(y.sum()),
@@ -131,7 +150,9 @@ def fit_run_fusion(
         props = [it.proposals[0] for it in items]
         recs = [dataset.records[i] for i in range(start, start + len(items))]
         parts.append(collect_candidates(variant, images, props, recs, opts))
-    rows = {k: np.concatenate([p[k] for p in parts]) for k in ("det", "d", "size", "label")}
+    # A batch whose images had no proposal has no class-aware columns: it holds no rows either.
+    names = dict.fromkeys(k for part in parts for k in part)
+    rows = {k: np.concatenate([part.get(k, np.zeros(0)) for part in parts]) for k in names}
     return fit_fusions(rows)
 
 

@@ -44,6 +44,11 @@ class InferenceOptions:
     min_score: float = 0.001
     max_detections: int = 750
     refine_boxes: bool = True  # apply D's box deltas when the variant has a box head
+    # Multi-class variants: each proposal keeps the detector's class and is scored by D's
+    # probability of that class (with D's background probability and whether D's top class
+    # agrees as extra inputs of the learned fusion). False: the papers' rule, D's own classes
+    # (one candidate per class). No effect for one class (faces).
+    class_aware: bool = True
     # Proposals scoring below this skip G + D (dropped); 0 re-scores every one of the top_k.
     rescore_min_score: float = 0.0
     # Speed options of the G + D forward, applied to an inference copy of G and D (the model
@@ -95,27 +100,35 @@ def select_proposals(
     opts: InferenceOptions,
     device: torch.device,
     image_size: tuple[int, int] | None = None,
-) -> tuple[Tensor, Tensor]:
+    with_labels: bool = False,
+) -> tuple[Tensor, ...]:
     """The proposals worth a G+D forward: clipped to the (H, W) ``image_size`` by the training
     border rule (when given), then the ``top_k`` best scoring at least ``rescore_min_score``.
 
     Returns:
-        boxes (K', 4) and detector scores (K',) on ``device``.
+        boxes (K', 4) and detector scores (K',) on ``device``; with ``with_labels`` also the
+        detector's labels (K',) (1 where the proposals carry none).
     """
     boxes = proposals["boxes"].float().to(device)
     det_scores = proposals["scores"].float().to(device)
+    labels = proposals.get("labels")
+    det_labels = (
+        torch.ones(len(det_scores), dtype=torch.int64, device=device)
+        if labels is None
+        else labels.long().to(device)
+    )
     # The training border rule (clip to the image, drop boxes under 1 px a side), so a proposal
     # crossing the edge gives the crop (and box-delta reference) it would give in ROI mining.
     if image_size is not None:
         boxes, kept = clip_proposals(boxes, image_size)
-        det_scores = det_scores[kept]
+        det_scores, det_labels = det_scores[kept], det_labels[kept]
     if opts.rescore_min_score > 0:
         keep = det_scores >= opts.rescore_min_score
-        boxes, det_scores = boxes[keep], det_scores[keep]
+        boxes, det_scores, det_labels = boxes[keep], det_scores[keep], det_labels[keep]
     if boxes.shape[0] > opts.top_k:
         order = torch.argsort(det_scores, descending=True, stable=True)[: opts.top_k]
-        boxes, det_scores = boxes[order], det_scores[order]
-    return boxes, det_scores
+        boxes, det_scores, det_labels = boxes[order], det_scores[order], det_labels[order]
+    return (boxes, det_scores, det_labels) if with_labels else (boxes, det_scores)
 
 
 @torch.no_grad()
@@ -138,10 +151,10 @@ def refine_detections_batch(
     Returns:
         I dicts ``boxes`` (D_i, 4), ``scores`` (D_i,), ``labels`` (D_i,), sorted by score.
     """
-    raw = discriminate_proposals(variant, images, proposals, opts)
+    raw = discriminate_proposals(variant, images, proposals, opts, with_labels=True)
     return [
-        postprocess_detections(variant, boxes, det_scores, d_img, hw, opts)
-        for hw, boxes, det_scores, d_img in raw
+        postprocess_detections(variant, boxes, det_scores, d_img, hw, opts, det_labels=labels)
+        for hw, boxes, det_scores, d_img, labels in raw
     ]
 
 
@@ -151,22 +164,25 @@ def discriminate_proposals(
     images: list[Tensor],
     proposals: list[dict[str, Tensor]],
     opts: InferenceOptions,
-) -> list[tuple[tuple[int, int], Tensor, Tensor, DiscriminatorOutput | None]]:
+    with_labels: bool = False,
+) -> list[tuple[Any, ...]]:
     """D's outputs on each image's selected proposals (before the variant's candidates, fusion
-    and NMS): per image ``((H, W), boxes (K, 4), detector scores (K,), D output or None)``."""
+    and NMS): per image ``((H, W), boxes (K, 4), detector scores (K,), D output or None)``, and
+    with ``with_labels`` the detector's labels (K,) last."""
     if len(images) != len(proposals):
         raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
     variant.eval()
     device = next(variant.parameters()).device
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     selected = [
-        select_proposals(p, opts, device, hw) for p, hw in zip(proposals, sizes, strict=True)
+        select_proposals(p, opts, device, hw, with_labels=True)
+        for p, hw in zip(proposals, sizes, strict=True)
     ]
     crops = [
         crop_lr_for_inference(
             image.to(device), boxes, opts.lr_size, opts.context, scale=variant.scale
         )
-        for image, (boxes, _) in zip(images, selected, strict=True)
+        for image, (boxes, _, _) in zip(images, selected, strict=True)
         if boxes.shape[0] > 0
     ]
     outs: list[DiscriminatorOutput] = []
@@ -177,13 +193,14 @@ def discriminate_proposals(
             with torch.autocast(device.type, torch.bfloat16, enabled=opts.bf16):
                 outs.append(fast.discriminate_sr(lr_all[start : start + opts.chunk_size]))
     d_all = _cat_outputs(outs)
-    results: list[tuple[tuple[int, int], Tensor, Tensor, DiscriminatorOutput | None]] = []
+    results: list[tuple[Any, ...]] = []
     start = 0
-    for hw, (boxes, det_scores) in zip(sizes, selected, strict=True):
+    for hw, (boxes, det_scores, det_labels) in zip(sizes, selected, strict=True):
         k = int(boxes.shape[0])
         d_img = None if d_all is None or k == 0 else _slice_output(d_all, start, start + k)
         start += k
-        results.append((hw, boxes, det_scores, d_img))
+        out = (hw, boxes, det_scores, d_img)
+        results.append((*out, det_labels) if with_labels else out)
     return results
 
 
@@ -261,6 +278,41 @@ def _slice_output(out: DiscriminatorOutput, a: int, b: int) -> DiscriminatorOutp
     return DiscriminatorOutput(out.adv_logits[a:b], out.cls_logits[a:b], box)
 
 
+def class_aware_candidates(
+    cand_boxes: Tensor, cand_scores: Tensor, det_labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """One candidate per proposal, of the detector's class.
+
+    Args:
+        cand_boxes: (K, C, 4) per-class boxes; cand_scores: (K, C) D's class probabilities
+            (softmax over C + 1 with background dropped); det_labels: (K,) classes 1..C.
+
+    Returns:
+        boxes (K, 1, 4), D's probability of the detector's class (K, 1), labels (K, 1), and the
+        learned fusion's extra inputs ``bg`` (K,) D's background probability and ``agree`` (K,)
+        1.0 where D's top class is the detector's.
+    """
+    k, c = cand_scores.shape
+    det_labels = det_labels.long().to(cand_scores.device)
+    if k and (int(det_labels.min()) < 1 or int(det_labels.max()) > c):
+        raise ValueError(
+            f"class-aware re-scoring: the detector's labels span {int(det_labels.min())}.."
+            f"{int(det_labels.max())} but D scores classes 1..{c} (a detector trained on other "
+            "classes? evaluate.class_aware=false uses D's own classes)"
+        )
+    idx = det_labels - 1
+    rows = torch.arange(k, device=cand_scores.device)
+    p = cand_scores[rows, idx]
+    bg = (1.0 - cand_scores.float().sum(1)).clamp(0.0, 1.0)
+    agree = (cand_scores.argmax(1) == idx).float()
+    return (
+        cand_boxes[rows, idx][:, None, :],
+        p[:, None],
+        det_labels[:, None],
+        {"bg": bg, "agree": agree},
+    )
+
+
 def postprocess_detections(
     variant: GANVariant,
     boxes: Tensor,
@@ -268,8 +320,12 @@ def postprocess_detections(
     d_out: DiscriminatorOutput | None,
     image_size: tuple[int, int],
     opts: InferenceOptions,
+    det_labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """One image: D's outputs on its K ROIs -> the variant's candidates -> fusion -> NMS."""
+    """One image: D's outputs on its K ROIs -> the variant's candidates -> fusion -> NMS.
+
+    ``det_labels`` (K,): the detector's classes; with ``opts.class_aware`` and a multi-class D,
+    each proposal keeps its class (:func:`class_aware_candidates`)."""
     device = boxes.device
     empty = {
         "boxes": boxes.new_zeros((0, 4)),
@@ -282,6 +338,11 @@ def postprocess_detections(
     cand_boxes, cand_scores, labels = variant.candidates(
         d_out, boxes, image_size, opts.refine_boxes, opts.context
     )
+    extra = None
+    if opts.class_aware and det_labels is not None and cand_scores.shape[1] > 1:
+        cand_boxes, cand_scores, labels, extra = class_aware_candidates(
+            cand_boxes, cand_scores, det_labels
+        )
     cls_boxes, labels = cand_boxes.float(), labels.long()
     cls_scores = fuse_scores(
         opts.score_fusion,
@@ -289,6 +350,7 @@ def postprocess_detections(
         cand_scores.float(),
         proposal_sizes(boxes),
         opts.fusion_params,
+        extra=extra,
     )
     flat_scores, flat_boxes, flat_labels = (
         cls_scores.reshape(-1),
@@ -325,6 +387,7 @@ def inference_options(
         nms_iou=e.nms_iou,
         max_detections=e.max_detections,
         refine_boxes=e.refine_boxes,
+        class_aware=bool(getattr(e, "class_aware", True)),
         rescore_min_score=e.rescore_min_score,
         fold_bn=e.fold_bn,
         channels_last=e.channels_last,

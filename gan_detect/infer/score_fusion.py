@@ -17,6 +17,13 @@ training crops are over-confident, and fitting on the evaluation images would le
 classes (COCO) one combiner is shared by every class (no class term): per-class fits would see a
 few dozen positives each on a CPU-sized holdout.
 
+Class-aware re-scoring (multi-class variants, ``evaluate.class_aware``, the default): each
+proposal keeps the detector's class, D's probability is that of the detector's class, and the
+``learned`` combiner also sees ``logit(D's background probability)`` and whether D's top class
+agrees with the detector's (``"features": "class_aware"``, 5 weights per band). With an
+uninformative class head those inputs carry nothing and the fit falls back on the detector's
+score, so the detector's AP is kept (tests/test_class_aware.py).
+
 A fitted combiner is a plain dict (JSON in ``<run>/score_fusion.json``, and inside
 ``InferenceOptions.fusion_params``, so pipeline files carry it).
 """
@@ -61,6 +68,7 @@ def fuse_scores(
     d_scores: Tensor,
     sizes: Tensor,
     params: dict[str, Any] | None = None,
+    extra: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Final scores (K, K') of K proposals' K' candidates.
 
@@ -69,6 +77,8 @@ def fuse_scores(
         d_scores: (K, K') D's probabilities of each candidate.
         sizes: (K,) sqrt(w h) of each proposal, px.
         params: the fitted combiner (``learned`` / ``size_gated``).
+        extra: class-aware inputs (K' = 1): ``bg`` (K,) D's background probability, ``agree``
+            (K,) 1.0 where D's top class is the detector's.
     """
     det = det_scores.float().clamp(0, 1)[:, None].expand_as(d_scores)
     d = d_scores.float()
@@ -82,10 +92,19 @@ def fuse_scores(
             "train with data.fusion_holdout_fraction > 0 so one can be fit"
         )
     if fusion == "learned":
-        w = torch.tensor(params["weights"], dtype=torch.float32, device=d.device)  # (B, 3)
+        w = torch.tensor(params["weights"], dtype=torch.float32, device=d.device)  # (B, F)
         band = band_index(sizes, params["edges"]).to(d.device)
-        wb = w[band]  # (K, 3)
+        wb = w[band]  # (K, F)
         z = wb[:, :1] + wb[:, 1:2] * _logit(det) + wb[:, 2:3] * _logit(d)
+        if params.get("features") == "class_aware":
+            if extra is None:
+                raise ValueError(
+                    "this learned fusion was fit class-aware (D's background probability and "
+                    "class agreement as inputs): evaluate with evaluate.class_aware=true"
+                )
+            bg = extra["bg"].float().to(d.device)[:, None]
+            agree = extra["agree"].float().to(d.device)[:, None]
+            z = z + wb[:, 3:4] * _logit(bg) + wb[:, 4:5] * agree
         return torch.sigmoid(z)
     if fusion == "size_gated":
         small = (sizes < float(params["threshold"])).to(d.device)[:, None]
@@ -93,15 +112,28 @@ def fuse_scores(
     raise ValueError(f"unknown score fusion {fusion!r}")
 
 
-def _features(det: np.ndarray, d: np.ndarray, band: np.ndarray, n_bands: int) -> np.ndarray:
-    """(N, 3 B) one-hot band x [1, logit det, logit D]."""
-    ld = np.log(np.clip(det, _EPS, 1 - _EPS)) - np.log1p(-np.clip(det, _EPS, 1 - _EPS))
-    lq = np.log(np.clip(d, _EPS, 1 - _EPS)) - np.log1p(-np.clip(d, _EPS, 1 - _EPS))
-    x = np.zeros((len(det), 3 * n_bands), np.float64)
+def _np_logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(q) - np.log1p(-q)
+
+
+def _features(
+    det: np.ndarray,
+    d: np.ndarray,
+    band: np.ndarray,
+    n_bands: int,
+    extra: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(N, F B) one-hot band x [1, logit det, logit D] (F = 3), plus [logit bg, agree] (F = 5)
+    with class-aware ``extra``."""
+    cols = [np.ones(len(det)), _np_logit(det), _np_logit(d)]
+    if extra is not None:
+        cols += [_np_logit(extra["bg"]), extra["agree"].astype(np.float64)]
+    f = len(cols)
+    x = np.zeros((len(det), f * n_bands), np.float64)
     rows = np.arange(len(det))
-    x[rows, 3 * band] = 1.0
-    x[rows, 3 * band + 1] = ld
-    x[rows, 3 * band + 2] = lq
+    for j, col in enumerate(cols):
+        x[rows, f * band + j] = col
     return x
 
 
@@ -112,6 +144,7 @@ def fit_learned(
     labels: np.ndarray,
     edges: Sequence[float] = DEFAULT_EDGES,
     c: float = 1.0,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Fit the per-band logistic combiner on held-out candidates.
 
@@ -121,6 +154,7 @@ def fit_learned(
             0 otherwise.
         c: inverse L2 strength (scikit-learn's C); a band without both classes keeps the
             prior's weights (D ignored, the detector's logit kept as it is).
+        extra: class-aware inputs ``bg`` and ``agree`` (N,) (see :func:`fuse_scores`).
 
     Returns:
         ``{"kind": "learned", "edges": [...], "weights": [[bias, w_det, w_d], ...], "counts":
@@ -131,22 +165,27 @@ def fit_learned(
     edges = [float(e) for e in edges]
     n_bands = len(edges) + 1
     band = band_index(torch.as_tensor(sizes, dtype=torch.float32), edges).numpy()
-    x = _features(det, d, band, n_bands)
+    x = _features(det, d, band, n_bands, extra)
+    f = x.shape[1] // n_bands
     y = labels.astype(np.int64)
-    weights = [[0.0, 1.0, 0.0] for _ in range(n_bands)]  # detector's own logit: the fallback
+    # The detector's own logit: the fallback of a band without both classes.
+    weights = [[0.0, 1.0] + [0.0] * (f - 2) for _ in range(n_bands)]
     counts = [
         [int((y[band == b] == 1).sum()), int((y[band == b] == 0).sum())] for b in range(n_bands)
     ]
     fit_bands = [b for b in range(n_bands) if min(counts[b]) > 0]
     if fit_bands:
-        cols = [3 * b + j for b in fit_bands for j in range(3)]
+        cols = [f * b + j for b in fit_bands for j in range(f)]
         mask = np.isin(band, fit_bands)
         model = LogisticRegression(C=c, fit_intercept=False, max_iter=2000)
         model.fit(x[mask][:, cols], y[mask])
         coef = model.coef_[0]
         for i, b in enumerate(fit_bands):
-            weights[b] = [float(v) for v in coef[3 * i : 3 * i + 3]]
-    return {"kind": "learned", "edges": edges, "weights": weights, "counts": counts}
+            weights[b] = [float(v) for v in coef[f * i : f * i + f]]
+    out = {"kind": "learned", "edges": edges, "weights": weights, "counts": counts}
+    if extra is not None:
+        out["features"] = "class_aware"
+    return out
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -185,10 +224,17 @@ def describe(params: dict[str, Any]) -> str:
     names = [f"< {edges[0]:g}"]
     names += [f"{a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     names.append(f">= {edges[-1]:g}")
+    aware = params.get("features") == "class_aware"
+    head = "learned fusion: p = sigmoid(bias + w_det * logit(detector) + w_D * logit(D)"
+    head += (
+        " + w_bg * logit(D background) + w_agree * [D's top class = detector's])" if aware else ")"
+    )
+    cols = ["bias", "w_det", "w_D"] + (["w_bg", "w_agree"] if aware else [])
     lines = [
-        "learned fusion: p = sigmoid(bias + w_det * logit(detector) + w_D * logit(D)) per size band",
-        f"{'size (px)':>10s} {'bias':>7s} {'w_det':>7s} {'w_D':>7s} {'pos/neg':>12s}",
+        head + " per size band",
+        f"{'size (px)':>10s} " + " ".join(f"{c:>7s}" for c in cols) + f" {'pos/neg':>12s}",
     ]
     for name, w, cnt in zip(names, params["weights"], params["counts"], strict=True):
-        lines.append(f"{name:>10s} {w[0]:7.2f} {w[1]:7.2f} {w[2]:7.2f} {cnt[0]:>5d}/{cnt[1]:<6d}")
+        vals = " ".join(f"{v:7.2f}" for v in w)
+        lines.append(f"{name:>10s} {vals} {cnt[0]:>5d}/{cnt[1]:<6d}")
     return "\n".join(lines)
