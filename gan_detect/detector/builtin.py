@@ -31,10 +31,11 @@ def builtin_detector(
     score_thresh: float | None = None,
     tile_sizes: Sequence[int] = (),
     tile_overlap: float = 0.2,
+    tile_drop_cut: bool = False,
 ) -> nn.Module:
     """The built-in detector ``arch``; ``score_thresh=None`` keeps its own default.
 
-    ``tile_sizes`` / ``tile_overlap``: the COCO proposers' sliced inference
+    ``tile_sizes`` / ``tile_overlap`` / ``tile_drop_cut``: the COCO proposers' sliced inference
     (:class:`~gan_detect.detector.onnx_common.TiledOnnxDetector`).
 
     Raises:
@@ -52,17 +53,19 @@ def builtin_detector(
         from gan_detect.detector.retinaface import RetinaFaceDetector
 
         return RetinaFaceDetector(**kw)
-    if arch == "fastestdet":
+    if arch in BUILTIN_COCO_DETECTORS:
         from gan_detect.detector.fastestdet import FastestDetDetector
-
-        return FastestDetDetector(
-            weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
-        )
-    if arch == "yolox_nano":
         from gan_detect.detector.yolox_nano import YoloxNanoDetector
 
-        return YoloxNanoDetector(
-            weights, tile_sizes=tuple(tile_sizes), tile_overlap=tile_overlap, **kw
+        cls: type[FastestDetDetector] | type[YoloxNanoDetector] = (
+            YoloxNanoDetector if arch == "yolox_nano" else FastestDetDetector
+        )
+        return cls(
+            weights,
+            tile_sizes=tuple(tile_sizes),
+            tile_overlap=tile_overlap,
+            drop_cut=tile_drop_cut,
+            **kw,
         )
     raise InputError(
         f"detector.arch={arch!r} is not built in; built in: {', '.join(BUILTIN_ARCHS)}"
@@ -71,4 +74,6 @@ def builtin_detector(
 
 def builtin_from_config(det: DetectorConfig, score_thresh: float | None = None) -> nn.Module:
     """The built-in detector a ``detector:`` config section names (arch, weights, tiles)."""
-    return builtin_detector(det.arch, det.weights, score_thresh, det.tile_sizes, det.tile_overlap)
+    return builtin_detector(
+        det.arch, det.weights, score_thresh, det.tile_sizes, det.tile_overlap, det.tile_drop_cut
+    )

@@ -155,6 +155,7 @@ class FastestDetDetector(TiledOnnxDetector):
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile side.
         full_image: also detect on the whole image (its boxes find the large objects that
             tiles cut apart); always on when there are no tiles.
+        drop_cut: drop tile boxes touching an inner tile edge (parts of objects the tile cuts).
 
     Raises:
         FileNotFoundError: the weights path does not exist (one line, naming it).
@@ -174,16 +175,19 @@ class FastestDetDetector(TiledOnnxDetector):
         tile_sizes: Sequence[int] = (),
         tile_overlap: float = 0.2,
         full_image: bool = True,
+        drop_cut: bool = False,
     ) -> None:
         super().__init__(
-            score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image
-        )
+            score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image,
+            drop_cut,
+        )  # fmt: skip
         self.weights = resolve_weights(weights)
-        warn_without_licence(self.weights, "LICENSE.md", "FastestDet", "BSD-3-Clause")
         self._session, self._input_name = onnx_session(
             self.weights, num_threads, "FastestDet", [1, 3, INPUT_SIZE, INPUT_SIZE],
             [1, 85, GRID, GRID],
         )  # fmt: skip
+        # After the shape check: a wrong file gets its error, not a licence warning.
+        warn_without_licence(self.weights, "LICENSE.md", "FastestDet", "BSD-3-Clause")
 
     @staticmethod
     def preprocess_bgr(bgr: np.ndarray) -> np.ndarray:

@@ -185,6 +185,9 @@ class ImageListDetector(nn.Module):
         ]
 
 
+# A tile box this close (px) to an inner tile edge counts as cut by the tile (boxes are clipped
+# to the tile, so a cut object's box usually ends exactly on the edge).
+CUT_MARGIN = 2.0
 Decoded = tuple[Tensor, Tensor, Tensor]  # boxes (N, 4) xyxy px, scores (N,), labels (N,) 0..79
 
 
@@ -196,7 +199,10 @@ class TiledOnnxDetector(ImageListDetector):
     shifts the tile boxes back into the image and merges everything by one per-class NMS. The
     merge is plain NMS on tensors rather than sahi's object-by-object postprocess: a proposer
     keeps hundreds of low-scored boxes per tile, where sahi's Python-level NMS measured 6-7x
-    slower per image (benchmarks/RESULTS_proposals_coco.md).
+    slower per image (benchmarks/RESULTS_proposals_coco.md). With ``drop_cut`` a tile's boxes
+    that touch one of its inner edges (an edge that is not the image's) are dropped before the
+    merge: they are parts of objects the tile cuts, which the whole image or a neighbouring tile
+    proposes whole, and they outscore the whole boxes of large objects.
 
     Labels are 1..80 (``category_ids[label - 1]`` is the official COCO id).
     """
@@ -213,6 +219,7 @@ class TiledOnnxDetector(ImageListDetector):
         tile_sizes: Sequence[int] = (),
         tile_overlap: float = 0.2,
         full_image: bool = True,
+        drop_cut: bool = False,
     ) -> None:
         super().__init__()
         check_runtime(self.model_name, bool(tile_sizes))
@@ -224,6 +231,7 @@ class TiledOnnxDetector(ImageListDetector):
         self.tile_sizes = tuple(int(t) for t in tile_sizes)
         self.tile_overlap = float(tile_overlap)
         self.full_image = bool(full_image)
+        self.drop_cut = bool(drop_cut)
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
@@ -262,7 +270,9 @@ class TiledOnnxDetector(ImageListDetector):
         Returns:
             ``boxes`` (N, 4) xyxy px of the image, ``scores`` (N,), ``labels`` (N,) 0..79.
         """
-        return tiled_candidates(self.to_bgr(image), self.decode_bgr, self.full_image, self.tiles)
+        return tiled_candidates(
+            self.to_bgr(image), self.decode_bgr, self.full_image, self.tiles, self.drop_cut
+        )
 
     def detect(self, image: Tensor) -> dict[str, Tensor]:
         """One (3, H, W) [0, 1] image -> ``boxes`` (D, 4) xyxy px, ``scores`` (D,), ``labels`` (D,).
@@ -280,14 +290,22 @@ def tiled_candidates(
     decode_bgr: Callable[[np.ndarray], Decoded],
     full_image: bool,
     tiles: Callable[[int, int], list[tuple[int, int, int, int]]],
+    drop_cut: bool = False,
 ) -> Decoded:
     """``decode_bgr`` on the whole (h, w, 3) image (when ``full_image`` or there are no tiles)
-    and on each tile of ``tiles(h, w)``, its boxes shifted into image pixels, concatenated."""
+    and on each tile of ``tiles(h, w)``, its boxes shifted into image pixels, concatenated.
+
+    ``drop_cut``: leave out tile boxes within :data:`CUT_MARGIN` px of an inner tile edge."""
     h, w = bgr.shape[:2]
     grid = tiles(h, w)
     parts = [decode_bgr(bgr)] if full_image or not grid else []
     for x1, y1, x2, y2 in grid:
         b, s, lab = decode_bgr(bgr[y1:y2, x1:x2])
+        if drop_cut:
+            inner = torch.tensor([x1 > 0, y1 > 0, x2 < w, y2 < h])
+            gap = torch.stack([b[:, 0], b[:, 1], (x2 - x1) - b[:, 2], (y2 - y1) - b[:, 3]], 1)
+            keep = ~((gap <= CUT_MARGIN) & inner).any(1)
+            b, s, lab = b[keep], s[keep], lab[keep]
         parts.append((b + torch.tensor([x1, y1, x1, y1], dtype=b.dtype), s, lab))
     boxes, scores, labels = (torch.cat(t) for t in zip(*parts, strict=True))
     return boxes, scores, labels

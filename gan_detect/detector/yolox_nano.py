@@ -177,6 +177,7 @@ class YoloxNanoDetector(TiledOnnxDetector):
             well; ``()`` is the whole image only. Needs the ``sahi`` package.
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile side.
         full_image: also detect on the whole image; always on when there are no tiles.
+        drop_cut: drop tile boxes touching an inner tile edge (parts of objects the tile cuts).
 
     Raises:
         FileNotFoundError: the weights path does not exist (one line, naming it).
@@ -196,16 +197,19 @@ class YoloxNanoDetector(TiledOnnxDetector):
         tile_sizes: Sequence[int] = (),
         tile_overlap: float = 0.2,
         full_image: bool = True,
+        drop_cut: bool = False,
     ) -> None:
         super().__init__(
-            score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image
-        )
+            score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image,
+            drop_cut,
+        )  # fmt: skip
         self.weights = resolve_weights(weights)
-        warn_without_licence(self.weights, "LICENSE", "YOLOX-nano", "Apache-2.0")
         self._session, self._input_name = onnx_session(
             self.weights, num_threads, "YOLOX-nano", [1, 3, INPUT_SIZE, INPUT_SIZE],
             [1, NUM_CELLS, 85],
         )  # fmt: skip
+        # After the shape check: a wrong file gets its error, not a licence warning.
+        warn_without_licence(self.weights, "LICENSE", "YOLOX-nano", "Apache-2.0")
 
     def raw_bgr(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
         """The network output (1, 3549, 85) for one (H, W, 3) uint8 BGR image, and ``r``."""
