@@ -546,20 +546,25 @@ def _propose(args: Sequence[str]) -> int:
     out, args = _take_option(rest, "--out")
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
-        # detector.arch=fastestdet|yolox_nano [detector.weights=PATH] [detector.tile_sizes=[N]]).
+        # detector.arch=fastestdet|yolox_nano [detector.weights=PATH] [detector.tile_sizes=[N]]
+        # [detector.tile_drop_cut=true]).
         from torch import nn
 
         from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.module import DetectorModule
         from gan_detect.detector.propose import propose_folder
 
-        keys = ("ckpt", "detector.arch", "detector.weights", "detector.tile_sizes")
+        keys = (
+            "ckpt", "detector.arch", "detector.weights", "detector.tile_sizes",
+            "detector.tile_drop_cut",
+        )  # fmt: skip
         kv = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in keys)
         bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in keys]
         if bad:
             raise ConfigError(
                 "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME, "
-                f"detector.weights=PATH and detector.tile_sizes=[N,...], got {bad}"
+                "detector.weights=PATH, detector.tile_sizes=[N,...] and "
+                f"detector.tile_drop_cut=true|false, got {bad}"
             )
         ckpt = kv.get("ckpt")
         if ckpt is not None and len(kv) > 1:
@@ -573,8 +578,16 @@ def _propose(args: Sequence[str]) -> int:
             raise ConfigError(
                 f"detector.tile_sizes: expected a list of integers like [176], got {tiles_text!r}"
             ) from None
+        drop_text = kv.get("detector.tile_drop_cut", "false").lower()
+        if drop_text not in ("true", "false"):
+            raise ConfigError(f"detector.tile_drop_cut: expected true or false, got {drop_text!r}")
         if ckpt is None and (arch != "retinaface" or len(kv) > 1):
-            model = builtin_detector(arch, kv.get("detector.weights"), tile_sizes=tiles)
+            model = builtin_detector(
+                arch,
+                kv.get("detector.weights"),
+                tile_sizes=tiles,
+                tile_drop_cut=drop_text == "true",
+            )
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")

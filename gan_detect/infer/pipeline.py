@@ -334,20 +334,22 @@ class Pipeline:
         fusion: str | None = None,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         tile_sizes: Sequence[int] = (),
+        tile_drop_cut: bool = False,
         **kw: Any,
     ) -> Pipeline:
         """A built-in pretrained COCO proposer (``yolox_nano`` or ``fastestdet``), re-scored by a
         trained GAN when one is given; labels 1..80 named by :data:`COCO_CLASS_NAMES`.
 
         ``weights``: the ONNX file or its folder (``None``: the shared data's copy);
-        ``tile_sizes``: sliced inference (see :mod:`gan_detect.detector.yolox_nano`).
+        ``tile_sizes`` / ``tile_drop_cut``: sliced inference (see
+        :mod:`gan_detect.detector.yolox_nano` for the measured setting).
         """
         if arch not in BUILTIN_COCO_DETECTORS:
             raise InputError(
                 f"{arch!r} is not a built-in COCO proposer; built in: "
                 + ", ".join(BUILTIN_COCO_DETECTORS)
             )
-        det = builtin_detector(arch, weights, tile_sizes=tile_sizes)
+        det = builtin_detector(arch, weights, tile_sizes=tile_sizes, tile_drop_cut=tile_drop_cut)
         gan, opts = _gan_for_builtin(gan_ckpt, fusion)
         return cls(
             det,  # type: ignore[arg-type]  # builtin_detector is typed nn.Module
