@@ -183,6 +183,19 @@ def test_weights_without_their_licence_warn(weights_dir: Path, tmp_path: Path) -
         YoloxNanoDetector(lone)
 
 
+def test_builtin_and_config_build_it_with_the_chosen_tiles(weights_dir: Path) -> None:
+    from gan_detect.config.sections import DetectorConfig
+    from gan_detect.detector.builtin import builtin_detector, builtin_from_config
+
+    det = builtin_detector("yolox_nano", tile_sizes=(256,), tile_drop_cut=True)
+    assert isinstance(det, YoloxNanoDetector) and det.weights == weights_dir / "yolox_nano.onnx"
+    assert det.tile_sizes == (256,) and det.drop_cut and det.full_image
+    cfg = DetectorConfig(arch="yolox_nano", tile_sizes=[256], tile_drop_cut=True)
+    from_cfg = builtin_from_config(cfg)
+    assert isinstance(from_cfg, YoloxNanoDetector) and from_cfg.drop_cut
+    assert from_cfg.score_thresh == 0.001  # its own proposal threshold, not the config's 0.02
+
+
 def test_builtin_arch_is_not_trainable() -> None:
     from gan_detect.detector.module import DetectorModule
 

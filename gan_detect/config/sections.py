@@ -198,7 +198,7 @@ class DetectorConfig:
     tile_sizes: list[int] = field(default_factory=list)
     tile_overlap: float = 0.2
     # Drop tile boxes touching an inner tile edge (parts of objects a tile cuts; they outscore
-    # the whole-image boxes of large objects): yolox_nano's chosen setting with tile_sizes=[416].
+    # the whole-image boxes of large objects): yolox_nano's chosen setting with tile_sizes=[256].
     tile_drop_cut: bool = False
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
