@@ -21,6 +21,7 @@ from pathlib import Path
 from gan_detect.config import PRESETS, ExperimentConfig
 from gan_detect.config.load import load_config as _load_config
 from gan_detect.config.load import load_raw_config
+from gan_detect.config.sections import BUILTIN_DETECTORS
 from gan_detect.config.validate import ConfigError, to_container
 from gan_detect.utils.quiet import VERBOSE_ENV, quiet_lightning
 
@@ -180,13 +181,15 @@ PROPOSE_HELP = """\
 Write a detector's proposals for one split, in the official layouts (WIDER txt tree, COCO results
 JSON): the input of the GAN stage (data.train_proposals / data.val_proposals). The detector is a
 trained one (ckpt=DET.ckpt), the built-in pretrained RetinaFace (detector.arch=retinaface) or
-the pretrained COCO FastestDet (detector.arch=fastestdet detector.weights=FastestDet.onnx or its
-folder, LICENSE.md beside it).
+a pretrained COCO one: detector.arch=yolox_nano (YOLOX-nano, the stronger) or fastestdet, with
+detector.weights=PATH (the .onnx file or its folder, licence beside it; omitted: the shared
+data's copy).
 
 inputs:  a detector config (detector_wider / detector_coco) + ckpt=DET.ckpt [+ evaluate.split=train]
-         or detector.arch=retinaface|fastestdet; or, with no config, --images=DIR (any folder of
-         images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt | detector.arch=fastestdet
-         detector.weights=PATH [detector.tile_sizes=[176]] (sliced inference)].
+         or detector.arch=retinaface|fastestdet|yolox_nano; or, with no config, --images=DIR (any
+         folder of images: a WIDER tree, or flat) [--out=DIR] [ckpt=DET.ckpt |
+         detector.arch=fastestdet|yolox_nano [detector.weights=PATH] [detector.tile_sizes=[N]]
+         (sliced inference)].
 outputs: OUTPUT_DIR/proposals/SPLIT/ (or --out=DIR; paths printed)."""
 
 DEMO_HELP = """\
@@ -207,7 +210,8 @@ outputs: OUT/report.md and its figures."""
 PREDICT_HELP = """\
 Boxes for your images: the detector's proposals re-scored by the GAN of a pipeline file
 (OUT/{faces,objects}/pipeline.pt after `gan-detect demo`, or gan_detect.infer.pipeline.export_pipeline);
-without --ckpt the built-in pretrained RetinaFace finds faces (re-scored by --gan GAN.ckpt).
+without --ckpt the built-in pretrained RetinaFace finds faces, or --detector yolox_nano the 80
+COCO classes (re-scored by --gan GAN.ckpt when given).
 
 inputs:  image files, folders (searched recursively) or globs.
 outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label names),
@@ -249,7 +253,21 @@ def predict_parser() -> argparse.ArgumentParser:
         "--gan",
         default=None,
         metavar="GAN.ckpt",
-        help="with no --ckpt: a trained GAN checkpoint that re-scores the built-in RetinaFace",
+        help="with no --ckpt: a trained GAN checkpoint that re-scores the built-in detector",
+    )
+    ap.add_argument(
+        "--detector",
+        default="retinaface",
+        choices=BUILTIN_DETECTORS,
+        help="with no --ckpt: the built-in detector (default retinaface, faces; yolox_nano or "
+        "fastestdet: the 80 COCO classes)",
+    )
+    ap.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="with --detector yolox_nano|fastestdet: its .onnx file or folder (default: the "
+        "shared data's copy)",
     )
     ap.add_argument(
         "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
@@ -406,7 +424,7 @@ def cmd_fit(args: Sequence[str]) -> int:
     cfg = load_config(files, overrides)
     from gan_detect.app.preflight import check_before_fit
 
-    if cfg.task == "detector" and cfg.detector.arch in ("retinaface", "fastestdet"):
+    if cfg.task == "detector" and cfg.detector.arch in BUILTIN_DETECTORS:
         raise ConfigError(
             f"config key 'detector.arch': {cfg.detector.arch} is a built-in pretrained detector; "
             f"it is not trained (use it directly: gan-detect propose ... "
@@ -528,20 +546,25 @@ def _propose(args: Sequence[str]) -> int:
     out, args = _take_option(rest, "--out")
     if images is not None:
         # Any folder of images, no config: the built-in RetinaFace (or ckpt=DET.ckpt, or
-        # detector.arch=fastestdet detector.weights=PATH [detector.tile_sizes=[176]]).
+        # detector.arch=fastestdet|yolox_nano [detector.weights=PATH] [detector.tile_sizes=[N]]
+        # [detector.tile_drop_cut=true]).
         from torch import nn
 
         from gan_detect.detector.builtin import builtin_detector
         from gan_detect.detector.module import DetectorModule
         from gan_detect.detector.propose import propose_folder
 
-        keys = ("ckpt", "detector.arch", "detector.weights", "detector.tile_sizes")
+        keys = (
+            "ckpt", "detector.arch", "detector.weights", "detector.tile_sizes",
+            "detector.tile_drop_cut",
+        )  # fmt: skip
         kv = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in keys)
         bad = [a for a in args if "=" not in a or a.split("=", 1)[0] not in keys]
         if bad:
             raise ConfigError(
                 "propose --images=DIR takes only --out=DIR, ckpt=PATH, detector.arch=NAME, "
-                f"detector.weights=PATH and detector.tile_sizes=[N,...], got {bad}"
+                "detector.weights=PATH, detector.tile_sizes=[N,...] and "
+                f"detector.tile_drop_cut=true|false, got {bad}"
             )
         ckpt = kv.get("ckpt")
         if ckpt is not None and len(kv) > 1:
@@ -555,19 +578,27 @@ def _propose(args: Sequence[str]) -> int:
             raise ConfigError(
                 f"detector.tile_sizes: expected a list of integers like [176], got {tiles_text!r}"
             ) from None
+        drop_text = kv.get("detector.tile_drop_cut", "false").lower()
+        if drop_text not in ("true", "false"):
+            raise ConfigError(f"detector.tile_drop_cut: expected true or false, got {drop_text!r}")
         if ckpt is None and (arch != "retinaface" or len(kv) > 1):
-            model = builtin_detector(arch, kv.get("detector.weights"), tile_sizes=tiles)
+            model = builtin_detector(
+                arch,
+                kv.get("detector.weights"),
+                tile_sizes=tiles,
+                tile_drop_cut=drop_text == "true",
+            )
         written = propose_folder(images, out or "proposals", model)
         for fmt, path in written.items():
             print(f"{fmt}: {path}")
         return 0
     files, overrides = _split_args(args)
     cfg = load_config(files, overrides)
-    if cfg.ckpt is None and cfg.detector.arch not in ("retinaface", "fastestdet"):
+    if cfg.ckpt is None and cfg.detector.arch not in BUILTIN_DETECTORS:
         raise ConfigError(
             "propose needs ckpt=PATH (a detector checkpoint), detector.arch=retinaface "
-            "(the built-in pretrained face detector) or detector.arch=fastestdet "
-            "detector.weights=PATH (the pretrained COCO one)"
+            "(the built-in pretrained face detector) or detector.arch=fastestdet|yolox_nano "
+            "[detector.weights=PATH] (the pretrained COCO ones)"
         )
     for fmt, path in propose(cfg, cfg.ckpt, cfg.evaluate.split, out_dir=out).items():
         print(f"{fmt}: {path}")
@@ -643,8 +674,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "propose": (
         cmd_propose,
         "write a detector's proposals: propose CONFIG.yaml... ckpt=DET.ckpt "
-        "| detector.arch=retinaface|fastestdet; or propose --images=DIR [--out=DIR] "
-        "[ckpt=DET.ckpt | detector.arch=fastestdet detector.weights=PATH]",
+        "| detector.arch=retinaface|fastestdet|yolox_nano; or propose --images=DIR [--out=DIR] "
+        "[ckpt=DET.ckpt | detector.arch=fastestdet|yolox_nano detector.weights=PATH]",
     ),
     "compare": (cmd_compare, "side-by-side report: compare RUN_DIR... [--out DIR]"),
     "predict": (

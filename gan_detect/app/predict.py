@@ -314,7 +314,14 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
     fusion = getattr(ns, "fusion", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        if ns.ckpt is None:  # the built-in RetinaFace, re-scored by --gan when given
+        arch = getattr(ns, "detector", "retinaface")
+        weights = getattr(ns, "weights", None)
+        if weights is not None and (ns.ckpt is not None or arch == "retinaface"):
+            raise InputError("--weights is for --detector yolox_nano|fastestdet without --ckpt")
+        if ns.ckpt is None and arch != "retinaface":  # a COCO proposer, re-scored by --gan
+            gan = None if ns.no_refine else ns.gan
+            pipe = Pipeline.coco(arch, weights, gan, device=ns.device, fusion=fusion, **kw)
+        elif ns.ckpt is None:  # the built-in RetinaFace, re-scored by --gan when given
             gan = None if ns.no_refine else ns.gan
             pipe = Pipeline.retinaface(gan, device=ns.device, fusion=fusion, **kw)
         else:

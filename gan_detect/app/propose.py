@@ -35,7 +35,7 @@ def propose(
     """Run a detector over a split; write its proposals in the official layouts.
 
     ``ckpt=None`` with ``detector.arch=retinaface`` runs the built-in pretrained RetinaFace;
-    ``detector.arch=fastestdet detector.weights=PATH`` the built-in COCO FastestDet.
+    ``detector.arch=fastestdet|yolox_nano [detector.weights=PATH]`` a built-in COCO proposer.
     """
     from gan_detect.utils.device import resolve_device
 
@@ -43,7 +43,7 @@ def propose(
     if ckpt is None:
         if cfg.detector is None or cfg.detector.arch not in BUILTIN_ARCHS:
             raise InputError(
-                "propose needs a detector checkpoint or detector.arch=retinaface|fastestdet"
+                "propose needs a detector checkpoint or detector.arch=" + "|".join(BUILTIN_ARCHS)
             )
         module = builtin_from_config(cfg.detector, cfg.evaluate.proposal_score_thresh)
     else:
@@ -52,7 +52,7 @@ def propose(
     records = dm.records(split)
     device = resolve_device(cfg.evaluate.device)
     out = Path(out_dir or Path(cfg.output_dir) / "proposals" / split)
-    # FastestDet's labels are its own 80 COCO classes, whatever categories the data lists.
+    # A built-in COCO proposer's labels are its own 80 COCO classes, whatever categories the data lists.
     cat_ids = getattr(module, "category_ids", None)
     if cat_ids is None and hasattr(dm, "category_ids"):
         cat_ids = dm.category_ids()

@@ -15,6 +15,11 @@ from gan_detect.config.schema import DataConfig, VariantConfig
 
 # variant.g_step_d_norm values (see GANVariantConfig).
 G_STEP_D_NORMS = ("batch", "running")
+# detector.arch values that name a built-in pretrained proposer (detector/builtin.py), not a
+# trainable detector; here so that the CLI can test for them without importing torch.
+BUILTIN_DETECTORS = ("retinaface", "fastestdet", "yolox_nano")
+# The built-in COCO proposers: ONNX files given by detector.weights, sliced by tile_sizes.
+BUILTIN_COCO_DETECTORS = ("fastestdet", "yolox_nano")
 
 
 @dataclass
@@ -176,18 +181,25 @@ class DetectorConfig:
     """Every setting of the baseline detector, with its default."""
 
     # Built in, pretrained, not trained (detector/builtin.py): "retinaface" (faces,
-    # detector/retinaface.py) and "fastestdet" (COCO, detector/fastestdet.py; needs `weights`).
-    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface", "fastestdet"] = "fcos"
+    # detector/retinaface.py), "fastestdet" and "yolox_nano" (COCO, detector/fastestdet.py and
+    # detector/yolox_nano.py; ONNX files found by `weights`).
+    arch: Literal["fcos", "retinanet", "faster_rcnn", "retinaface", "fastestdet", "yolox_nano"] = (
+        "fcos"
+    )
     backbone: str = "resnet50"  # timm name; "test_resnet" / "resnet18" in tests
     num_classes: int = 1  # C, without background
     pretrained: bool = False  # true in the detector presets, false in tests and the demo
     pretrained_path: str | None = None  # local weights file (offline clusters)
-    # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
+    # arch=fastestdet / yolox_nano: the .onnx file or its folder (licence beside it); null:
+    # the shared data's copy (coco/val2017_person/fastestdet/, coco/detectors/yolox_nano/).
     weights: str | None = None
-    # arch=fastestdet: also detect on overlapping square tiles of these sides, px (sliced
+    # arch=fastestdet / yolox_nano: also detect on overlapping square tiles of these sides, px (sliced
     # inference; [] = the whole image only; benchmarks/proposal_recall_coco.py), and their overlap.
     tile_sizes: list[int] = field(default_factory=list)
     tile_overlap: float = 0.2
+    # Drop tile boxes touching an inner tile edge (parts of objects a tile cuts; they outscore
+    # the whole-image boxes of large objects): yolox_nano's chosen setting with tile_sizes=[256].
+    tile_drop_cut: bool = False
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded
     p2: bool = True  # stride-4 pyramid level (small objects)
     fpn_channels: int = 256

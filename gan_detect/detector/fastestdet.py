@@ -44,18 +44,22 @@ objects 9.5 % -> 55 % on the val2017 person test split, for 17.6 network runs pe
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
 
-from gan_detect.detector.onnx_common import ImageListDetector
-from gan_detect.utils.checkpoints import CheckpointError
+from gan_detect.detector.onnx_common import (
+    COCO_CATEGORY_IDS,
+    Decoded,
+    TiledOnnxDetector,
+    WeightsError,
+    onnx_session,
+    resolve_onnx,
+    warn_without_licence,
+)
 
 __all__ = [
     "COCO_CATEGORY_IDS",
@@ -70,14 +74,6 @@ __all__ = [
 INPUT_SIZE = 352
 GRID = 22  # output cells per side: INPUT_SIZE / 16
 ONNX_NAME = "FastestDet.onnx"
-# The 80 official COCO category ids in sorted order: contiguous index k -> COCO_CATEGORY_IDS[k].
-COCO_CATEGORY_IDS: tuple[int, ...] = tuple(
-    i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
-)
-
-
-class WeightsError(CheckpointError):
-    """A detector weights file is unreadable or not what it should be (the message names it)."""
 
 
 def default_weights() -> Path | None:
@@ -95,29 +91,11 @@ def resolve_weights(weights: str | Path | None) -> Path:
     Raises:
         FileNotFoundError: one line naming the path (or where the default was looked for).
     """
-    if weights is None:
-        found = default_weights()
-        if found is None:
-            raise FileNotFoundError(
-                "FastestDet weights not found: give detector.weights=PATH (FastestDet.onnx or "
-                "its folder, with LICENSE.md beside it), or set GAN_DETECT_DATA to a folder with "
-                "coco/val2017_person/fastestdet/"
-            )
-        weights = found
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        onnx = sorted(path.glob("*.onnx"))
-        if (path / ONNX_NAME).is_file():
-            return path / ONNX_NAME
-        if len(onnx) == 1:
-            return onnx[0]
-        raise FileNotFoundError(
-            f"FastestDet weights not found: {path} is a folder without {ONNX_NAME}"
-            + (f" (it holds {len(onnx)} .onnx files; name one)" if onnx else "")
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"FastestDet weights not found: {path}")
-    return path
+    hint = (
+        "give detector.weights=PATH (FastestDet.onnx or its folder, with LICENSE.md beside it), "
+        "or set GAN_DETECT_DATA to a folder with coco/val2017_person/fastestdet/"
+    )
+    return resolve_onnx(weights, ONNX_NAME, "FastestDet", default_weights(), hint)
 
 
 def decode(
@@ -162,7 +140,7 @@ def decode(
     )
 
 
-class FastestDetDetector(ImageListDetector):
+class FastestDetDetector(TiledOnnxDetector):
     """Pretrained FastestDet (COCO, 80 classes) on the whole image stretched to 352x352.
 
     Args:
@@ -177,6 +155,7 @@ class FastestDetDetector(ImageListDetector):
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile side.
         full_image: also detect on the whole image (its boxes find the large objects that
             tiles cut apart); always on when there are no tiles.
+        drop_cut: drop tile boxes touching an inner tile edge (parts of objects the tile cuts).
 
     Raises:
         FileNotFoundError: the weights path does not exist (one line, naming it).
@@ -184,7 +163,7 @@ class FastestDetDetector(ImageListDetector):
         ImportError: naming onnxruntime / opencv when they are not installed.
     """
 
-    category_ids: tuple[int, ...] = COCO_CATEGORY_IDS
+    model_name = "FastestDet"
 
     def __init__(
         self,
@@ -196,76 +175,19 @@ class FastestDetDetector(ImageListDetector):
         tile_sizes: Sequence[int] = (),
         tile_overlap: float = 0.2,
         full_image: bool = True,
+        drop_cut: bool = False,
     ) -> None:
-        super().__init__()
-        try:
-            import cv2  # noqa: F401
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError(
-                f"the built-in FastestDet proposer needs onnxruntime and opencv-python: {err}"
-            ) from None
-        if tile_sizes:
-            try:
-                import sahi.slicing  # noqa: F401
-            except ImportError as err:
-                raise ImportError(f"FastestDet tile_sizes need the sahi package: {err}") from None
-        if any(int(t) < 16 for t in tile_sizes) or not 0 <= tile_overlap < 1:
-            raise ValueError(
-                f"tile_sizes must be >= 16 px and 0 <= tile_overlap < 1; got {list(tile_sizes)}, "
-                f"{tile_overlap}"
-            )
-        self.tile_sizes = tuple(int(t) for t in tile_sizes)
-        self.tile_overlap = float(tile_overlap)
-        self.full_image = bool(full_image)
+        super().__init__(
+            score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image,
+            drop_cut,
+        )  # fmt: skip
         self.weights = resolve_weights(weights)
-        if not (self.weights.parent / "LICENSE.md").is_file():
-            # Not an error (the weights work without it), but a copy without it breaks BSD-3.
-            warnings.warn(
-                f"no LICENSE.md beside {self.weights}: FastestDet is BSD-3-Clause and its notice "
-                "must travel with the weights (copy the whole fastestdet/ folder)",
-                stacklevel=2,
-            )
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = num_threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        # No busy-waiting between runs: ORT's spinning threads starve torch's NMS / decoding on
-        # a small CPU (measured 1.5x slower per image with it on a loaded 2-core machine).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # onnxruntime's own multi-line log would bury the one-line error below.
-        opts.log_severity_level = 4
-        try:
-            self._session: Any = ort.InferenceSession(
-                str(self.weights), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as err:  # onnxruntime raises its own types (Fail, InvalidProtobuf, ...)
-            size = self.weights.stat().st_size
-            text = str(err).strip()
-            first = text.splitlines()[0][:160] if text else type(err).__name__
-            raise WeightsError(
-                f"{self.weights}: not a valid ONNX model ({size} bytes; onnxruntime: {first})"
-            ) from None
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        shape_in = list(inputs[0].shape) if len(inputs) == 1 else None
-        shape_out = list(outputs[0].shape) if len(outputs) == 1 else None
-        if shape_in != [1, 3, INPUT_SIZE, INPUT_SIZE] or shape_out != [1, 85, GRID, GRID]:
-            raise WeightsError(
-                f"{self.weights}: an ONNX model, but not FastestDet (input {shape_in}, output "
-                f"{shape_out}; expected [1, 3, {INPUT_SIZE}, {INPUT_SIZE}] -> [1, 85, {GRID}, {GRID}])"
-            )
-        self._input_name: str = inputs[0].name
-
-    @staticmethod
-    def to_bgr(image: Tensor) -> np.ndarray:
-        """(3, H, W) RGB in [0, 1] -> (H, W, 3) uint8 BGR, the array ``cv2.imread`` gives."""
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image must have shape (3, H, W), got {tuple(image.shape)}")
-        # Back to the 8-bit pixels the JPEG decoded to, so the resize sees what cv2.imread gives.
-        rgb = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
-        return np.ascontiguousarray(rgb.cpu().numpy()[:, :, ::-1])
+        self._session, self._input_name = onnx_session(
+            self.weights, num_threads, "FastestDet", [1, 3, INPUT_SIZE, INPUT_SIZE],
+            [1, 85, GRID, GRID],
+        )  # fmt: skip
+        # After the shape check: a wrong file gets its error, not a licence warning.
+        warn_without_licence(self.weights, "LICENSE.md", "FastestDet", "BSD-3-Clause")
 
     @staticmethod
     def preprocess_bgr(bgr: np.ndarray) -> np.ndarray:
@@ -288,51 +210,6 @@ class FastestDetDetector(ImageListDetector):
         """The network output (1, 85, 22, 22) for one (3, H, W) [0, 1] image."""
         return self.raw_bgr(self.to_bgr(image))
 
-    def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """The ``(x1, y1, x2, y2)`` px tiles of an image, every tile size in turn (sahi's grid).
-
-        A tile that is the whole image is left out when the whole image is detected anyway.
-        """
-        if not self.tile_sizes:
-            return []
-        from sahi.slicing import get_slice_bboxes
-
-        out: list[tuple[int, int, int, int]] = []
-        for size in self.tile_sizes:
-            grid = get_slice_bboxes(
-                height, width, size, size, auto_slice_resolution=False,
-                overlap_height_ratio=self.tile_overlap, overlap_width_ratio=self.tile_overlap,
-            )  # fmt: skip
-            for x1, y1, x2, y2 in grid:
-                tile = (int(x1), int(y1), min(int(x2), width), min(int(y2), height))
-                whole = tile == (0, 0, width, height)
-                if tile not in out and not (whole and self.full_image):
-                    out.append(tile)
-        return out
-
-    def candidates(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Every box scoring >= ``score_thresh`` before NMS, from the whole image and the tiles.
-
-        Returns:
-            ``boxes`` (N, 4) xyxy px of the image, ``scores`` (N,), ``labels`` (N,) 0..79.
-        """
-        bgr = self.to_bgr(image)
-        h, w = bgr.shape[:2]
-        parts = []
-        if self.full_image or not self.tile_sizes:
-            parts.append(decode(self.raw_bgr(bgr), w, h, self.score_thresh))
-        for x1, y1, x2, y2 in self.tiles(h, w):
-            b, s, lab = decode(self.raw_bgr(bgr[y1:y2, x1:x2]), x2 - x1, y2 - y1, self.score_thresh)
-            parts.append((b + torch.tensor([x1, y1, x1, y1], dtype=b.dtype), s, lab))
-        boxes, scores, labels = (torch.cat(t) for t in zip(*parts, strict=True))
-        return boxes, scores, labels
-
-    def detect(self, image: Tensor) -> dict[str, Tensor]:
-        """One (3, H, W) [0, 1] image -> ``boxes`` (D, 4) xyxy px, ``scores`` (D,), ``labels`` (D,).
-
-        Labels are 1..80 (``category_ids[label - 1]`` is the COCO id); D <= detections_per_img.
-        Whole-image and tile boxes are merged by one per-class NMS.
-        """
-        boxes, scores, labels = self.candidates(image)
-        kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
-        return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1}
+    def decode_bgr(self, bgr: np.ndarray) -> Decoded:
+        """Boxes of one (h, w, 3) uint8 BGR image or tile before NMS, px of it."""
+        return decode(self.raw_bgr(bgr), bgr.shape[1], bgr.shape[0], self.score_thresh)

@@ -18,10 +18,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from gan_detect.config.sections import BUILTIN_COCO_DETECTORS
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.synthetic import dataset_origin
-from gan_detect.detector.fastestdet import FastestDetDetector
+from gan_detect.detector.builtin import builtin_detector
 from gan_detect.detector.module import DetectorModule
+from gan_detect.detector.onnx_common import COCO_CLASS_NAMES, TiledOnnxDetector
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.infer.fusion_fit import fusion_for_checkpoint
 from gan_detect.infer.inference import (
@@ -119,6 +121,7 @@ def export_pipeline(
     path: str | Path,
     class_names: Sequence[str],
     opts: InferenceOptions | None = None,
+    detector_weights: str | Path | None = None,
 ) -> Path:
     """Bundle a detector checkpoint and (optionally) a GAN checkpoint into one pipeline file.
 
@@ -127,10 +130,16 @@ def export_pipeline(
     ``predict`` and ``evaluate`` agree; without a GAN, :class:`InferenceOptions` defaults.
     ``detector_ckpt="retinaface"`` (:data:`BUILTIN_RETINAFACE`) names the built-in pretrained
     RetinaFace instead of a trained detector: the file then holds no detector weights.
+    ``"fastestdet"`` / ``"yolox_nano"`` name a built-in COCO proposer: the file holds its name
+    and ``detector_weights`` (its ONNX path, absolute; ``None``: the shared data's copy), not
+    the ONNX file, whose licence must travel beside it.
     """
     detector: dict[str, Any]
     if str(detector_ckpt) == BUILTIN_RETINAFACE:
         detector = {"builtin": BUILTIN_RETINAFACE}
+    elif str(detector_ckpt) in BUILTIN_COCO_DETECTORS:
+        weights = None if detector_weights is None else str(Path(detector_weights).resolve())
+        detector = {"builtin": str(detector_ckpt), "weights": weights}
     else:
         det = load_checkpoint(detector_ckpt, expect="detector")
         detector = {"config": det["hyper_parameters"]["config"], "state_dict": det["state_dict"]}
@@ -193,7 +202,7 @@ class Pipeline:
 
     def __init__(
         self,
-        detector: DetectorModule | RetinaFaceDetector | FastestDetDetector,
+        detector: DetectorModule | RetinaFaceDetector | TiledOnnxDetector,
         gan: GANVariant | None,
         class_names: Sequence[str],
         opts: InferenceOptions,
@@ -231,16 +240,19 @@ class Pipeline:
         if not path.is_file():
             raise FileNotFoundError(f"pipeline file not found: {path}")
         bundle = load_checkpoint(path, expect="pipeline")
-        det: DetectorModule | RetinaFaceDetector
-        if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
+        det: DetectorModule | RetinaFaceDetector | TiledOnnxDetector
+        builtin = bundle["detector"].get("builtin")
+        if builtin == BUILTIN_RETINAFACE:
             det = RetinaFaceDetector()
+        elif builtin in BUILTIN_COCO_DETECTORS:
+            det = builtin_detector(builtin, bundle["detector"].get("weights"))  # type: ignore[assignment]
         else:
             det = DetectorModule(bundle["detector"]["config"])
             det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a checkpoint
         gan = None
         if refine and bundle["gan"] is not None:
             gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
-            if isinstance(det, RetinaFaceDetector):  # a real-photo detector: real photos ahead
+            if isinstance(det, RetinaFaceDetector | TiledOnnxDetector):  # real photos ahead
                 warn_if_generated(trained_on(bundle["gan"], bundle["gan"]["config"]), str(path))
         opts = with_fusion(
             InferenceOptions(**bundle["inference"]), fusion, bundle.get("score_fusion")
@@ -301,22 +313,48 @@ class Pipeline:
         GAN trained on generated data warns (:class:`GeneratedDataWarning`): real photos are
         what this detector is for.
         """
-        gan = None
-        opts = InferenceOptions()
-        if gan_ckpt is not None:
-            state = load_checkpoint(gan_ckpt, expect="gan")
-            config = state["hyper_parameters"]["config"]
-            gan = GANVariant.from_state(config, state["state_dict"])
-            assert gan.run_config is not None
-            # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
-            fitted = fusion_for_checkpoint(gan_ckpt)
-            opts = inference_options(gan.run_config, fusion=fitted)
-            warn_if_generated(trained_on(state, config), str(gan_ckpt))
-        opts = with_fusion(opts, fusion, fitted if gan_ckpt is not None else None)
+        gan, opts = _gan_for_builtin(gan_ckpt, fusion)
         return cls(
             RetinaFaceDetector(),
             gan,
             class_names,
+            opts,
+            device,
+            score_threshold=score_threshold,
+            **kw,
+        )
+
+    @classmethod
+    def coco(
+        cls,
+        arch: str = "yolox_nano",
+        weights: str | Path | None = None,
+        gan_ckpt: str | Path | None = None,
+        device: str = "cpu",
+        fusion: str | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        tile_sizes: Sequence[int] = (),
+        tile_drop_cut: bool = False,
+        **kw: Any,
+    ) -> Pipeline:
+        """A built-in pretrained COCO proposer (``yolox_nano`` or ``fastestdet``), re-scored by a
+        trained GAN when one is given; labels 1..80 named by :data:`COCO_CLASS_NAMES`.
+
+        ``weights``: the ONNX file or its folder (``None``: the shared data's copy);
+        ``tile_sizes`` / ``tile_drop_cut``: sliced inference (see
+        :mod:`gan_detect.detector.yolox_nano` for the measured setting).
+        """
+        if arch not in BUILTIN_COCO_DETECTORS:
+            raise InputError(
+                f"{arch!r} is not a built-in COCO proposer; built in: "
+                + ", ".join(BUILTIN_COCO_DETECTORS)
+            )
+        det = builtin_detector(arch, weights, tile_sizes=tile_sizes, tile_drop_cut=tile_drop_cut)
+        gan, opts = _gan_for_builtin(gan_ckpt, fusion)
+        return cls(
+            det,  # type: ignore[arg-type]  # builtin_detector is typed nn.Module
+            gan,
+            COCO_CLASS_NAMES,
             opts,
             device,
             score_threshold=score_threshold,
@@ -333,3 +371,24 @@ class Pipeline:
 
     def __call__(self, image: Any) -> Detections:
         return self.predict_batch([image])[0]
+
+
+def _gan_for_builtin(
+    gan_ckpt: str | Path | None, fusion: str | None
+) -> tuple[GANVariant | None, InferenceOptions]:
+    """The GAN re-scoring a built-in detector (``None``: none) and its inference options.
+
+    A GAN trained on generated data warns (:class:`GeneratedDataWarning`): the built-in
+    detectors are for real photos.
+    """
+    if gan_ckpt is None:
+        return None, with_fusion(InferenceOptions(), fusion)
+    state = load_checkpoint(gan_ckpt, expect="gan")
+    config = state["hyper_parameters"]["config"]
+    gan = GANVariant.from_state(config, state["state_dict"])
+    assert gan.run_config is not None
+    # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
+    fitted = fusion_for_checkpoint(gan_ckpt)
+    opts = inference_options(gan.run_config, fusion=fitted)
+    warn_if_generated(trained_on(state, config), str(gan_ckpt))
+    return gan, with_fusion(opts, fusion, fitted)
