@@ -41,6 +41,17 @@ def state_follows() -> bool:
 
 
 @contextmanager
+def state_dict_follows() -> Iterator[None]:
+    """Build variants inside this block without reading pretrained generator weights: the
+    caller loads a state dict (a checkpoint's) into them right after."""
+    token = _STATE_FOLLOWS.set(True)
+    try:
+        yield
+    finally:
+        _STATE_FOLLOWS.reset(token)
+
+
+@contextmanager
 def frozen_buffers(module: nn.Module) -> Iterator[None]:
     """Run ``module`` as it is (train-mode BatchNorm still normalises with batch statistics) on
     throw-away copies of its buffers, so its running mean / var and ``num_batches_tracked`` keep
@@ -147,11 +158,8 @@ class GANVariant(nn.Module, ABC):
             raise InputError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
         vcfg = cfg.variant
         assert isinstance(vcfg, GANVariantConfig)
-        token = _STATE_FOLLOWS.set(True)
-        try:
+        with state_dict_follows():
             variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
-        finally:
-            _STATE_FOLLOWS.reset(token)
         if any(k.startswith("variant.") for k in state_dict):
             state_dict = {
                 k[len("variant.") :]: v for k, v in state_dict.items() if k.startswith("variant.")
