@@ -173,8 +173,15 @@ _NOTES = """
   the network less to work with. On COCO crops it is +1.4 to +1.8 dB at all three sizes.
 - **Against the weights' README** (+0.37 dB at 32 px, +1.96 dB at 128 px on WIDER val crops):
   at 128 px the two agree within 0.2 dB; at 32 px this run measures more (+0.97 dB). The LR here
-  is the antialiased bicubic downscale the ROI mining makes (`make_lr`); the README does not say
-  which downscaling it used, and its crops are others. The difference is not explained further.
+  is the antialiased bicubic downscale the ROI mining makes (`make_lr`). A one-off check on the
+  same 240 WIDER crops per size: PIL's bicubic resize as the downscaler gives the same gains
+  (+0.94 dB at 32 px, +2.16 dB at 128 px), so the downscaler does not explain the README's
+  +0.37 dB; its crops are others. Not explained further.
+- **CARN-M needs antialiased LR:** in the same check, a downscale without antialiasing
+  (`F.interpolate(..., mode="bicubic")` at 1/4) put CARN-M 3.2 dB (32 px) and 3.6 dB (128 px)
+  *below* bicubic up-sampling: it was trained on MATLAB-style (antialiased) bicubic LR and
+  sharpens aliasing. The package's LR (training: `make_lr`; inference: `roi_align_hr` crops,
+  within 0.005 of it, `RESULTS_roi.md`) is antialiased; a custom crop path must be too.
 - **Cost:** CARN-M takes about 1.4-1.5x the forward time of the papers' generator at the
   `real_wider.py` FULL size, at each LR size (it has 5.5x the parameters but group convs and no
   refinement network). The absolute milliseconds are from a shared 2-core machine (load average
