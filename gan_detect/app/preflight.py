@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 from gan_detect.config import ExperimentConfig
+from gan_detect.config.sections import GANVariantConfig
 from gan_detect.config.validate import ConfigError
+from gan_detect.data.paths import carn_m_weights_path
 from gan_detect.utils.weights import (
     HF_HOST,
     TORCHVISION_PREFIX,
@@ -60,3 +62,18 @@ def check_before_fit(cfg: ExperimentConfig) -> None:
         return  # refused by fit_detector with its own message
     check_data_root(cfg)
     check_pretrained(cfg)
+    check_generator_weights(cfg)
+
+
+def check_generator_weights(cfg: ExperimentConfig) -> None:
+    """Raise ``InputError`` naming ``variant.g_weights`` when CARN-M's weights file is missing
+    (the bicubic control has no generator: nothing to check)."""
+    v = cfg.variant
+    if (
+        cfg.task == "gan"
+        and isinstance(v, GANVariantConfig)
+        and v.name != "bicubic"
+        and v.generator == "carn_m"
+        and v.g_pretrained
+    ):
+        carn_m_weights_path(v.g_weights)

@@ -20,6 +20,9 @@ G_STEP_D_NORMS = ("batch", "running")
 BUILTIN_DETECTORS = ("retinaface", "fastestdet", "yolox_nano")
 # The built-in COCO proposers: ONNX files given by detector.weights, sliced by tile_sizes.
 BUILTIN_COCO_DETECTORS = ("fastestdet", "yolox_nano")
+# variant.generator values: the papers' Table 1 network (trained from scratch) or CARN-M
+# (Ahn et al., ECCV 2018; the authors' DIV2K weights, models/carn.py).
+GENERATORS = ("paper", "carn_m")
 
 
 @dataclass
@@ -31,6 +34,16 @@ class GANVariantConfig(VariantConfig):
     discriminator loss (Eq. 9).
     """
 
+    # Which generator: "paper" (Table 1, the g_channels..g_bicubic_skip keys below) or "carn_m"
+    # (pretrained CARN-M, 64 channels, fixed size; the Table 1 keys are then unused).
+    generator: str = "paper"
+    # carn_m: its weights file; null = <shared data>/sr/carn_m/carn_m.pth. Unused with "paper".
+    g_weights: str | None = None
+    # carn_m: load the weights (false: the CARN-M network from a random init, trained here).
+    g_pretrained: bool = True
+    # A fixed SR front end: G gets no optimiser, no G step, no G losses; D still trains. Needs a
+    # pretrained generator (generator=carn_m, g_pretrained=true); refused otherwise.
+    g_frozen: bool = False
     # Generator (Table 1). "x8" is read as 8 residual blocks of 2 convs (SRGAN lineage).
     g_channels: int = 64
     g_res_blocks: int = 8
@@ -95,6 +108,9 @@ class SODMTGANConfig(GANVariantConfig):
 @dataclass
 class BicubicConfig(GANVariantConfig):
     """The shared options (the ``g_*`` and generator-loss weights are unused: there is no G).
+
+    ``generator``, ``g_weights``, ``g_pretrained`` and ``g_frozen`` are accepted and ignored, so a
+    control row stacked on a CARN-M experiment stays the bicubic control.
 
     With several classes D gets SOD-MTGAN's box head, weighted by ``d_box_weight``.
     """

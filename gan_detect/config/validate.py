@@ -19,7 +19,13 @@ from gan_detect.config.schema import (
     ExperimentConfig,
     VariantConfig,
 )
-from gan_detect.config.sections import DATA_CONFIGS, VARIANT_CONFIGS, DetectorConfig
+from gan_detect.config.sections import (
+    DATA_CONFIGS,
+    GENERATORS,
+    VARIANT_CONFIGS,
+    DetectorConfig,
+    GANVariantConfig,
+)
 from gan_detect.utils.errors import InputError
 
 __all__ = ["ConfigError", "ExperimentConfig", "build_schema", "to_experiment_config"]
@@ -132,6 +138,35 @@ def _check(cfg: ExperimentConfig) -> None:
             hint = _MIN_HINTS.get(key, "")
             raise ConfigError(f"config key '{key}': must be >= {low}, got {v}{hint}")
     _check_choices(cfg)
+    if isinstance(cfg.variant, GANVariantConfig):
+        _check_generator(cfg.variant)
+
+
+def _check_generator(v: GANVariantConfig) -> None:
+    """The generator keys agree with each other. Whether ``g_weights`` exists is checked when the
+    weights are read (fit's preflight, the build), not here: a checkpoint of a CARN-M run holds
+    G's weights and loads on machines without the file."""
+    if v.generator not in GENERATORS:
+        raise ConfigError(
+            f"config key 'variant.generator': must be one of {', '.join(GENERATORS)}, "
+            f"got {v.generator!r}"
+        )
+    if v.generator == "carn_m" and v.scale not in (2, 4):
+        raise ConfigError(
+            f"config key 'variant.scale': variant.generator=carn_m takes scale 2 or 4, got {v.scale}"
+        )
+    if v.g_weights is not None and (v.generator != "carn_m" or not v.g_pretrained):
+        raise ConfigError(
+            "config key 'variant.g_weights': weights are read only with variant.generator=carn_m "
+            f"and variant.g_pretrained=true (here generator={v.generator}, "
+            f"g_pretrained={v.g_pretrained}); set it to null"
+        )
+    if v.g_frozen and (v.generator != "carn_m" or not v.g_pretrained):
+        raise ConfigError(
+            "config key 'variant.g_frozen': a frozen generator must be pretrained "
+            "(variant.generator=carn_m, variant.g_pretrained=true); a frozen random G would feed "
+            "D noise"
+        )
 
 
 def _check_choices(cfg: ExperimentConfig) -> None:

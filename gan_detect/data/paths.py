@@ -10,6 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
+from gan_detect.utils.errors import InputError
+
 ENV_VAR = "GAN_DETECT_DATA"
 # Image files every command reads (predict, propose --images, WIDER annotation lines): the formats
 # PIL reads that detection data comes in. One set, so every command takes the same files.
@@ -52,3 +54,29 @@ def shared_data_dir() -> Path | None:
         return None
     default = repo_root().parent / "shared" / "data"
     return default.resolve() if default.is_dir() else None
+
+
+# Where variant.g_weights=null finds CARN-M, under the shared data folder (its MIT LICENSE beside).
+CARN_M_SHARED = Path("sr") / "carn_m" / "carn_m.pth"
+
+
+def carn_m_weights_path(g_weights: str | None) -> Path:
+    """The CARN-M weights file ``variant.g_weights`` names (null: the shared-data copy).
+
+    Raises:
+        InputError: the file (or, for null, the shared data folder) does not exist; names the key.
+    """
+    if g_weights is None:
+        root = shared_data_dir()
+        if root is None:
+            raise InputError(
+                "variant.g_weights=null looks for CARN-M in the shared data folder "
+                "($GAN_DETECT_DATA or ../shared/data), which is absent: set "
+                "variant.g_weights=PATH/carn_m.pth"
+            )
+        path = root / CARN_M_SHARED
+    else:
+        path = Path(g_weights).expanduser()
+    if not path.is_file():
+        raise InputError(f"variant.g_weights: CARN-M weights file not found: {path}")
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gan_detect.models.backbone import FeatureTrunk, build_backbone
+from gan_detect.models.carn import CARNM
 from gan_detect.models.discriminator import (
     Discriminator,
     DiscriminatorOutput,
@@ -21,6 +22,7 @@ from gan_detect.models.losses import (
 __all__ = [
     "AdversarialHead",
     "BoxRegressionHead",
+    "CARNM",
     "ClassificationHead",
     "Discriminator",
     "DiscriminatorOutput",

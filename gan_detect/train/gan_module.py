@@ -28,6 +28,7 @@ from gan_detect.utils.checkpoints import building_from, load_checkpoint
 from gan_detect.utils.errors import InputError
 from gan_detect.utils.visualize import bicubic_upsample, save_sr_grid
 from gan_detect.variants import GANVariant, build_variant
+from gan_detect.variants.base import state_dict_follows
 
 
 class GANDetectionModule(L.LightningModule):
@@ -186,7 +187,7 @@ class GANDetectionModule(L.LightningModule):
     ) -> GANDetectionModule:
         """Load a trained module safely (``weights_only=True``: a checkpoint cannot run code)."""
         state = load_checkpoint(path, expect="gan", map_location=map_location)
-        with building_from(path):
+        with building_from(path), state_dict_follows():
             module = cls(state["hyper_parameters"]["config"])
             module.load_state_dict(state["state_dict"])
         module.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +28,27 @@ from gan_detect.utils.visualize import label_name
 
 # Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
 Candidates = tuple[Tensor, Tensor, Tensor]
+
+# True while :meth:`GANVariant.from_state` builds a variant whose state dict is loaded next: a
+# pretrained generator's weights file is then not read (the state dict holds G), so a checkpoint
+# of a CARN-M run loads on a machine without the file.
+_STATE_FOLLOWS: ContextVar[bool] = ContextVar("gan_detect_state_follows", default=False)
+
+
+def state_follows() -> bool:
+    """Whether the variant being built gets its weights from a state dict right after."""
+    return _STATE_FOLLOWS.get()
+
+
+@contextmanager
+def state_dict_follows() -> Iterator[None]:
+    """Build variants inside this block without reading pretrained generator weights: the
+    caller loads a state dict (a checkpoint's) into them right after."""
+    token = _STATE_FOLLOWS.set(True)
+    try:
+        yield
+    finally:
+        _STATE_FOLLOWS.reset(token)
 
 
 @contextmanager
@@ -136,7 +158,8 @@ class GANVariant(nn.Module, ABC):
             raise InputError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
         vcfg = cfg.variant
         assert isinstance(vcfg, GANVariantConfig)
-        variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
+        with state_dict_follows():
+            variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
         if any(k.startswith("variant.") for k in state_dict):
             state_dict = {
                 k[len("variant.") :]: v for k, v in state_dict.items() if k.startswith("variant.")

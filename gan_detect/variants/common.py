@@ -10,15 +10,20 @@ Head semantics turn one :class:`DiscriminatorOutput` on N ROIs into detection ca
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 from gan_detect.data.batch import RoiBatch
+from gan_detect.data.paths import carn_m_weights_path
 from gan_detect.data.roi import clip_boxes, decode_roi_deltas
+from gan_detect.models.carn import CARNM, load_carn_m_weights
 from gan_detect.models.discriminator import DiscriminatorOutput, MultiTaskDiscriminator
-from gan_detect.models.generator import SRGenerator
+from gan_detect.models.generator import Generator, SRGenerator
 from gan_detect.models.losses import box_regression_loss, classification_loss
-from gan_detect.variants.base import Candidates, GANVariantConfig
+from gan_detect.utils.errors import InputError
+from gan_detect.variants.base import Candidates, GANVariantConfig, state_follows
 
 __all__ = [
     "box_terms",
@@ -32,7 +37,34 @@ __all__ = [
 ]
 
 
-def build_generator(cfg: GANVariantConfig) -> SRGenerator:
+def build_generator(cfg: GANVariantConfig) -> Generator:
+    """The generator ``cfg.generator`` names: Table 1 from the ``g_*`` options, or CARN-M with
+    its released weights (unless ``g_pretrained`` is false, or a state dict follows); with
+    ``g_frozen`` its parameters do not require grad (the variant then has no G to train)."""
+    gen: Generator
+    if cfg.generator == "carn_m":
+        gen = CARNM(scale=cfg.scale)
+        if cfg.g_pretrained and not state_follows():
+            path = carn_m_weights_path(cfg.g_weights)
+            if not (path.parent / "LICENSE").is_file():
+                # Not an error (the weights work without it), but MIT wants the notice along.
+                warnings.warn(
+                    f"no LICENSE beside {path}: CARN-M's weights are MIT-licensed and the notice "
+                    "must travel with them (copy the whole carn_m/ folder)",
+                    stacklevel=2,
+                )
+            try:
+                load_carn_m_weights(gen, path)
+            except RuntimeError as err:  # a wrong file must not train as a random CARN-M
+                raise InputError(f"variant.g_weights: {err}") from None
+    else:
+        gen = _paper_generator(cfg)
+    if cfg.g_frozen:
+        gen.requires_grad_(False)
+    return gen
+
+
+def _paper_generator(cfg: GANVariantConfig) -> SRGenerator:
     """The Table 1 generator from the shared ``g_*`` options."""
     return SRGenerator(
         scale=cfg.scale,
