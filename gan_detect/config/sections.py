@@ -185,7 +185,7 @@ class DetectorConfig:
     # arch=fastestdet: FastestDet.onnx or its folder (LICENSE.md beside it); null: shared data.
     weights: str | None = None
     # arch=fastestdet: also detect on overlapping square tiles of these sides, px (sliced
-    # inference; [] = the whole image only; benchmarks/proposal_recall_coco.py), and their overlap.
+    # inference; [] = the whole image only; benchmarks/README.md, `--bench recall`), and their overlap.
     tile_sizes: list[int] = field(default_factory=list)
     tile_overlap: float = 0.2
     frozen_bn: bool | None = None  # None: frozen iff pretrained weights are loaded

@@ -106,6 +106,8 @@ def machine_line(recs: list[dict[str, Any]]) -> str:
         m = r.get("machine")
         if not isinstance(m, dict):
             m = r  # the earlier scripts' lines carried the machine fields at the top level
+        if not m.get("cpu"):  # an early line without the machine: nothing to name
+            continue
         gpu = m.get("gpu") or "no GPU"
         name = (
             f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {gpu}, torch {m.get('torch', '?')}"
@@ -116,7 +118,7 @@ def machine_line(recs: list[dict[str, Any]]) -> str:
         if isinstance(load, int | float):
             loads.append(load)
     load = f"; 1-min load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
-    return "Machine: " + " / ".join(names) + load
+    return "Machine: " + (" / ".join(names) or "not recorded") + load
 
 
 def render(paths: list[Path]) -> str:
