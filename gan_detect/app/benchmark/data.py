@@ -6,7 +6,9 @@ the store's DataLoader against the same step on a resident batch (GPU utilisatio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -263,12 +265,14 @@ def run_data(args: argparse.Namespace, rec: Recorder) -> None:
                 else wider_records(wider_train, args.store_images)  # type: ignore[arg-type]
             )
             mining = MiningParams(hr_size=args.hr or 64, rois_per_image=args.rois_per_image)
-            t0 = time.perf_counter()
-            store = build_roi_store(recs, None, root / "store", mining, progress=False)
-            build = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            build_roi_store(recs, None, root / "store", mining, progress=False)
-            reuse = time.perf_counter() - t0
+            # The store's own messages go to stderr: stdout holds only JSON lines.
+            with contextlib.redirect_stdout(sys.stderr):
+                t0 = time.perf_counter()
+                store = build_roi_store(recs, None, root / "store", mining, progress=False)
+                build = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                build_roi_store(recs, None, root / "store", mining, progress=False)
+                reuse = time.perf_counter() - t0
             ds = RoiStoreDataset(store, scale=4, hflip=True)
             rec.emit(
                 {

@@ -111,7 +111,11 @@ def run_infer(args: argparse.Namespace, rec: Recorder) -> None:
                         "max_abs_score_diff": float((forward(key) - ref).abs().max()),
                         "warmup_s": round(warm[key], 2),
                         **(
-                            {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                            {
+                                "peak_gpu_mb_all_modes": round(
+                                    torch.cuda.max_memory_allocated() / 2**20, 1
+                                )
+                            }
                             if device.type == "cuda"
                             else {}
                         ),

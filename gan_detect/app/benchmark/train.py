@@ -141,7 +141,11 @@ def run_train(args: argparse.Namespace, rec: Recorder) -> None:
                         "warmup_s": round(sum(m.first), 2),
                         "sr_mse_after": round(m.sr_mse(batches[0]), 5),
                         **(
-                            {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                            {
+                                "peak_gpu_mb_all_modes": round(
+                                    torch.cuda.max_memory_allocated() / 2**20, 1
+                                )
+                            }
                             if device.type == "cuda"
                             else {}
                         ),
