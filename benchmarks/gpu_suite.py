@@ -41,10 +41,13 @@ def suite(argv: list[str] | None = None) -> int:
     if a.device is None and not torch.cuda.is_available():
         print(json.dumps({"bench": "gpu_suite", "skipped": True, "reason": "no CUDA device"}))
         return 0
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.perf_counter() + a.budget_s
-    common = ["--sizes", a.size, "--backbone", "variant", "--rounds", str(a.rounds),
-              "--warmup", str(a.warmup), "--batch", str(a.batch), "--out", str(a.out)]  # fmt: skip
+    common = ["--sizes", a.size, "--rounds", str(a.rounds), "--warmup", str(a.warmup),
+              "--batch", str(a.batch), "--out", str(a.out)]  # fmt: skip
     common += ["--device", a.device] if a.device else []
+    # Paper size: each variant's own trunk (tiny_face vgg19, SOD-MTGAN resnet50); else the size's.
+    common += ["--backbone", "variant"] if a.size == "paper" else []
     steps = [
         ["--bench", "train", "--precision", "fp32", "bf16"],
         ["--bench", "infer", "--precision", "fp32", "bf16", "--rois", str(a.batch)],
@@ -60,7 +63,10 @@ def suite(argv: list[str] | None = None) -> int:
     for step in steps:
         left = deadline - time.perf_counter()
         if left <= 0:
-            print(json.dumps({"bench": step[1], "skipped": True, "reason": "time budget spent"}))
+            line = json.dumps({"bench": step[1], "skipped": True, "reason": "time budget spent"})
+            print(line)
+            with a.out.open("a") as f:
+                f.write(line + "\n")
             continue
         bench([*step, *common, "--budget-s", f"{left:.0f}"])
     return 0
