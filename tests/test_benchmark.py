@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gan_detect.app.benchmark import KINDS, build_parser, main
-from gan_detect.app.benchmark.common import modes_from_args
 from gan_detect.app.benchmark.detector import GroundTruth, RecallCounter, parse_setting
+from gan_detect.app.benchmark.modes import modes_from_args
 from gan_detect.app.benchmark.table import render
 from gan_detect.utils.device import cpu_model
 

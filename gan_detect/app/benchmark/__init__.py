@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
         "run_engine",
         "Lightning engine vs the same step as a plain loop (+ ceiling)",
     ),
-    "ddp": ("train", "run_ddp", "GAN training ROI pairs/s with 1 vs 2 CPU processes (gloo)"),
+    "ddp": ("ddp", "run_ddp", "GAN training ROI pairs/s with 1 vs 2 CPU processes (gloo)"),
     "infer": (
         "infer",
         "run_infer",

@@ -22,7 +22,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from gan_detect.app.benchmark.common import (
-    Mode,
     Recorder,
     build_from_raw,
     device_of,
@@ -32,6 +31,7 @@ from gan_detect.app.benchmark.common import (
     sync,
     to_device,
 )
+from gan_detect.app.benchmark.modes import Mode
 from gan_detect.app.benchmark.train import TrainMode
 from gan_detect.data.batch import RoiBatch
 from gan_detect.data.records import ImageRecord

@@ -26,11 +26,11 @@ from gan_detect.app.benchmark.common import (
     build_from_raw,
     device_of,
     median,
-    modes_from_args,
     raw_config,
     sync,
     timed,
 )
+from gan_detect.app.benchmark.modes import modes_from_args
 
 IMAGE_WH = (1024, 768)
 
