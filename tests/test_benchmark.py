@@ -99,3 +99,32 @@ def test_benchmarks_folder_holds_the_tool_without_path_hacks() -> None:
     for p in (ROOT / "benchmarks").glob("*.py"):
         assert "sys.path" not in p.read_text(), p
     assert {"train", "infer", "eval", "proposals", "data"} <= set(KINDS)
+
+
+def test_eval_reference_loop_gives_the_vectorised_wider_ap() -> None:
+    """The benchmark's per-image loop (its speed-up baseline) must score as ``wider_face_ap``."""
+    import numpy as np
+
+    from gan_detect.app.benchmark.evaluation import reference_loop_ap
+    from gan_detect.metrics.wider_face_ap import wider_face_ap
+    from gan_detect.metrics.wider_gt import WiderGroundTruth
+
+    rng = np.random.default_rng(3)
+    ids, boxes, keep, preds = [], [], [], {}
+    for i in range(10):
+        k = int(rng.integers(1, 6))
+        b = np.concatenate([rng.uniform(0, 900, (k, 2)), rng.uniform(4, 80, (k, 2))], axis=1)
+        kp = np.ones((k, 3), bool)
+        kp[:, 0], kp[:, 1] = b[:, 3] > 30, b[:, 3] > 15  # small faces ignored in easy / medium
+        ids.append(f"0--E/img_{i}")
+        boxes.append(b)
+        keep.append(kp)
+        found = b[rng.random(k) < 0.7] + rng.normal(0, 1.0, (1, 4))
+        bg = np.concatenate([rng.uniform(0, 900, (3, 2)), rng.uniform(4, 60, (3, 2))], axis=1)
+        rows = np.concatenate([found, bg])
+        preds[ids[-1]] = np.column_stack([rows, rng.uniform(0, 1, len(rows))])
+    gt = WiderGroundTruth(ids, boxes, keep)
+    fast, slow = wider_face_ap(preds, gt), reference_loop_ap(preds, gt)
+    for key in ("ap_easy", "ap_medium", "ap_hard"):
+        assert 0.05 < slow[key] < 0.99
+        assert abs(slow[key] - float(fast[key])) < 1e-9, key
