@@ -168,7 +168,7 @@ def test_inference_crop_matches_training_path(
     out = crop_lr_for_inference(img, boxes, 16, 1.0, scale=4, method=method)
     assert out.shape == (100, 3, 16, 16)
     # Measured mean abs differences (range [-1, 1]) on this image: exact 0, roi_align_hr
-    # 0.0071, roi_align 0.0110; see benchmarks/RESULTS_roi.md for a real WIDER image.
+    # 0.0071, roi_align 0.0110; see benchmarks/README.md (data rows) for a real WIDER image.
     assert (out - ref).abs().mean() < bound
 
 

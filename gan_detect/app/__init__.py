@@ -1,1 +1,2 @@
-"""The application: CLI, demo, report and the command runners (the only code that prints for people)."""
+"""The application: CLI, demo, report, the command runners and the benchmark tool (the only code
+that prints for people)."""

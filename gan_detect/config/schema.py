@@ -126,12 +126,12 @@ class EvalConfig:
     # class agrees); false: the papers' rule, D's own top classes. No effect for faces.
     class_aware: bool = True
     # Proposals scoring below this are dropped before G + D (0: re-score all top_k); see
-    # benchmarks/proposal_budget.py for AP against proposals kept.
+    # benchmarks/README.md (`--bench budget`) for AP against proposals kept.
     rescore_min_score: float = 0.0
     # G + D forward at inference, on a copy of G and D (the trained model is never changed):
     # BatchNorm folded into the convolutions; channels-last weights (null: on the CPU only,
     # where it pays; CUDA is unmeasured); bf16 autocast. Scores move ~1e-6 with the first two,
-    # ~1e-4 with bf16. Speed of each: benchmarks/README.md (cpu_modes.py, inference_speed.py).
+    # ~1e-4 with bf16. Speed of each: benchmarks/README.md (`--bench infer`, `--bench image`).
     fold_bn: bool = True
     channels_last: bool | None = None
     bf16: bool = False

@@ -209,8 +209,9 @@ class DetectorConfig:
     # arch=fastestdet / yolox_nano: the .onnx file or its folder (licence beside it); null:
     # the shared data's copy (coco/val2017_person/fastestdet/, coco/detectors/yolox_nano/).
     weights: str | None = None
-    # arch=fastestdet / yolox_nano: also detect on overlapping square tiles of these sides, px (sliced
-    # inference; [] = the whole image only; benchmarks/proposal_recall_coco.py), and their overlap.
+    # arch=fastestdet / yolox_nano: also detect on overlapping square tiles of these sides, px
+    # (sliced inference; [] = the whole image only; benchmarks/README.md, `--bench recall`), and
+    # their overlap.
     tile_sizes: list[int] = field(default_factory=list)
     tile_overlap: float = 0.2
     # Drop tile boxes touching an inner tile edge (parts of objects a tile cuts; they outscore

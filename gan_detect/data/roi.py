@@ -352,7 +352,7 @@ def crop_lr_for_inference(
 ) -> Tensor:
     """LR crops (K, 3, lr, lr) in [-1, 1] straight from a (3, H, W) [0, 1] image, batched.
 
-    Methods (speed and difference from the training path: benchmarks/RESULTS_roi.md):
+    Methods (speed and difference from the training path: benchmarks/README.md, ``--bench data``):
     ``"roi_align_hr"`` (default): one ``roi_align`` to ``lr * scale`` with adaptive sampling
     (``sampling_ratio=0``: ceil(side / size) bilinear samples per bin side, averaged, a box
     filter standing in for antialiasing), then :func:`make_lr`, so the final LR kernel is the

@@ -9,7 +9,7 @@ Layout of a store directory::
     src_sizes.npy (N, 2) float32   boxes.npy (N, 4) float32   image_index.npy (N,) int64
     image_ids.json        image ids, indexed by image_index
 
-LR is not stored: ``make_lr`` of a crop is cheap (benchmarks/RESULTS_roi.md) and is then exactly
+LR is not stored: ``make_lr`` of a crop is cheap (benchmarks/README.md, ``--bench data``) and is then exactly
 the training LR of the (possibly flipped) HR.
 """
 

@@ -37,7 +37,7 @@ the boxes of the tiles and of the whole image are merged by the same per-class N
 plain NMS on tensors rather than sahi's object-by-object postprocess: a proposer keeps hundreds
 of low-scored boxes per tile, where sahi's Python-level NMS measured 6-7x slower per image, and
 greedy box merging (sahi's default) fuses the candidates into large boxes (small-object recall
-10 % instead of 44 %; ``benchmarks/RESULTS_proposals_coco.md``). The chosen proposal setting
+10 % instead of 44 %; ``benchmarks/README.md``, ``--bench recall``). The chosen proposal setting
 there is ``tile_sizes=(176,)`` with the whole image, 1,000 boxes per image: recall of small
 objects 9.5 % -> 55 % on the val2017 person test split, for 17.6 network runs per image.
 """

@@ -57,7 +57,7 @@ def run_proposals(
         progress: show a tqdm bar.
         fast: run an inference copy of the model (BatchNorm folded; channels-last weights on
             the CPU), checked against the model on a probe image; ``False`` runs the model
-            itself. Its speed-up: benchmarks/README.md (detector_speed.py).
+            itself. Its speed-up: benchmarks/README.md (``--bench proposals``).
 
     Returns:
         ``{image_id: Proposals}`` with boxes in original image pixels, sorted by score.

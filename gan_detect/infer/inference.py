@@ -52,7 +52,7 @@ class InferenceOptions:
     # Proposals scoring below this skip G + D (dropped); 0 re-scores every one of the top_k.
     rescore_min_score: float = 0.0
     # Speed options of the G + D forward, applied to an inference copy of G and D (the model
-    # passed in is never changed; benchmarks/cpu_modes.py and inference_speed.py measure them):
+    # passed in is never changed; benchmark.py's infer and image kinds measure them):
     # fold_bn folds eval BatchNorm into the convolutions; channels_last stores weights and
     # activations NHWC (None: on the CPU, where it pays, not on CUDA, unmeasured); both move
     # scores by ~1e-6. bf16 autocasts (scores move ~1e-4; off by default). Their speed-ups are

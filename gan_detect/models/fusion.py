@@ -3,7 +3,7 @@
 In eval mode a BatchNorm after a convolution is an affine map per channel, so it can be folded
 into the convolution's weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same
 function up to float rounding, one pass over the activations fewer (what that saves is
-measured in benchmarks/README.md: ``cpu_modes.py``, ``inference_speed.py``). Training never
+measured in benchmarks/README.md: ``--bench infer``, ``--bench image``). Training never
 sees a folded module: inference folds a copy (``gan_detect.infer.inference.inference_variant``).
 
 Which pairs are folded: adjacent ``(Conv2d | ConvTranspose2d, BatchNorm2d)`` children of an

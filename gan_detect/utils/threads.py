@@ -9,7 +9,7 @@ its own price on an idle machine: every wake-up is a futex call, which many smal
 So the default bounds the spinning: ``GOMP_SPINCOUNT=3000`` (libgomp spins ~3 k iterations, then
 sleeps; its own default is 300 k), a middle way between the two. The measurements behind it
 (idle and loaded demo runs, the real-data experiment, a convolution loop, under each policy)
-are in benchmarks/README.md, taken with benchmarks/under_load.py. On a heavily shared node
+are in benchmarks/README.md, taken with ``benchmarks/benchmark.py --bench under_load``. On a heavily shared node
 export ``OMP_WAIT_POLICY=PASSIVE``; on a machine of your own, ``GOMP_SPINCOUNT=300000``.
 The intra-op thread count is set only when asked (``--threads N`` / ``$GAN_DETECT_THREADS``),
 since Lightning divides the cores among CPU DDP processes only while ``OMP_NUM_THREADS`` is

@@ -1,0 +1,130 @@
+"""The benchmark tool (``benchmarks/benchmark.py`` = ``gan_detect.app.benchmark``): its quickest
+kind end to end into JSONL, the ``--table`` rendering, the mode grid and the recall counter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_detect.app.benchmark import KINDS, build_parser, main
+from gan_detect.app.benchmark.detector import GroundTruth, RecallCounter, parse_setting
+from gan_detect.app.benchmark.modes import modes_from_args
+from gan_detect.app.benchmark.table import render
+from gan_detect.utils.device import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_infer_kind_writes_one_jsonl_line_per_mode_with_machine_and_options(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "r.jsonl"
+    argv = ["--bench", "infer", "--sizes", "tiny", "--variants", "tiny_face", "--rois", "4",
+            "--rounds", "1", "--warmup", "1", "--channels-last", "both", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["mode"] for r in lines] == ["fp32", "fp32+channels_last"]
+    for r in lines:
+        assert r["bench"] == "infer" and r["variant"] == "tiny_face" and r["size"] == "tiny"
+        assert r["machine"]["cpu"] == cpu_model()
+        assert r["machine"]["torch"] == torch.__version__
+        assert r["options"]["channels_last"] == "both" and r["options"]["rois"] == 4
+        assert r["rois_per_s"] > 0 and r["rounds"] == 1
+        # channels-last changes the memory layout, not the numbers
+        assert r["max_abs_score_diff"] < 1e-4
+    assert lines[0]["speedup"] == 1.0
+
+
+def test_table_renders_one_row_per_measurement_and_names_the_machine(tmp_path: Path) -> None:
+    machine = {"cpu": "Test CPU 9000", "cores": 2, "gpu": None, "torch": "9.9", "loadavg_1m": 0.5}
+    recs = [
+        {"bench": "train", "mode": "fp32", "step_s": 0.345, "rounds": 8, "machine": machine},
+        {"bench": "train", "mode": "fp32+channels_last", "step_s": 0.19212345, "rounds": 8,
+         "machine": machine, "options": {"sizes": ["small"]}},
+        {"bench": "eval", "what": "coco", "backend": "pycocotools", "seconds": 3.92,
+         "machine": machine},
+    ]  # fmt: skip
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    md = render([path])
+    assert "### train" in md and "### eval (coco)" in md
+    assert "Machine: Test CPU 9000, 2 cores, no GPU, torch 9.9" in md
+    assert "| mode | step_s | rounds |" in md
+    assert "| fp32+channels_last | 0.1921 | 8 |" in md  # short cells: 4 significant digits
+    assert "| pycocotools | 3.92 |" in md
+    assert "options" not in md
+    path.write_text("{not json\n")
+    with pytest.raises(SystemExit, match=r"r\.jsonl:1"):
+        render([path])
+
+
+def test_mode_grid_from_the_shared_options() -> None:
+    args = build_parser().parse_args(
+        ["--precision", "fp32", "bf16", "--channels-last", "both", "--fold-bn", "--compile"]
+    )
+    names = [m.name for m in modes_from_args(args, fold=True)]
+    assert names == [
+        "fp32+fold+compile", "fp32+fold+channels_last+compile",
+        "bf16+fold+compile", "bf16+fold+channels_last+compile",
+    ]  # fmt: skip
+    assert [m.name for m in modes_from_args(build_parser().parse_args([]))] == ["fp32"]
+
+
+def test_recall_counter_by_size_and_budget() -> None:
+    # A tiny (10x10) and a large (200x200) object; proposals by score: a miss, the large one
+    # with the wrong class, then the tiny one.
+    gt = GroundTruth(
+        torch.tensor([[0.0, 0, 10, 10], [100, 100, 300, 300]]),
+        torch.tensor([100.0, 40000.0]),
+        torch.tensor([1, 2]),
+    )
+    boxes = torch.tensor([[50.0, 50, 60, 60], [100, 100, 300, 300], [0, 0, 10, 10]])
+    c = RecallCounter()
+    c.add(gt, boxes, torch.tensor([1, 3, 1]))
+    rec, rec_cls = c.table(c.found), c.table(c.found_cls)
+    assert rec["100"] == {"tiny": 1.0, "small": 1.0, "medium": 0.0, "large": 1.0, "all": 1.0}
+    assert rec_cls["100"]["large"] == 0.0 and rec_cls["100"]["tiny"] == 1.0
+    assert parse_setting("full+256+176") == ((256, 176), True)
+    assert parse_setting("176") == ((176,), False)
+    assert parse_setting("native") == ((), True)
+
+
+def test_benchmarks_folder_holds_the_tool_without_path_hacks() -> None:
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+    assert scripts == ["benchmark.py", "gpu_suite.py"]
+    for p in (ROOT / "benchmarks").glob("*.py"):
+        assert "sys.path" not in p.read_text(), p
+    assert {"train", "infer", "eval", "proposals", "data"} <= set(KINDS)
+
+
+def test_eval_reference_loop_gives_the_vectorised_wider_ap() -> None:
+    """The benchmark's per-image loop (its speed-up baseline) must score as ``wider_face_ap``."""
+    import numpy as np
+
+    from gan_detect.app.benchmark.evaluation import reference_loop_ap
+    from gan_detect.metrics.wider_face_ap import wider_face_ap
+    from gan_detect.metrics.wider_gt import WiderGroundTruth
+
+    rng = np.random.default_rng(3)
+    ids, boxes, keep, preds = [], [], [], {}
+    for i in range(10):
+        k = int(rng.integers(1, 6))
+        b = np.concatenate([rng.uniform(0, 900, (k, 2)), rng.uniform(4, 80, (k, 2))], axis=1)
+        kp = np.ones((k, 3), bool)
+        kp[:, 0], kp[:, 1] = b[:, 3] > 30, b[:, 3] > 15  # small faces ignored in easy / medium
+        ids.append(f"0--E/img_{i}")
+        boxes.append(b)
+        keep.append(kp)
+        found = b[rng.random(k) < 0.7] + rng.normal(0, 1.0, (1, 4))
+        bg = np.concatenate([rng.uniform(0, 900, (3, 2)), rng.uniform(4, 60, (3, 2))], axis=1)
+        rows = np.concatenate([found, bg])
+        preds[ids[-1]] = np.column_stack([rows, rng.uniform(0, 1, len(rows))])
+    gt = WiderGroundTruth(ids, boxes, keep)
+    fast, slow = wider_face_ap(preds, gt), reference_loop_ap(preds, gt)
+    for key in ("ap_easy", "ap_medium", "ap_hard"):
+        assert 0.05 < slow[key] < 0.99
+        assert abs(slow[key] - float(fast[key])) < 1e-9, key
