@@ -36,6 +36,8 @@ def build_proposer(arch: str, settings: dict[str, Any]) -> Any:
         from gan_detect.detector.retinaface import RetinaFaceDetector as cls
     elif arch == "fastestdet":
         from gan_detect.detector.fastestdet import FastestDetDetector as cls  # type: ignore[assignment]
+    elif arch == "yolox_nano":
+        from gan_detect.detector.yolox_nano import YoloxNanoDetector as cls  # type: ignore[assignment]
     else:
         from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_detector
 
@@ -219,6 +221,13 @@ def run_experiment(
                     if f in ("learned", "size_gated") and params is None:
                         continue
                     o = dataclasses.replace(opts, **over, score_fusion=f, fusion_params=params)
+                    if (
+                        f in ("learned", "size_gated")
+                        and not o.class_aware
+                        and (trained.fusion or {}).get("learned", {}).get("features")
+                        == "class_aware"
+                    ):
+                        continue  # fitted on class-aware candidates: not for the papers' rule
                     methods.append(Method(f"{name} / {f}", key, o))
         base = first_opts or InferenceOptions()
         methods.insert(0, Method(detector, None, base, baseline_top_k=int(alone_top_k or 10**9)))
