@@ -11,7 +11,8 @@ JSON names only its images; the rest are not read). Ground truth is
 
 Protocol: :class:`~gan_detect.detector.fastestdet.FastestDetDetector` as the proposer runs it
 (stretch to 352, BGR, /255; score >= 0.001; per-class NMS 0.45), the 100 best boxes per image,
-then ``COCOeval(bbox)`` (faster_coco_eval, else pycocotools) on the split's image ids. Two
+then one bbox ``COCOeval`` run of ``gan_detect.metrics.coco_eval`` (faster_coco_eval, else
+pycocotools) on the split's image ids. Two
 variants are printed as well: no per-image cap (upstream's own evaluation: threshold 0.001,
 every box after NMS) and person alone. AP_tiny is AP over objects of area < 16^2 px.
 
@@ -26,8 +27,6 @@ Prints one JSON object (and writes it to ``--out`` when given).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import platform
 import subprocess
@@ -48,8 +47,13 @@ from gan_detect.detector.fastestdet import (  # noqa: E402
     COCO_CATEGORY_IDS,
     FastestDetDetector,
 )
+from gan_detect.metrics.coco_eval import (  # noqa: E402
+    coco_results_to_dt,
+    evaluate_coco,
+    load_coco_gt,
+    resolve_backend,
+)
 
-TINY_AREA = 16.0**2
 PERSON = 1
 # dog-qiuqiu/FastestDet README (COCO val2017 at 352x352); AP_S/M/L there use 352-px boxes.
 UPSTREAM = {"AP": 0.130, "AP50": 0.253, "AP75": 0.119, "AP_S": 0.021, "AP_M": 0.129,
@@ -72,23 +76,12 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def _coco_api() -> tuple[Any, Any, str]:
-    """(COCO, COCOeval, backend name): faster_coco_eval when installed, else pycocotools."""
-    try:
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        return COCO, COCOeval_faster, "faster_coco_eval"
-    except ImportError:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
-        return COCO, COCOeval, "pycocotools"
-
-
 def coco_ap(
     gt_json: Path, dets: list[dict[str, Any]], img_ids: list[int], cat_ids: list[int] | None = None
 ) -> dict[str, float]:
     """AP, AP50, AP75, AP_S/M/L, AR@1/10/100 and AP_tiny of ``dets`` on ``img_ids``.
+
+    One run of the package's COCO evaluation (COCO's maxDets 1/10/100, the tiny range included).
 
     Args:
         gt_json: COCO instances JSON.
@@ -96,32 +89,14 @@ def coco_ap(
         img_ids: images evaluated (others' ground truth and detections are ignored).
         cat_ids: categories evaluated; ``None``: all.
     """
-    COCO, COCOeval, _ = _coco_api()
-    with contextlib.redirect_stdout(io.StringIO()):  # the APIs print progress lines
-        gt = COCO(str(gt_json))
-        dt = gt.loadRes(dets) if dets else None
-        out: dict[str, float] = {}
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.imgIds = img_ids
-        if cat_ids is not None:
-            ev.params.catIds = cat_ids
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        names = ["AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AR1", "AR10", "AR100"]
-        out.update({k: round(float(v), 4) for k, v in zip(names, ev.stats[:9], strict=True)})
-        # The tiny bucket: same averaging as AP, over objects with area < 16^2.
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.imgIds = img_ids
-        if cat_ids is not None:
-            ev.params.catIds = cat_ids
-        ev.params.areaRng = [[0.0, TINY_AREA]]
-        ev.params.areaRngLbl = ["tiny"]
-        ev.evaluate()
-        ev.accumulate()
-        prec = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]  # (T, R, K) at maxDets 100
-        valid = prec[prec > -1]
-        out["AP_tiny"] = round(float(valid.mean()), 4) if valid.size else -1.0
+    gt = load_coco_gt(gt_json)
+    dt = coco_results_to_dt(gt, dets)
+    stats = evaluate_coco(gt, dt, (1, 10, 100), img_ids=img_ids, cat_ids=cat_ids)
+    names = {"AP": "map", "AP50": "map_50", "AP75": "map_75", "AP_S": "map_small",
+             "AP_M": "map_medium", "AP_L": "map_large", "AR1": "mar_1", "AR10": "mar_10",
+             "AR100": "mar_100"}  # fmt: skip
+    out = {k: round(stats[v], 4) for k, v in names.items()}
+    out["AP_tiny"] = round(stats["map_tiny"], 4) if stats["map_tiny"] > -1 else -1.0
     return out
 
 
@@ -198,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "tile_sizes": list(tiles),
         "tile_overlap": args.tile_overlap if tiles else None,
         "protocol": f"score>={args.score_thresh}, per-class NMS {det.nms_thresh}, "
-        f"top {args.max_dets}/image, COCOeval bbox ({_coco_api()[2]})",
+        f"top {args.max_dets}/image, COCOeval bbox ({resolve_backend()})",
         "all_classes": coco_ap(ann, capped, ids),
         "all_classes_no_cap": coco_ap(ann, uncapped, ids),
         "person": coco_ap(ann, [d for d in capped if d["category_id"] == PERSON], ids, [PERSON]),

@@ -1,14 +1,12 @@
-"""COCO box AP (Lin et al., ECCV 2014) via torchmetrics, plus a "tiny" bucket for small objects.
+"""COCO box AP (Lin et al., ECCV 2014) as a torchmetrics metric, plus a "tiny" bucket.
 
 SOD-MTGAN (Zhang et al., ECCV 2018) reports AP_S; we add AP_tiny (area < 16^2 px), which
-torchmetrics cannot express, by running the backend's COCOeval with a custom area range.
+torchmetrics cannot express, as a fifth area range of the one COCOeval run of
+:func:`~gan_detect.metrics.coco_eval.coco_evaluator`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,28 +14,35 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from gan_detect.metrics.bootstrap import COCO_METRICS
-from gan_detect.metrics.wider_face_metric import _image_key
+from gan_detect.metrics.coco_eval import (
+    COCO_METRICS,
+    DEFAULT_MAX_DETS,
+    IOU_THRESHOLDS,
+    REC_THRESHOLDS,
+    TINY_AREA,
+    Backend,
+    area_ranges,
+    coco_evaluator,
+    coco_stats,
+    read_coco_json,
+    resolve_backend,
+)
+from gan_detect.metrics.wider_face_metric import image_key
 from gan_detect.utils.errors import InputError
 
-# The metric names, defined once in the torch-free bootstrap module.
+# The metric names, defined once in the torch-free ``coco_eval`` module.
 COCO_KEYS: tuple[str, ...] = COCO_METRICS
-TINY_AREA = 16.0**2
-# COCO's maxDets=100 truncates recall in crowded images (WIDER has up to 709 faces in one image),
-# so the main AP is computed at 1000 detections per image; pass [1, 10, 100] for COCO parity.
-DEFAULT_MAX_DETS: tuple[int, int, int] = (1, 100, 1000)
-# pycocotools' own float64 thresholds. torchmetrics builds them with float32 torch.linspace
-# (0.55 -> 0.550000011920929), which moves AP by ~1e-3 (0.5035 vs 0.5046 on the cocoapi demo).
-IOU_THRESHOLDS: list[float] = np.linspace(0.5, 0.95, 10).tolist()
-REC_THRESHOLDS: list[float] = np.linspace(0.0, 1.0, 101).tolist()
 
 
 class CocoMeanAP(MeanAveragePrecision):
     """torchmetrics ``MeanAveragePrecision`` (bbox) whose ``compute()`` also returns ``map_tiny``.
 
+    One COCOeval run per ``compute()`` (:func:`~gan_detect.metrics.coco_eval.coco_evaluator`,
+    the four COCO area ranges plus tiny), on the COCO objects the parent builds.
     ``map_tiny`` is AP@[.5:.95] over objects with area < ``tiny_area`` (COCO ``area`` when the
     target gives one, else box w*h), at the largest max-detection threshold, with the same class
     averaging as ``map``; -1 when no ground truth is tiny. Inputs as for the parent class
@@ -48,25 +53,31 @@ class CocoMeanAP(MeanAveragePrecision):
     Args:
         max_detection_thresholds: three ints; the last one is used for every AP.
         tiny_area: upper area bound of the tiny bucket, px^2.
-        backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (faster, same numbers).
+        backend: ``"faster_coco_eval"`` (C++, same numbers) or ``"pycocotools"`` (the reference);
+            None: :func:`~gan_detect.metrics.coco_eval.resolve_backend` (faster when importable,
+            ``$GAN_DETECT_COCO_BACKEND`` overrides).
+
+    Unlike the parent, whose pycocotools path reads ``map`` at 100 detections per image
+    (``COCOeval.summarize``), every AP here is read at the last threshold, for both backends.
     """
 
     def __init__(
         self,
         max_detection_thresholds: Sequence[int] = DEFAULT_MAX_DETS,
         tiny_area: float = TINY_AREA,
-        backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
+        backend: Backend | None = None,
         **kwargs: Any,
     ) -> None:
-        if tiny_area <= 0:
-            raise ValueError(f"tiny_area must be positive, got {tiny_area}")
+        area_ranges(tiny_area)  # raises on a non-positive area
+        chosen = resolve_backend(backend)
         super().__init__(
             iou_type="bbox",
             max_detection_thresholds=list(max_detection_thresholds),
-            backend=backend,
+            backend=chosen,
             **{"iou_thresholds": IOU_THRESHOLDS, "rec_thresholds": REC_THRESHOLDS, **kwargs},
         )
         self.tiny_area = float(tiny_area)
+        self.coco_backend: Backend = chosen
         # One (1,) int64 key per image, gathered like the per-image parent states.
         self.add_state("image_keys", default=[], dist_reduce_fx=None)
         self._rng = random.Random()  # nonces only; never touches the global RNGs
@@ -85,7 +96,7 @@ class CocoMeanAP(MeanAveragePrecision):
         keys = (
             [self._rng.getrandbits(63) for _ in target]
             if image_ids is None
-            else [_image_key(i) for i in image_ids]
+            else [image_key(i) for i in image_ids]
         )
         states: list[Tensor] = self.image_keys  # type: ignore[assignment]
         states.extend(torch.tensor([k], dtype=torch.int64, device=self.device) for k in keys)
@@ -110,17 +121,14 @@ class CocoMeanAP(MeanAveragePrecision):
                 if len(v) == len(keys):  # masks stay empty for bbox
                     setattr(self, n, [v[i] for i in first])
         try:
-            out = super().compute()
-            out["map_tiny"] = torch.tensor(self._tiny_ap(), dtype=torch.float32)
+            out = self._evaluate()
         finally:
             for n, v in saved.items():
                 setattr(self, n, v)
         return out
 
-    def _tiny_ap(self) -> float:
-        # Same COCO objects that the parent builds (its helper, so crowd and area handling match).
-        preds: Any
-        target: Any
+    def _coco_datasets(self, average: Literal["macro", "micro"]) -> tuple[Any, Any]:
+        # The parent's own helper, so crowd, area and micro-average handling match it.
         preds, target = self._coco_backend._get_coco_datasets(
             self.groundtruth_labels,
             self.groundtruth_box,
@@ -132,23 +140,68 @@ class CocoMeanAP(MeanAveragePrecision):
             self.detection_mask,
             self.detection_scores,
             iou_type=("bbox",),
-            average=self.average,
+            average=average,
         )
+        return preds, target
+
+    def _run(self, preds: Any, target: Any) -> Any:
+        return coco_evaluator(
+            target,
+            preds,
+            self.max_detection_thresholds,
+            area_ranges(self.tiny_area),
+            self.iou_thresholds,
+            self.rec_thresholds,
+            backend=self.coco_backend,
+        )
+
+    def _evaluate(self) -> dict[str, Tensor]:
+        """The parent's result keys (float32), ``map_tiny`` included, from one COCOeval run."""
+        mdt = list(self.max_detection_thresholds)
+        keys = [
+            "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+            *(f"mar_{d}" for d in mdt), "mar_small", "mar_medium", "mar_large",
+        ]  # fmt: skip
+        preds, target = self._coco_datasets(self.average)
+        labels: list[Tensor] = [*self.detection_labels, *self.groundtruth_labels]  # type: ignore[misc]
+        classes = torch.cat(labels).unique().cpu().tolist() if labels else []
         if len(preds.imgs) == 0 or len(target.imgs) == 0:
-            return -1.0
-        with contextlib.redirect_stdout(io.StringIO()):
-            ev = self._coco_backend.cocoeval(target, preds, iouType="bbox")  # type: ignore[operator]
-            ev.params.iouThrs = np.array(self.iou_thresholds, dtype=np.float64)
-            ev.params.recThrs = np.array(self.rec_thresholds, dtype=np.float64)
-            ev.params.maxDets = [self.max_detection_thresholds[-1]]
-            ev.params.areaRng = [[0.0, self.tiny_area]]
-            ev.params.areaRngLbl = ["tiny"]
-            ev.evaluate()
-            ev.accumulate()
-        # precision: [T iou, R recall, K class, A area, M maxdets]; -1 marks "no ground truth".
-        prec = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]
-        valid = prec[prec > -1]
-        return float(valid.mean()) if valid.size else -1.0
+            out = {k: torch.tensor([-1.0]) for k in keys}
+            out["map_tiny"] = torch.tensor(-1.0)
+            out["classes"] = torch.tensor(classes, dtype=torch.int32)
+            return out
+        ev = self._run(preds, target)
+        stats = coco_stats(ev)
+        out = {k: torch.tensor([stats[k]], dtype=torch.float32) for k in keys}
+        out["map_tiny"] = torch.tensor(stats["map_tiny"], dtype=torch.float32)
+        if self.extended_summary:
+            # Tiny is the last area range: the arrays keep the parent's 4-area layout.
+            out["ious"] = apply_to_collection(
+                ev.ious, np.ndarray, lambda x: torch.tensor(x, dtype=torch.float32)
+            )
+            out["precision"] = torch.tensor(np.asarray(ev.eval["precision"])[:, :, :, :4])
+            out["recall"] = torch.tensor(np.asarray(ev.eval["recall"])[:, :, :4])
+            out["scores"] = torch.tensor(np.asarray(ev.eval["scores"])[:, :, :, :4])
+        if self.class_metrics:
+            # Per class from the same run's arrays (a macro run; micro pools the classes).
+            macro = ev if self.average == "macro" else self._run(*self._coco_datasets("macro"))
+            cats = list(macro.params.catIds)
+            prec = np.asarray(macro.eval["precision"])[:, :, :, 0, -1]  # (T, R, K)
+            rec = np.asarray(macro.eval["recall"])[:, :, 0, -1]  # (T, K)
+
+            def mean_valid(x: np.ndarray) -> float:
+                v = x[x > -1]
+                return float(v.mean()) if v.size else -1.0
+
+            per_ap = [mean_valid(prec[:, :, cats.index(c)]) if c in cats else -1.0 for c in classes]
+            per_ar = [mean_valid(rec[:, cats.index(c)]) if c in cats else -1.0 for c in classes]
+            out["map_per_class"] = torch.tensor(per_ap, dtype=torch.float32)
+            out[f"mar_{mdt[-1]}_per_class"] = torch.tensor(per_ar, dtype=torch.float32)
+        else:
+            out["map_per_class"] = torch.tensor([-1], dtype=torch.float32)
+            out[f"mar_{mdt[-1]}_per_class"] = torch.tensor([-1], dtype=torch.float32)
+        out["classes"] = torch.tensor(classes, dtype=torch.int32)
+        return out
 
 
 def coco_metric_inputs(
@@ -185,16 +238,6 @@ def summarize_coco(result: dict[str, Tensor]) -> dict[str, float]:
     return {k: float(result[k]) for k in COCO_KEYS}
 
 
-def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-
-
 def coco_files_to_inputs(
     gt_json: str | Path, results_json: str | Path
 ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
@@ -204,8 +247,8 @@ def coco_files_to_inputs(
     detections are false positives, as in COCOeval). Labels are COCO category ids; targets carry
     ``iscrowd`` and ``area``. Detections on images absent from the annotation file are dropped.
     """
-    gt = _load_json(gt_json)
-    res = _load_json(results_json)
+    gt = read_coco_json(gt_json)
+    res = read_coco_json(results_json)
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
         raise InputError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
     if not isinstance(res, list):
@@ -250,7 +293,7 @@ def evaluate_coco_files(
     gt_json: str | Path,
     results_json: str | Path,
     max_detection_thresholds: Sequence[int] = DEFAULT_MAX_DETS,
-    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
+    backend: Backend | None = None,
     tiny_area: float = TINY_AREA,
 ) -> dict[str, float]:
     """AP, AP50, AP75, AP_S/M/L and AP_tiny of a COCO results file (keys ``COCO_KEYS``)."""

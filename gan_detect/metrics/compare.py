@@ -34,19 +34,19 @@ from typing import Any
 import numpy as np
 
 from gan_detect.data.records import xyxy_to_xywh
-from gan_detect.metrics.bootstrap import (
-    COCO_APPROXIMATION,
+from gan_detect.metrics.coco_bootstrap import COCO_APPROXIMATION, CocoTables, coco_tables
+from gan_detect.metrics.coco_eval import (
     COCO_METRICS,
-    LEVEL,
+    DEFAULT_MAX_DETS,
+    TINY_AREA,
+    coco_results_to_dt,
+    load_coco_gt,
+)
+from gan_detect.metrics.resampling import LEVEL, paired_bootstrap, seed_bootstrap
+from gan_detect.metrics.wider_bootstrap import (
     WIDER_APPROXIMATION,
     WIDER_METRICS,
-    CocoTables,
     WiderTables,
-    coco_results_to_dt,
-    coco_tables,
-    load_coco_gt,
-    paired_bootstrap,
-    seed_bootstrap,
     wider_tables,
 )
 from gan_detect.metrics.wider_gt import WiderGroundTruth, load_wider_ground_truth
@@ -186,8 +186,8 @@ def compare_coco(
     instances_json: str | Path,
     n_boot: int = 1000,
     seed: int = 0,
-    max_dets: int = 1000,
-    tiny_area: float = 16.0**2,
+    max_dets: int = DEFAULT_MAX_DETS[-1],
+    tiny_area: float = TINY_AREA,
     level: float = LEVEL,
 ) -> dict[str, Any]:
     """COCO AP (map, map_50, map_75, map_small/medium/large, map_tiny) of two results files
@@ -251,8 +251,8 @@ def compare_coco_seeds(
     instances_json: str | Path,
     n_boot: int = 1000,
     seed: int = 0,
-    max_dets: int = 1000,
-    tiny_area: float = 16.0**2,
+    max_dets: int = DEFAULT_MAX_DETS[-1],
+    tiny_area: float = TINY_AREA,
 ) -> dict[str, Any]:
     """As :func:`compare_coco` with one results file per training seed (see
     :func:`compare_wider_seeds`)."""
@@ -414,7 +414,7 @@ def compare_detection_sets(
     wider_gt: WiderGroundTruth | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-    max_dets: int = 1000,
+    max_dets: int = DEFAULT_MAX_DETS[-1],
 ) -> dict[str, Any]:
     """B - A with paired image-bootstrap intervals for in-memory detections (``evaluate``).
 

@@ -41,7 +41,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def _official_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def official_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(K, M) IoU of xyxy boxes with the +1 pixel convention of ``boxoverlap.m``.
 
     Hand-written rather than torchvision's ``box_iou``: the +1 areas and the exact float
@@ -74,7 +74,7 @@ def _official_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return inter
 
 
-def _normalize_scores(scores: np.ndarray) -> np.ndarray:
+def normalize_scores(scores: np.ndarray) -> np.ndarray:
     """Global min-max normalisation ``(s - min) / (max - min)`` over every prediction."""
     if scores.size == 0:
         return scores
@@ -93,7 +93,7 @@ def _normalize_scores(scores: np.ndarray) -> np.ndarray:
     return (scores - lo) / (hi - lo)
 
 
-def _wider_face_ap_compute(
+def wider_face_ap_compute(
     pred_boxes: np.ndarray,
     pred_scores: np.ndarray,
     pred_image: np.ndarray,
@@ -113,7 +113,7 @@ def _wider_face_ap_compute(
         ``aps`` (3,) float64 (-1 where a setting has no kept face) and ``curves`` (3, 1000, 2)
         [precision, recall] per threshold, as the official ``pr_cruve``.
     """
-    scores = _normalize_scores(np.asarray(pred_scores, np.float64))
+    scores = normalize_scores(np.asarray(pred_scores, np.float64))
     order_p = np.argsort(pred_image, kind="stable")
     order_g = np.argsort(gt_image, kind="stable")  # stable: keeps annotation order for argmax ties
     p_img, g_img = pred_image[order_p], gt_image[order_g]
@@ -126,7 +126,7 @@ def _wider_face_ap_compute(
         if a == b:
             continue
         rows, gts = order_p[a:b], order_g[c:d]
-        iou = _official_iou(pred_boxes[rows], gt_boxes[gts])
+        iou = official_iou(pred_boxes[rows], gt_boxes[gts])
         best = iou.argmax(axis=1)  # first maximum, as MATLAB's max
         hit = iou[np.arange(len(rows)), best] >= IOU_THRESH
         counted[rows] = True
@@ -163,8 +163,10 @@ def _wider_face_ap_compute(
     return aps, curves
 
 
-def _flatten_tree(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> tuple[np.ndarray, ...]:
-    """Flat arrays for ``_wider_face_ap_compute`` from xywh+score arrays keyed by image id."""
+def flatten_predictions(
+    preds: Mapping[str, np.ndarray], gt: WiderGroundTruth
+) -> tuple[np.ndarray, ...]:
+    """Flat arrays for ``wider_face_ap_compute`` from xywh+score arrays keyed by image id."""
     missing = [i for i in gt.image_ids if i not in preds]
     extra = set(preds).difference(gt.image_ids)
     if missing:
@@ -198,7 +200,7 @@ def wider_face_pr_curves(
         preds: image id ``"event/name"`` -> (K, 5) ``x, y, w, h, score`` (any order, any scale).
         gt: from ``load_wider_ground_truth`` (or the fallback).
     """
-    _, curves = _wider_face_ap_compute(*_flatten_tree(preds, gt))
+    _, curves = wider_face_ap_compute(*flatten_predictions(preds, gt))
     return dict(zip(SETTINGS, curves, strict=True))
 
 
@@ -209,10 +211,21 @@ def wider_face_ap(preds: Mapping[str, np.ndarray], gt: WiderGroundTruth) -> dict
         ``{"ap_easy", "ap_medium", "ap_hard", "official"}``; ``official`` is 1.0 for the
         ``gt_list`` settings, 0.0 for the height fallback (not comparable with published numbers).
     """
-    aps, _ = _wider_face_ap_compute(*_flatten_tree(preds, gt))
+    aps, _ = wider_face_ap_compute(*flatten_predictions(preds, gt))
     out = {f"ap_{s}": float(a) for s, a in zip(SETTINGS, aps, strict=True)}
     out["official"] = float(gt.official)
     return out
 
 
-__all__ = ["THRESHOLDS", "voc_ap", "wider_face_ap", "wider_face_pr_curves"]
+__all__ = [
+    "IOU_THRESH",
+    "THRESHOLDS",
+    "THRESH_NUM",
+    "flatten_predictions",
+    "normalize_scores",
+    "official_iou",
+    "voc_ap",
+    "wider_face_ap",
+    "wider_face_ap_compute",
+    "wider_face_pr_curves",
+]

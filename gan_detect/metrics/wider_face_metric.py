@@ -19,11 +19,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from gan_detect.data.records import xyxy_to_xywh
-from gan_detect.metrics.wider_face_ap import _wider_face_ap_compute
+from gan_detect.metrics.wider_face_ap import wider_face_ap_compute
 from gan_detect.metrics.wider_gt import SETTINGS, fallback_keep
 
 
-def _image_key(image_id: str) -> int:
+def image_key(image_id: str) -> int:
     """A signed 64-bit hash of an image id (tensor states cannot hold strings)."""
     return int.from_bytes(
         hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True
@@ -117,7 +117,7 @@ class WiderFaceAP(Metric):
         # Each image occurrence gets a random 63-bit nonce (unique across DDP ranks); the
         # image-id hash groups repeated occurrences so that compute() keeps one of them.
         nonces = [self._rng.getrandbits(63) for _ in targets]
-        hashes = nonces if image_ids is None else [_image_key(i) for i in image_ids]
+        hashes = nonces if image_ids is None else [image_key(i) for i in image_ids]
         a = _wider_face_ap_update(preds, targets, nonces)
         dev = self.device
         self.pred_boxes.append(torch.from_numpy(a["pb"]).to(dev))
@@ -152,7 +152,7 @@ class WiderFaceAP(Metric):
                 "face height, NOT the official protocol",
                 stacklevel=2,
             )
-        aps, _ = _wider_face_ap_compute(
+        aps, _ = wider_face_ap_compute(
             cat(self.pred_boxes, 4, np.float64)[pm],
             cat(self.pred_scores, 0, np.float64)[pm],
             p_img[pm],
