@@ -120,7 +120,12 @@ EVENTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(seed \d+: row|training row) "), "training"),
     (re.compile(r"^proposals"), "proposals"),
 ]
-DEFAULT_COMMAND = "python {tree}/experiments/real_wider.py --out {out} --data {data}"
+# The experiment runner on the real WIDER file; the shared data folder reaches it through
+# GAN_DETECT_DATA (set from --data in _run_side). An old tree without the runner needs its own
+# --command (e.g. "python {tree}/experiments/real_wider.py --out {out} --data {data}").
+DEFAULT_COMMAND = (
+    "python -m gan_detect experiment run {tree}/experiments/real_wider.yaml --out {out}"
+)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -157,6 +162,8 @@ def _run_side(tree: Path, out: Path, args: argparse.Namespace, log: Path) -> dic
     ``gan_detect``); stages are told apart by what it prints, CPU read at each change."""
     env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "PYTHONUNBUFFERED": "1"}
     data = str(Path(args.data).resolve()) if args.data else os.environ.get("GAN_DETECT_DATA", "")
+    if data:
+        env["GAN_DETECT_DATA"] = data  # the runner's ${data:...} paths
     cmd = shlex.split(args.command.format(tree=tree, out=out, data=data))
     if cmd[0] == "python":
         cmd[0] = sys.executable
