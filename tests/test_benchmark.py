@@ -201,3 +201,32 @@ def test_eval_reference_loop_gives_the_vectorised_wider_ap() -> None:
     for key in ("ap_easy", "ap_medium", "ap_hard"):
         assert 0.05 < slow[key] < 0.99
         assert abs(slow[key] - float(fast[key])) < 1e-9, key
+
+
+def test_old_vs_new_splits_the_experiment_runner_output_into_stages() -> None:
+    """The default command is the runner; its printed lines (as in a --quick run) move the
+    stage forward, and the diagnostics reopening the val ROI store stay in the report stage."""
+    from gan_detect.app.benchmark.load import DEFAULT_COMMAND, next_stage
+
+    cmd = DEFAULT_COMMAND.format(tree="/t", out="/o", data="/d")
+    assert cmd.endswith("experiment run /t/experiments/real_wider.yaml --out /o")
+    lines = [
+        "proposals: 10 images, 237 boxes, 1 s -> /o/proposals/train",
+        "seed 0: row gan ...",
+        "mining ROIs:  40%|####      | 4/10",
+        "built ROI store at /o/data_cache/seed0/wider_face_train_rois (47 ROIs)",
+        "mining ROIs: 100%|##########| 4/4",
+        "built ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "reusing ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "evaluation: 4 val images",
+        "intervals, diagnostics and report ...",
+        "reusing ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "report: /o/report.md  (9 s)",
+    ]
+    stage, seen = "proposals", []
+    for line in lines:
+        new = next_stage(line, stage)
+        if new is not None and new != stage:
+            stage = new
+            seen.append(stage)
+    assert seen == ["training", "mining", "training", "evaluation", "report"]

@@ -111,18 +111,30 @@ def run_under_load(args: argparse.Namespace, rec: Recorder) -> None:
 
 
 STAGES = ("proposals", "mining", "training", "evaluation", "report")
-# (pattern, stage it starts), tried in order on every printed line or progress-bar refresh.
-EVENTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^evaluate:.*100%"), "report"),
-    (re.compile(r"^evaluate:"), "evaluation"),
-    (re.compile(r"^mining ROIs"), "mining"),
-    (re.compile(r"^(built|reusing) ROI store at .*val_rois"), "training"),
-    (re.compile(r"^(seed \d+: row|training row) "), "training"),
-    (re.compile(r"^proposals"), "proposals"),
+# (pattern, stage it starts, only from these stages (None: any)), tried in order on every printed
+# line or progress-bar refresh. The first two are the experiment runner's lines, the next two the
+# earlier script's. A ROI store line ends mining only: the runner's diagnostics (report stage)
+# reopen the val store too.
+EVENTS: list[tuple[re.Pattern[str], str, tuple[str, ...] | None]] = [
+    (re.compile(r"^intervals, diagnostics and report"), "report", None),
+    (re.compile(r"^evaluation: \d+ val images"), "evaluation", None),
+    (re.compile(r"^evaluate:.*100%"), "report", None),
+    (re.compile(r"^evaluate:"), "evaluation", None),
+    (re.compile(r"^mining ROIs"), "mining", None),
+    (re.compile(r"^(built|reusing) ROI store at .*val_rois"), "training", ("mining",)),
+    (re.compile(r"^(seed \d+: row|training row) "), "training", None),
+    (re.compile(r"^proposals"), "proposals", None),
 ]
-# The experiment runner on the real WIDER file; the shared data folder reaches it through
-# GAN_DETECT_DATA (set from --data in _run_side). An old tree without the runner needs its own
-# --command (e.g. "python {tree}/experiments/real_wider.py --out {out} --data {data}").
+
+
+def next_stage(line: str, stage: str) -> str | None:
+    """The stage a printed ``line`` starts when the command is in ``stage`` (None: no change)."""
+    for pat, new, src in EVENTS:
+        if pat.search(line) and (src is None or stage in src):
+            return new
+    return None
+
+
 DEFAULT_COMMAND = (
     "python -m gan_detect experiment run {tree}/experiments/real_wider.yaml --out {out}"
 )
@@ -179,7 +191,7 @@ def _run_side(tree: Path, out: Path, args: argparse.Namespace, log: Path) -> dic
             *parts, buf = re.split(rb"[\r\n]", buf + chunk)
             for raw in parts:
                 line = raw.decode(errors="replace").strip()
-                new = next((s for pat, s in EVENTS if pat.search(line)), None)
+                new = next_stage(line, stage)
                 if new is None or new == stage:
                     continue
                 now, c = time.perf_counter(), _cpu_seconds(proc.pid)
