@@ -91,6 +91,79 @@ def test_recall_counter_by_size_and_budget() -> None:
     assert parse_setting("full+256+176") == ((256, 176), True)
     assert parse_setting("176") == ((176,), False)
     assert parse_setting("native") == ((), True)
+    assert parse_setting("full+256:drop") == ((256,), True)  # the caller reads ":drop"
+
+
+def test_recall_coco_rows_keep_the_100_best_as_xywh() -> None:
+    from gan_detect.app.benchmark.detector import coco_rows
+
+    boxes = torch.tensor([[10.0, 20, 40, 60]]).repeat(150, 1)
+    rows = coco_rows(7, boxes, torch.full((150,), 18), torch.linspace(1, 0, 150))
+    assert len(rows) == 100
+    assert rows[0] == {"image_id": 7, "category_id": 18, "score": 1.0, "bbox": [10, 20, 30, 40]}
+
+
+def test_detector_ap_independent_decoder_scores_a_planted_box() -> None:
+    """One YOLOX output cell (stride 8, cell (5, 3)) set to a 40x24 px box of class 0 at a
+    letterbox scale of 0.5: the decoder must put it at (2x) image px, and COCOeval must give
+    AP 1 for it against that box as ground truth and AP 0 against a box elsewhere."""
+    import math
+
+    from gan_detect.app.benchmark.detector_ap import own_candidates, own_results, pycocotools_ap
+
+    raw = torch.full((1, 3549, 85), -20.0)
+    raw[..., 4:] = 0.0  # objectness and classes 0: nothing above 0.001
+    cell = 3 * 52 + 5  # row 3, column 5 of the 52x52 stride-8 grid (x fastest)
+    raw[0, cell, :4] = torch.tensor([0.5, 0.5, math.log(40 / 8), math.log(24 / 8)])
+    raw[0, cell, 4], raw[0, cell, 5] = 0.9, 0.8
+    boxes, scores, labels = own_candidates(raw.numpy(), 0.5, 800, 600, best_only=False)
+    assert len(boxes) == 1 and int(labels[0]) == 0 and abs(float(scores[0]) - 0.72) < 1e-6
+    # centre (5.5 * 8, 3.5 * 8) = (44, 28), size 40 x 24, then / 0.5
+    assert torch.allclose(boxes[0], torch.tensor([48.0, 32, 128, 80]))
+    rows = own_results({1: (boxes, scores, labels)}, nms=0.45, thresh=0.001, top=100)
+    assert rows[0]["category_id"] == 1 and rows[0]["bbox"] == [48.0, 32.0, 80.0, 48.0]
+
+    def gt(bbox: list[float]) -> dict:
+        return {
+            "images": [{"id": 1, "width": 800, "height": 600}],
+            "categories": [{"id": 1, "name": "person"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": bbox,
+                             "area": bbox[2] * bbox[3], "iscrowd": 0}],
+        }  # fmt: skip
+
+    assert pycocotools_ap(gt([48.0, 32, 80, 48]), rows)["AP"] == 1.0
+    assert pycocotools_ap(gt([400.0, 300, 80, 48]), rows)["AP"] == 0.0
+
+
+def test_sr_rows_psnr_and_cost_on_generated_images(tmp_path: Path) -> None:
+    """``sr``'s rows on two generated JPEGs: a "CARN-M" that is bicubic up-sampling gains 0 dB
+    and wins no crop; the cost rows name both generators with the papers' G as the unit."""
+    import numpy as np
+    from PIL import Image
+
+    from gan_detect.app.benchmark.sr import cost_rows, psnr_rows
+    from gan_detect.metrics.sr_quality import bicubic_up
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(paths[-1])
+
+    class Bicubic(torch.nn.Module):
+        def forward(self, lr: torch.Tensor) -> object:
+            return type("Out", (), {"sr": bicubic_up(lr, 4)})()
+
+    rows = psnr_rows(Bicubic(), {"gen": paths, "none": []}, 3, [32], 0, None)
+    assert len(rows) == 1  # the empty source is skipped
+    r = rows[0]
+    assert (r["what"], r["source"], r["hr"], r["lr"], r["crops"]) == ("psnr", "gen", 32, 8, 3)
+    assert 5 < r["bicubic_db"] < 40 and r["gain_db"] == 0.0 and r["carn_better"] == 0.0
+    carn = torch.nn.Conv2d(3, 3, 3, padding=1)
+    cost = cost_rows(carn, [8], batch=2, reps=1, seed=0)
+    assert [c["generator"] for c in cost] == ["paper_full_budget", "carn_m"]
+    assert cost[0]["vs_paper"] == 1.0 and cost[1]["params"] == 84
+    assert all(c["ms_per_roi"] > 0 for c in cost)
 
 
 def test_benchmarks_folder_holds_the_tool_without_path_hacks() -> None:
@@ -128,3 +201,32 @@ def test_eval_reference_loop_gives_the_vectorised_wider_ap() -> None:
     for key in ("ap_easy", "ap_medium", "ap_hard"):
         assert 0.05 < slow[key] < 0.99
         assert abs(slow[key] - float(fast[key])) < 1e-9, key
+
+
+def test_old_vs_new_splits_the_experiment_runner_output_into_stages() -> None:
+    """The default command is the runner; its printed lines (as in a --quick run) move the
+    stage forward, and the diagnostics reopening the val ROI store stay in the report stage."""
+    from gan_detect.app.benchmark.load import DEFAULT_COMMAND, next_stage
+
+    cmd = DEFAULT_COMMAND.format(tree="/t", out="/o", data="/d")
+    assert cmd.endswith("experiment run /t/experiments/real_wider.yaml --out /o")
+    lines = [
+        "proposals: 10 images, 237 boxes, 1 s -> /o/proposals/train",
+        "seed 0: row gan ...",
+        "mining ROIs:  40%|####      | 4/10",
+        "built ROI store at /o/data_cache/seed0/wider_face_train_rois (47 ROIs)",
+        "mining ROIs: 100%|##########| 4/4",
+        "built ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "reusing ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "evaluation: 4 val images",
+        "intervals, diagnostics and report ...",
+        "reusing ROI store at /o/data_cache/seed0/wider_face_val_rois (26 ROIs)",
+        "report: /o/report.md  (9 s)",
+    ]
+    stage, seen = "proposals", []
+    for line in lines:
+        new = next_stage(line, stage)
+        if new is not None and new != stage:
+            stage = new
+            seen.append(stage)
+    assert seen == ["training", "mining", "training", "evaluation", "report"]

@@ -199,7 +199,7 @@ class TiledOnnxDetector(ImageListDetector):
     shifts the tile boxes back into the image and merges everything by one per-class NMS. The
     merge is plain NMS on tensors rather than sahi's object-by-object postprocess: a proposer
     keeps hundreds of low-scored boxes per tile, where sahi's Python-level NMS measured 6-7x
-    slower per image (benchmarks/RESULTS_proposals_coco.md). With ``drop_cut`` a tile's boxes
+    slower per image (docs/yolox_nano.md). With ``drop_cut`` a tile's boxes
     that touch one of its inner edges (an edge that is not the image's) are dropped before the
     merge: they are parts of objects the tile cuts, which the whole image or a neighbouring tile
     proposes whole, and they outscore the whole boxes of large objects.

@@ -32,7 +32,7 @@ detector.tile_drop_cut=true``). On the first 200 test images of the val2017 pers
 raised AP_S from 6.5 to 15.2 (+8.7, interval [+6.4, +12.2]) and small-object recall at 1,000
 proposals from 40 % to 78 %, with AP_L -3.1 [-5.4, +0.6] (not resolved), for 8.2 network runs
 per image; ``tile_sizes=(320,)`` with ``drop_cut`` is the cheaper near-equal (6.8 runs, AP_S
-+8.2). Numbers: benchmarks/RESULTS_proposals_coco.md, YOLOX-nano section. The constructor's
++8.2). Numbers: docs/yolox_nano.md. The constructor's
 defaults stay the whole image alone.
 """
 

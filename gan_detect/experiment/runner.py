@@ -198,6 +198,8 @@ def run_experiment(
         key, _, fusion = method.partition(" / ")
         return f"{labels.get(key, key)}, {fusion}" if fusion else method
 
+    # stage lines: `benchmark --bench old_vs_new` splits a run's wall and CPU time at them
+    log(f"evaluation: {len(records)} val images")
     val_stage = Stage(out / "proposals" / "val", "")
     val_key = json.loads(val_stage.done_file.read_text())["key"]
     alone_top_k = spec.proposals.get("alone_top_k")
@@ -254,6 +256,7 @@ def run_experiment(
     t_eval = time.perf_counter() - t0
 
     # 4. tables, comparisons, diagnostics
+    log("intervals, diagnostics and report ...")
     t0 = time.perf_counter()
     n_boot = spec.bootstrap
     table = summarize(per_seed, scorer.renames)

@@ -58,8 +58,14 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "recall": (
         "detector",
         "run_recall",
-        "FastestDet proposal recall by object size, native vs sliced, sahi",
+        "proposal recall by object size (FastestDet, YOLOX-nano), tiled, sahi, AP by size",
     ),
+    "detector_ap": (
+        "detector_ap",
+        "run_detector_ap",
+        "COCO AP of a built-in proposer via `propose`, independent check, rule variants",
+    ),
+    "sr": ("sr", "run_sr", "x4 PSNR of CARN-M vs bicubic on real crops; ms per ROI of G, CARN-M"),
     "budget": (
         "budget",
         "run_budget",
@@ -89,6 +95,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "bootstrap": {"rounds": 1, "warmup": 0, "batch": 1},
     "proposals": {"rounds": 3, "warmup": 1, "batch": 1},
     "recall": {"rounds": 1, "warmup": 0, "batch": 1},
+    "detector_ap": {"rounds": 1, "warmup": 0, "batch": 1},
+    "sr": {"rounds": 10, "warmup": 1, "batch": 64},
     "budget": {"rounds": 1, "warmup": 1, "batch": 1},
     "data": {"rounds": 20, "warmup": 2, "batch": 64},
     "under_load": {"rounds": 150, "warmup": 0, "batch": 1},
@@ -161,20 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--n-boot", type=int, default=1000)
     g.add_argument("--coco-split", default="test", choices=["test", "train"])
-    g = p.add_argument_group("proposals / recall")
+    g = p.add_argument_group("proposals / recall / detector_ap")
     g.add_argument("--archs", nargs="+", default=["fcos", "retinanet", "faster_rcnn"])
     g.add_argument("--detector-sizes", nargs="+", default=["small"], choices=["small", "large"])
-    g.add_argument("--images", help="COCO val2017 JPEGs by file_name (recall)")
+    g.add_argument(
+        "--detector",
+        choices=["fastestdet", "yolox_nano"],
+        help="built-in proposer (recall: fastestdet, detector_ap: yolox_nano by default)",
+    )
+    g.add_argument(
+        "--ap",
+        action="store_true",
+        help="recall: also COCO AP by size per setting, paired intervals against the first",
+    )
+    g.add_argument(
+        "--images", help="COCO val2017 JPEGs by file_name (recall, detector_ap; sr: COCO crops)"
+    )
     g.add_argument("--ann", help="instances JSON (default: the shared val2017_person one)")
     g.add_argument("--split", default="test")
-    g.add_argument("--max-images", type=int)
+    g.add_argument("--max-images", type=int, help="first N images of the split (sr: per source)")
     g.add_argument(
-        "--settings", default="native,full+352,full+256,full+176,full+128,full+256+176,176"
+        "--settings",
+        default="native,full+352,full+256,full+176,full+128,full+256+176,176",
+        help="recall: native | full+T[+T2] | T, a ':drop' suffix: tile_drop_cut",
     )
     g.add_argument("--overlap", type=float, default=0.2)
-    g.add_argument("--weights", type=Path, help="FastestDet ONNX (default: the shared one)")
+    g.add_argument(
+        "--weights", type=Path, help="detector ONNX / CARN-M weights (default: the shared ones)"
+    )
     g.add_argument("--sahi-images", type=int, default=40, help="0: skip sahi's own slicing")
     g.add_argument("--sahi-tile", type=int, default=256)
+    g = p.add_argument_group("sr (also --images, --max-images, --weights, --batch, --rounds)")
+    g.add_argument("--sr-parts", nargs="+", default=["psnr", "cost"], choices=["psnr", "cost"])
+    g.add_argument("--crops", type=int, default=240, help="HR crops per source and size")
+    g.add_argument("--hr-sizes", nargs="+", type=int, default=[32, 64, 128], help="PSNR, px")
+    g.add_argument("--lr-sizes", nargs="+", type=int, default=[8, 16, 32], help="cost, px")
     g = p.add_argument_group("budget")
     g.add_argument("--run", help="a trained WIDER run folder (checkpoints/last.ckpt)")
     g.add_argument("--demo-dir", help="a finished `gan-detect demo` folder")

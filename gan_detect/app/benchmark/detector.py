@@ -1,5 +1,6 @@
 """Proposer benchmarks: baseline detector images/s, training and inference (``proposals``), and
-FastestDet proposal recall by object size, native vs sliced, beside sahi (``recall``)."""
+proposal recall by object size of the built-in ONNX proposers (FastestDet, YOLOX-nano), native vs
+sliced, beside sahi, with COCO AP by size against the first setting (``recall``)."""
 
 from __future__ import annotations
 
@@ -215,7 +216,10 @@ class RecallCounter:
 
 
 def parse_setting(name: str) -> tuple[tuple[int, ...], bool]:
-    """``native`` -> ((), True); ``full+256+176`` -> ((256, 176), True); ``176`` -> ((176,), False)."""
+    """``native`` -> ((), True); ``full+256+176`` -> ((256, 176), True); ``176`` -> ((176,), False).
+
+    A ``:drop`` suffix (the tile setting ``drop_cut``) is read by the caller and ignored here."""
+    name = name.removesuffix(":drop")
     if name == "native":
         return (), True
     parts = name.split("+")
@@ -223,13 +227,44 @@ def parse_setting(name: str) -> tuple[tuple[int, ...], bool]:
     return tuple(int(p) for p in (parts[1:] if full else parts) if p), full
 
 
+def _detector_class(name: str) -> Any:
+    """The built-in tiled ONNX proposer called ``name`` (``fastestdet`` or ``yolox_nano``)."""
+    from gan_detect.detector.fastestdet import FastestDetDetector
+    from gan_detect.detector.yolox_nano import YoloxNanoDetector
+
+    classes = {"fastestdet": FastestDetDetector, "yolox_nano": YoloxNanoDetector}
+    if name not in classes:
+        raise SystemExit(f"--detector {name}: unknown; valid: {', '.join(classes)}")
+    return classes[name]
+
+
+def coco_rows(image_id: int, boxes: Tensor, cats: Tensor, scores: Tensor) -> list[dict]:
+    """COCO result dicts (xywh) of the 100 best proposals of one image (boxes (D, 4) xyxy by
+    score, COCO ids (D,), scores (D,)): what COCO AP at maxDets 100 reads."""
+    rows = []
+    for (x1, y1, x2, y2), c, s in zip(
+        boxes[:100].tolist(), cats[:100].tolist(), scores[:100].tolist(), strict=True
+    ):
+        rows.append(
+            {"image_id": image_id, "category_id": int(c), "score": float(s),
+             "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        )  # fmt: skip
+    return rows
+
+
 def _recall_setting(
-    name: str, data: list[tuple[int, Path, GroundTruth]], args: argparse.Namespace
+    name: str,
+    data: list[tuple[int, Path, GroundTruth]],
+    args: argparse.Namespace,
+    detector: str = "fastestdet",
+    results: list[dict] | None = None,
 ) -> dict[str, Any]:
-    from gan_detect.detector.fastestdet import COCO_CATEGORY_IDS, FastestDetDetector
+    """One setting's recall row; ``results`` (when given) receives its COCO results (top 100)."""
+    from gan_detect.detector.fastestdet import COCO_CATEGORY_IDS
 
     tiles, full = parse_setting(name)
-    det = FastestDetDetector(
+    drop = name.endswith(":drop")
+    det = _detector_class(detector)(
         args.weights,
         score_thresh=0.001,
         detections_per_img=max(BUDGETS),
@@ -237,26 +272,33 @@ def _recall_setting(
         tile_sizes=tiles,
         tile_overlap=args.overlap,
         full_image=full,
+        drop_cut=drop,
     )
     det.detect(load_image(str(data[0][1])))  # untimed warm-up: onnxruntime's first run is slow
     counter = RecallCounter()
     det_s = load_s = 0.0
     n_props, n_runs = [], []
-    for _, path, gt in data:
+    for image_id, path, gt in data:
         t0 = time.perf_counter()
         image = load_image(str(path))
         t1 = time.perf_counter()
         out = det.detect(image)
         det_s += time.perf_counter() - t1
         load_s += t1 - t0
+        # both proposers label 1..80 in COCO's contiguous order
+        cats = torch.tensor(COCO_CATEGORY_IDS)[out["labels"] - 1]
+        if results is not None:
+            results += coco_rows(image_id, out["boxes"], cats, out["scores"])
         n_props.append(len(out["boxes"]))
         n_runs.append(len(det.tiles(*image.shape[1:])) + int(full or not tiles))
-        counter.add(gt, out["boxes"], torch.tensor(COCO_CATEGORY_IDS)[out["labels"] - 1])
+        counter.add(gt, out["boxes"], cats)
     return {
+        "detector": detector,
         "setting": name,
         "tile_sizes": list(tiles),
         "tile_overlap": args.overlap if tiles else None,
         "full_image": full or not tiles,
+        "drop_cut": drop,
         "images": len(data),
         "objects": counter.total,
         "recall": counter.table(counter.found),
@@ -266,6 +308,23 @@ def _recall_setting(
         "s_per_image": round(det_s / len(data), 4),
         "jpeg_s_per_image": round(load_s / len(data), 4),
     }
+
+
+def ap_against(
+    ann: Path, data: list[tuple[int, Path, GroundTruth]], first: list[dict], res: list[dict]
+) -> dict[str, Any]:
+    """COCO AP (by size, maxDets 100) of ``res`` and of ``first`` on these images, with paired
+    image-bootstrap intervals of ``res`` - ``first`` (1,000 resamples, seed 0)."""
+    from gan_detect.metrics.bootstrap import coco_paired_bootstrap
+
+    js = json.loads(ann.read_text())
+    ids = {i for i, _, _ in data}
+    gt = {
+        **js,
+        "images": [im for im in js["images"] if im["id"] in ids],
+        "annotations": [a for a in js["annotations"] if a["image_id"] in ids],
+    }
+    return coco_paired_bootstrap(gt, first, res, n_boot=1000, seed=0, max_dets=100).to_dict()
 
 
 def _sahi_rows(
@@ -353,6 +412,7 @@ def _sahi_rows(
             counter.add(gt, boxes.reshape(-1, 4), cats.to(torch.int64))
         rows.append(
             {
+                "detector": "fastestdet",
                 "setting": f"sahi full+{tile} {post} {metric} {thr}",
                 "images": len(data),
                 "objects": counter.total,
@@ -366,15 +426,19 @@ def _sahi_rows(
 
 def run_recall(args: argparse.Namespace, rec: Recorder) -> None:
     """``recall``: recall at IoU >= 0.5 of the ground truth of ``val2017_person`` split
-    ``--split`` with the best 100 / 300 / 1,000 FastestDet proposals per image, by object size,
-    class-agnostic and class-aware, per ``--settings`` (``native``, ``full+T``: the whole image
-    plus T-px tiles, ``T``: tiles alone); with ``--sahi-images N`` also sahi's own slicing on the
-    first N images beside the built-in merge. Boxes of the JSON are integer-truncated and crowd
+    ``--split`` with the best 100 / 300 / 1,000 proposals per image of ``--detector``
+    (``fastestdet``, the default here, or ``yolox_nano``), by object size, class-agnostic and
+    class-aware, per ``--settings`` (``native``, ``full+T``: the whole image plus T-px tiles,
+    ``T``: tiles alone; ``:drop`` appended: ``tile_drop_cut``, tile boxes touching an inner tile
+    edge left out). ``--ap``: also COCO AP by size (100 per image) of each setting with paired
+    intervals against the first. ``--sahi-images N``: sahi's own slicing on the first N images
+    beside the built-in merge (FastestDet). Boxes of the JSON are integer-truncated and crowd
     regions not flagged, so the size buckets approximate the official ones."""
     from gan_detect.app.benchmark.evaluation import data_dir
 
     if args.images is None:
         raise SystemExit("--bench recall needs --images DIR (the val2017 JPEGs by file_name)")
+    detector = args.detector or "fastestdet"
     data_root = data_dir(args)
     folder = None if data_root is None else data_root / "coco" / "val2017_person"
     ann = (
@@ -386,10 +450,15 @@ def run_recall(args: argparse.Namespace, rec: Recorder) -> None:
         raise SystemExit(f"instances JSON not found: {ann} (give --ann or --data)")
     split_file = folder / "split.json" if folder and (folder / "split.json").is_file() else None
     data = load_split(Path(args.images), ann, split_file, args.split, args.max_images)
+    first: list[dict] | None = None
     for name in [s for s in args.settings.split(",") if s]:
-        rec.emit(
-            {**_recall_setting(name, data, args), "loadavg_1m_end": round(os.getloadavg()[0], 2)}
-        )
+        res: list[dict] | None = [] if args.ap else None
+        row = _recall_setting(name, data, args, detector, res)
+        if res is not None:
+            first = res if first is None else first
+            row["ap_vs_first"] = ap_against(ann, data, first, res)
+        # per row: the machine is shared and the load changes between settings
+        rec.emit({**row, "loadavg_1m_end": round(os.getloadavg()[0], 2)})
     if args.sahi_images:
         sub = data[: args.sahi_images]
         own = _recall_setting(f"full+{args.sahi_tile}", sub, args)

@@ -111,16 +111,33 @@ def run_under_load(args: argparse.Namespace, rec: Recorder) -> None:
 
 
 STAGES = ("proposals", "mining", "training", "evaluation", "report")
-# (pattern, stage it starts), tried in order on every printed line or progress-bar refresh.
-EVENTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^evaluate:.*100%"), "report"),
-    (re.compile(r"^evaluate:"), "evaluation"),
-    (re.compile(r"^mining ROIs"), "mining"),
-    (re.compile(r"^(built|reusing) ROI store at .*val_rois"), "training"),
-    (re.compile(r"^(seed \d+: row|training row) "), "training"),
-    (re.compile(r"^proposals"), "proposals"),
+# (pattern, stage it starts, only from these stages (None: any)), tried in order on every printed
+# line or progress-bar refresh. The first two are the experiment runner's lines, the next two the
+# earlier script's. A ROI store line ends mining only: the runner's diagnostics (report stage)
+# reopen the val store too.
+EVENTS: list[tuple[re.Pattern[str], str, tuple[str, ...] | None]] = [
+    (re.compile(r"^intervals, diagnostics and report"), "report", None),
+    (re.compile(r"^evaluation: \d+ val images"), "evaluation", None),
+    (re.compile(r"^evaluate:.*100%"), "report", None),
+    (re.compile(r"^evaluate:"), "evaluation", None),
+    (re.compile(r"^mining ROIs"), "mining", None),
+    (re.compile(r"^(built|reusing) ROI store at .*val_rois"), "training", ("mining",)),
+    (re.compile(r"^(seed \d+: row|training row) "), "training", None),
+    (re.compile(r"^proposals"), "proposals", None),
 ]
-DEFAULT_COMMAND = "python {tree}/experiments/real_wider.py --out {out} --data {data}"
+
+
+def next_stage(line: str, stage: str) -> str | None:
+    """The stage a printed ``line`` starts when the command is in ``stage`` (None: no change)."""
+    for pat, new, src in EVENTS:
+        if pat.search(line) and (src is None or stage in src):
+            return new
+    return None
+
+
+DEFAULT_COMMAND = (
+    "python -m gan_detect experiment run {tree}/experiments/real_wider.yaml --out {out}"
+)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -157,6 +174,8 @@ def _run_side(tree: Path, out: Path, args: argparse.Namespace, log: Path) -> dic
     ``gan_detect``); stages are told apart by what it prints, CPU read at each change."""
     env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "PYTHONUNBUFFERED": "1"}
     data = str(Path(args.data).resolve()) if args.data else os.environ.get("GAN_DETECT_DATA", "")
+    if data:
+        env["GAN_DETECT_DATA"] = data  # the runner's ${data:...} paths
     cmd = shlex.split(args.command.format(tree=tree, out=out, data=data))
     if cmd[0] == "python":
         cmd[0] = sys.executable
@@ -172,7 +191,7 @@ def _run_side(tree: Path, out: Path, args: argparse.Namespace, log: Path) -> dic
             *parts, buf = re.split(rb"[\r\n]", buf + chunk)
             for raw in parts:
                 line = raw.decode(errors="replace").strip()
-                new = next((s for pat, s in EVENTS if pat.search(line)), None)
+                new = next_stage(line, stage)
                 if new is None or new == stage:
                     continue
                 now, c = time.perf_counter(), _cpu_seconds(proc.pid)

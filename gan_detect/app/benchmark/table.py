@@ -36,6 +36,7 @@ _SKIP = {
 # Kinds whose nested results need chosen columns (dotted paths into the record).
 COLUMNS: dict[str, list[str]] = {
     "recall": [
+        "detector",
         "setting",
         "network_runs_per_image",
         "proposals_per_image",
