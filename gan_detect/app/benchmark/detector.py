@@ -138,14 +138,25 @@ def run_proposals(args: argparse.Namespace, rec: Recorder) -> None:
 
 BUDGETS = (100, 300, 1000)
 IOU = 0.5
+
+
 # (name, low, high) box areas in px^2; "tiny" lies inside "small".
-BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("tiny", 0.0, 16.0**2),
-    ("small", 0.0, 32.0**2),
-    ("medium", 32.0**2, 96.0**2),
-    ("large", 96.0**2, float("inf")),
-    ("all", 0.0, float("inf")),
-)
+def _buckets() -> tuple[tuple[str, float, float], ...]:
+    """The COCO area ranges of ``metrics.coco_eval`` (defined once there), tiny first."""
+    from gan_detect.metrics.coco_eval import area_ranges
+
+    rng = {name: (lo, hi) for name, lo, hi in area_ranges()}
+    inf = float("inf")
+    return (
+        ("tiny", 0.0, rng["tiny"][1]),
+        ("small", 0.0, rng["small"][1]),
+        ("medium", *rng["medium"]),
+        ("large", rng["large"][0], inf),
+        ("all", 0.0, inf),
+    )
+
+
+BUCKETS: tuple[tuple[str, float, float], ...] = _buckets()
 RECALL_SETTINGS = "native,full+352,full+256,full+176,full+128,full+256+176,176"
 
 

@@ -8,7 +8,7 @@ check and the rules behind the gap to the published 25.8.
    to the split, at COCO's 100 detections per image and at the package's 1,000.
 2. **Independent check** (``yolox_nano``). A decoder written apart from
    ``gan_detect.detector.yolox_nano`` (``cv2.imread``, its own letterbox, a torch grid decode,
-   onnxruntime called directly), the 100 best boxes per image, ``pycocotools``' ``COCOeval``
+   onnxruntime called directly), the 100 best boxes per image, ``pycocotools`` (through the package's wrapper, backend forced)
    called directly. It must give the package's AP (same rule: every (cell, class) pair >= 0.001,
    per-class NMS 0.45).
 3. **The gap to the published 25.8** (``yolox_nano``): the independent decoder under other rules
@@ -153,19 +153,24 @@ def own_results(
 
 
 def pycocotools_ap(gt: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, float]:
-    """AP, AP50, AP75, AP_S/M/L of ``rows`` by pycocotools' COCOeval (maxDets 1 / 10 / 100)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """AP, AP50, AP75, AP_S/M/L of ``rows`` by pycocotools (the package's one COCOeval wrapper
+    with the reference backend forced, maxDets 1 / 10 / 100): independent of the package's
+    decoder, not of COCO's own evaluation."""
+    from gan_detect.metrics.coco_eval import (
+        coco_evaluator,
+        coco_results_to_dt,
+        coco_stats,
+        quiet_coco,
+    )
 
+    coco = quiet_coco(gt)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(rows), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {k: round(float(v), 4) for k, v in zip(STAT_NAMES, ev.stats[:6], strict=True)}
+        ev = coco_evaluator(
+            coco, coco_results_to_dt(coco, rows), max_dets=(1, 10, 100), backend="pycocotools"
+        )
+    st = coco_stats(ev)
+    keys = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large"]
+    return {k: round(float(st[m]), 4) for k, m in zip(STAT_NAMES, keys, strict=True)}
 
 
 # (row, candidates: every (cell, class) or best class per cell, NMS IoU, score threshold, boxes

@@ -281,7 +281,9 @@ def generate_results(gt: dict[str, Any], seed: int, p_find: float) -> list[dict[
         dets: list[dict[str, Any]] = []
         for a in anns:
             x, y, w, h = a["bbox"]
-            if rng.random() > p_find * (0.5 if w * h < 32**2 else 1.0):
+            if rng.random() > p_find * (
+                0.5 if w * h < 1024.0 else 1.0
+            ):  # small: under 32 px a side
                 continue
             jit = rng.normal(0, 0.08, 4) * [w, h, w, h]
             cat = a["category_id"] if rng.random() > 0.1 else int(rng.choice(cats))
