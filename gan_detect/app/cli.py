@@ -67,7 +67,8 @@ def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.Argu
         dest="command", metavar="COMMAND", title="commands", parser_class=IntermixedParser
     )
     for command in (COMMANDS if commands is None else commands).values():
-        command.add_parser(sub).set_defaults(run=command.run)
+        command_parser = command.add_parser(sub)
+        command_parser.set_defaults(run=command.run, command_parser=command_parser)
     return parser
 
 
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not getattr(args, "takes_overrides", False) or not all(
                 _OVERRIDE_OPTION.match(a) for a in unknown
             ):
-                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+                where = getattr(args, "command_parser", parser)  # "gan-detect CMD: error: ..."
+                where.error(f"unrecognized arguments: {' '.join(unknown)}")
             args.args = [*args.args, *unknown]
     except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
