@@ -164,3 +164,20 @@ def loader(batch: RoiBatch, batch_size: int = 8, shuffle: bool = True, seed: int
     return DataLoader(
         ds, batch_size=batch_size, sampler=sampler, collate_fn=RoiBatch.collate, drop_last=True
     )
+
+
+def fake_command(name: str, fn: Any) -> Any:
+    """A stand-in command module for ``gan_detect.app.cli.COMMANDS``: ``fn(words) -> int`` gets
+    the words after the command name."""
+    import types
+
+    from gan_detect.app.commands._common import add_command_parser
+
+    def add_parser(subparsers: Any) -> Any:
+        p = add_command_parser(subparsers, name, "test", "a test command")
+        p.add_argument("words", nargs="*")
+        return p
+
+    return types.SimpleNamespace(
+        NAME=name, SUMMARY="test", add_parser=add_parser, run=lambda args: fn(args.words)
+    )

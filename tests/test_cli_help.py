@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,35 @@ def test_evaluate_uses_the_runs_last_checkpoint_when_no_ckpt_is_given(
     other = tmp_path / "other.ckpt"
     assert main(["evaluate", *base, f"ckpt={other}"]) == 0
     assert seen[-1] == str(other)
+
+
+def test_global_flags_work_before_or_after_the_command_and_sweep_overrides_are_taken(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gan_detect.utils.quiet import VERBOSE_ENV
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    smoke = str(PRESETS / "smoke.yaml")
+    # an option between the files and the overrides; a sweep agent's --key=value override
+    assert main(["config", "show", smoke, "--verbose", "data.root=/a", "--output_dir=/b"]) == 0
+    out = capsys.readouterr().out
+    assert "root: /a" in out and "output_dir: /b" in out
+    assert os.environ[VERBOSE_ENV] == "1"
+    # an unknown option that is no override is refused by the command, in one usage line
+    assert main(["config", "show", smoke, "--bogus"]) == 2
+    assert "gan-detect config: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert main(["compare", "run_a", "--out=x", "--key=1"]) == 2  # not a config command
+    assert "unrecognized arguments: --key=1" in capsys.readouterr().err
+    # --debug after the command: the traceback instead of the one-line error
+    assert main(["config", "show", "variant.adv_wieght=1"]) == 2
+    with pytest.raises(Exception, match="adv_wieght"):
+        main(["config", "show", "variant.adv_wieght=1", "--debug"])
+
+
+def test_every_command_is_a_module_with_a_parser_and_a_run() -> None:
+    from gan_detect.app.commands import COMMAND_MODULES
+
+    assert len(COMMANDS) == len(COMMAND_MODULES)
+    for name, module in COMMANDS.items():
+        assert module.NAME == name and callable(module.run) and callable(module.add_parser)
+        assert module.__name__.endswith(name.replace("-", "_"))

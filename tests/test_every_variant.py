@@ -188,7 +188,7 @@ class _TwoBox(GANVariant):
         }
 
 
-def test_a_fourth_variant_needs_only_its_class_and_a_table_entry(
+def test_a_fourth_variant_needs_only_its_class_and_a_registry_entry(
     monkeypatch: pytest.MonkeyPatch, datasets: dict[int, Path], tmp_path: Path
 ) -> None:
     monkeypatch.setitem(VARIANTS, "two_box", _TwoBox)
@@ -215,8 +215,10 @@ def test_the_readme_example_variant_trains_and_detects(
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     ns: dict = {"__name__": "readme_variant"}
     monkeypatch.setitem(sys.modules, "readme_variant", types.ModuleType("readme_variant"))
-    exec(compile(code, "README.md", "exec"), ns)
-    monkeypatch.setitem(VARIANTS, "my_variant", ns["MyVariant"])
+    exec(compile(code, "README.md", "exec"), ns)  # @register_variant adds it to the registry
+    assert VARIANTS["my_variant"] is ns["MyVariant"]
+    monkeypatch.delitem(VARIANTS, "my_variant")  # gone again after the test ...
+    monkeypatch.setitem(VARIANTS, "my_variant", ns["MyVariant"])  # ... present during it
     module = GANDetectionModule(tiny_config("my_variant", output_dir=str(tmp_path)))
     trainer = L.Trainer(
         max_epochs=1,

@@ -269,7 +269,7 @@ def test_builtin_refuses_tiles_for_retinaface() -> None:
 
     with pytest.raises(ValueError, match="fastestdet"):
         builtin_detector("retinaface", tile_sizes=(256,))
-    with pytest.raises(ValueError, match="not built in"):
+    with pytest.raises(ValueError, match="unknown built-in detector .fcos.; valid: fastestdet"):
         builtin_detector("fcos")
 
 

@@ -78,7 +78,7 @@ def test_graph_sees_the_known_edges() -> None:
     assert "gan_detect.config.load" in g["gan_detect.app.cli"]
     assert "gan_detect.variants.common" in g["gan_detect.variants.tiny_face"]
     assert (
-        "gan_detect.app.demo" in g["gan_detect.app.cli"]
+        "gan_detect.app.demo" in g["gan_detect.app.commands.demo"]
     )  # a lazy import inside a function counts
 
 

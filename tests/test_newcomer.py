@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from _synth import tiny_config
+from _synth import fake_command, tiny_config
 from PIL import Image
 
 from gan_detect.app import cli, report
@@ -252,7 +252,7 @@ def test_a_torch_torchvision_mismatch_is_one_line(
     def broken(args: Any) -> int:
         raise RuntimeError("operator torchvision::nms does not exist")
 
-    monkeypatch.setitem(cli.COMMANDS, "demo", (broken, "x"))
+    monkeypatch.setitem(cli.COMMANDS, "demo", fake_command("demo", broken))
     assert main(["demo"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "do not match" in err and "--index-url" in err

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _synth import fake_command
 
 from gan_detect.app.cli import load_config, main
 from gan_detect.config import PRESETS
@@ -767,11 +768,11 @@ def test_cli_catches_input_and_os_errors_but_not_bare_value_errors(
 
         return cmd
 
-    monkeypatch.setitem(cli.COMMANDS, "x", (boom(OSError(errno.EROFS, "Read-only file system",
-                                                          "/mnt/ro/run")), ""))  # fmt: skip
+    error = OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run")
+    monkeypatch.setitem(cli.COMMANDS, "x", fake_command("x", boom(error)))
     assert main(["x"]) == 2
     assert capsys.readouterr().err == "gan-detect x: error: /mnt/ro/run: Read-only file system\n"
-    monkeypatch.setitem(cli.COMMANDS, "x", (boom(ValueError("an internal bug")), ""))
+    monkeypatch.setitem(cli.COMMANDS, "x", fake_command("x", boom(ValueError("an internal bug"))))
     with pytest.raises(ValueError, match="an internal bug"):
         main(["x"])
 

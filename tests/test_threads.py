@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _synth import fake_command
 
 from gan_detect.app import cli
 from gan_detect.utils.threads import (
@@ -72,7 +73,7 @@ def test_cli_threads_option_applies_before_the_command(monkeypatch: pytest.Monke
         return 0
 
     before = torch.get_num_threads()
-    monkeypatch.setitem(cli.COMMANDS, "wider-eval", (fake, "test"))
+    monkeypatch.setitem(cli.COMMANDS, "wider-eval", fake_command("wider-eval", fake))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.setenv(var, os.environ.get(var, "x"))  # restored after the test
     target = 2 if before == 1 else 1  # a value that differs from the current one

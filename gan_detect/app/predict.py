@@ -336,7 +336,7 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
 
 
 def run_cli(ns: argparse.Namespace) -> int:
-    """``gan-detect predict`` on parsed arguments (``gan_detect.app.cli.predict_parser``)."""
+    """``gan-detect predict`` on parsed arguments (``gan_detect.app.commands.predict``)."""
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1

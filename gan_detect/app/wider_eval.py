@@ -70,7 +70,7 @@ def _check_bootstrap(n: int) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``gan-detect wider-eval`` on parsed arguments (``gan_detect.app.cli.wider_eval_parser``)."""
+    """``gan-detect wider-eval`` on parsed arguments (``gan_detect.app.commands.wider_eval``)."""
     ids = None
     if args.images is not None:
         ids = {s.strip() for s in args.images.read_text().splitlines() if s.strip()}
@@ -111,7 +111,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def run_coco_cli(args: argparse.Namespace) -> int:
-    """``gan-detect coco-eval`` on parsed arguments (``gan_detect.app.cli.coco_eval_parser``)."""
+    """``gan-detect coco-eval`` on parsed arguments (``gan_detect.app.commands.coco_eval``)."""
     from gan_detect.metrics.compare import compare_coco, format_comparison_table
 
     _check_bootstrap(args.bootstrap)

@@ -93,16 +93,13 @@ def _keep_string_overrides_literal(raw: DictConfig, overrides: Sequence[str]) ->
     ``runs/a`` and ``007`` as 7); ``null`` stays null and a quoted value is unquoted."""
     from omegaconf.nodes import StringNode
 
-    from gan_detect.config.validate import build_schema
+    from gan_detect.config.validate import build_schema, raw_names
 
-    vname = OmegaConf.select(raw, "variant.name", default=None)
-    if vname is None and OmegaConf.select(raw, "task", default=None) == "detector":
-        vname = "tiny_face"  # as schema.merge_with_schema does for detector configs
-    dname = OmegaConf.select(raw, "data.name", default=None)
+    _, vname, dname = raw_names(raw)  # imports the config's plugins (their Configs register)
     if vname is None or dname is None:
         return  # the schema check names the missing key
     try:
-        schema = build_schema(str(vname), str(dname))
+        schema = build_schema(vname, dname)
     except ConfigError:
         return  # an unknown name: reported by the schema check
     for item in overrides:

@@ -11,11 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Score fusions of the re-scoring step (gan_detect/infer/score_fusion.py implements them): D's
-# probability alone, a fixed geometric mean with the detector's score, and two combiners fitted
-# on held-out training proposals. Here, not there, so that the config is checked against them
-# when it loads, without importing torch.
-SCORE_FUSIONS: tuple[str, ...] = ("d_only", "geometric_mean", "learned", "size_gated")
+from gan_detect.utils.registry import Registry
+
+# Score fusions of the re-scoring step, name -> what it does (gan_detect/infer/score_fusion.py
+# implements each with @register_fusion, which adds a plugin's fusion here too). The built-ins
+# are listed here, not there, so that the config is checked against them without torch.
+SCORE_FUSIONS: Registry[str] = Registry("score fusion")
+SCORE_FUSIONS["d_only"] = "D's probability replaces the detector's score (the papers)"
+SCORE_FUSIONS["geometric_mean"] = "sqrt(D's probability x the detector's score)"
+SCORE_FUSIONS["learned"] = "logistic regression per size band, fitted on held-out proposals"
+SCORE_FUSIONS["size_gated"] = "D's probability below a fitted size, the detector's above"
 # What evaluate.split (and propose's split) may name: the data's train or val split.
 EVAL_SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -155,6 +160,9 @@ class ExperimentConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     # "gan": train a GAN variant on ROIs; "detector": train the baseline proposal detector.
     task: str = "gan"
+    # Modules (dotted names or .py paths) imported before validation: a variant, DataModule,
+    # detector or score fusion the user registers in a file of their own (config/plugins.py).
+    plugins: list[str] = field(default_factory=list)
     # DetectorConfig (gan_detect/detector/module.py); typed by the schema builder, which avoids
     # an import cycle here.
     detector: Any = None

@@ -2,8 +2,9 @@
 
 They live here, not next to the code they configure, so that loading and validating a config (and
 ``gan-detect config show`` / ``--help``) never imports torch. A variant file sets
-``Config = <its class here>``; :data:`VARIANT_CONFIGS` and :data:`DATA_CONFIGS` are the tables the
-schema is built from (a test checks that they match the variant and DataModule tables).
+``Config = <its class here>``; :data:`VARIANT_CONFIGS` and :data:`DATA_CONFIGS` are the registries
+the schema is built from, kept in step with the variant and DataModule registries by their
+decorators (a test checks that they match).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gan_detect.config.schema import DataConfig, VariantConfig
+from gan_detect.utils.registry import Registry
 
 # variant.g_step_d_norm values (see GANVariantConfig).
 G_STEP_D_NORMS = ("batch", "running")
@@ -239,21 +241,14 @@ class DetectorConfig:
     recall_min_size: float = 16.0  # ... counting objects with sqrt(w * h) >= this, px
 
 
-# name -> config class; the same keys as ``variants.VARIANTS`` and ``data.DATAMODULES``.
-VARIANT_CONFIGS: dict[str, type[GANVariantConfig]] = {
-    "tiny_face": TinyFaceConfig,
-    "sod_mtgan": SODMTGANConfig,
-    "bicubic": BicubicConfig,
-}
+# name -> config class; the same keys as ``variants.VARIANTS`` and ``data.DATAMODULES``. The
+# built-ins are listed here so that validating a config needs no torch; a variant or DataModule
+# defined anywhere else adds its Config when it registers (``@register_variant`` /
+# ``@register_datamodule``).
+VARIANT_CONFIGS: Registry[type[GANVariantConfig]] = Registry("variant")
+for _cfg in (TinyFaceConfig, SODMTGANConfig, BicubicConfig):
+    VARIANT_CONFIGS[_cfg.name] = _cfg
 
-
-def register_variant_config(name: str, config: type[GANVariantConfig]) -> None:
-    """Called when a variant class is defined (``GANVariant.__init_subclass__``), so a variant
-    written outside this table (one file + its line in ``variants.VARIANTS``) validates too."""
-    VARIANT_CONFIGS[name] = config
-
-
-DATA_CONFIGS: dict[str, type[RoiDataConfig]] = {
-    "wider_face": WiderFaceDataConfig,
-    "coco": CocoDataConfig,
-}
+DATA_CONFIGS: Registry[type[RoiDataConfig]] = Registry("datamodule")
+for _dcfg in (WiderFaceDataConfig, CocoDataConfig):
+    DATA_CONFIGS[_dcfg.name] = _dcfg

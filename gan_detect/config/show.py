@@ -39,13 +39,11 @@ def resolved_yaml(files: Sequence[str | Path], overrides: Sequence[str] = ()) ->
 
 def _schema_object(cfg: DictConfig) -> ExperimentConfig:
     """Default-valued dataclasses of the config's variant, DataModule and detector."""
-    from gan_detect.config.sections import DATA_CONFIGS, VARIANT_CONFIGS, DetectorConfig
+    from gan_detect.config.sections import DetectorConfig
+    from gan_detect.config.validate import variant_and_data_configs
 
-    return ExperimentConfig(
-        variant=VARIANT_CONFIGS[str(cfg.variant.name)](),
-        data=DATA_CONFIGS[str(cfg.data.name)](),
-        detector=DetectorConfig(),
-    )
+    variant, data = variant_and_data_configs(str(cfg.variant.name), str(cfg.data.name))
+    return ExperimentConfig(variant=variant(), data=data(), detector=DetectorConfig())
 
 
 def iter_keys(obj: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:

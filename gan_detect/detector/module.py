@@ -21,9 +21,10 @@ from torchmetrics.aggregation import SumMetric
 from torchvision.ops import box_iou
 
 from gan_detect.config import ExperimentConfig
-from gan_detect.config.sections import BUILTIN_DETECTORS, DetectorConfig
+from gan_detect.config.sections import DetectorConfig
 from gan_detect.data.batch import DetectionBatch
 from gan_detect.data.records import Proposals
+from gan_detect.detector.builtin import BUILTIN_ARCHS
 from gan_detect.detector.model import build_detector, training_targets
 from gan_detect.metrics.coco_map import CocoMeanAP, coco_metric_inputs
 from gan_detect.metrics.wider_face_metric import WiderFaceAP
@@ -103,7 +104,7 @@ class DetectorModule(L.LightningModule):
         # Stored resolved and plain, so a checkpoint loads with torch's weights_only default.
         self.save_hyperparameters({"config": asdict(self.cfg)}, logger=False)
         c = self.cfg
-        if c.arch in BUILTIN_DETECTORS:
+        if c.arch in BUILTIN_ARCHS:
             raise ValueError(
                 f"detector.arch={c.arch} is a built-in pretrained detector, not a trainable "
                 "DetectorModule: use gan_detect.detector.builtin.builtin_detector"

@@ -17,7 +17,9 @@ def builtin_experiments() -> dict[str, Path]:
     for folder in (Path(__file__).resolve().parents[2] / "experiments", Path("experiments")):
         if folder.is_dir():
             for p in sorted(folder.glob("*.yaml")):
-                found.setdefault(p.stem, p)
+                text = p.read_text(errors="replace")
+                if "\nrows:" in text and "\nconfig:" in text:  # not a run config of `fit`
+                    found.setdefault(p.stem, p)
     return found
 
 

@@ -64,7 +64,7 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         if self.score_fusion not in SCORE_FUSIONS:
             raise ValueError(
-                f"score_fusion must be one of {SCORE_FUSIONS}, got {self.score_fusion!r}"
+                f"score_fusion must be one of {', '.join(SCORE_FUSIONS)}, got {self.score_fusion!r}"
             )
         if self.score_fusion in FITTED_FUSIONS and self.fusion_params is None:
             raise ValueError(

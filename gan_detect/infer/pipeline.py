@@ -27,12 +27,11 @@ from gan_detect.detector.onnx_common import COCO_CLASS_NAMES, TiledOnnxDetector
 from gan_detect.detector.retinaface import RetinaFaceDetector
 from gan_detect.infer.fusion_fit import fusion_for_checkpoint
 from gan_detect.infer.inference import (
-    SCORE_FUSIONS,
     InferenceOptions,
     inference_options,
     refine_detections_batch,
 )
-from gan_detect.infer.score_fusion import FITTED_FUSIONS
+from gan_detect.infer.score_fusion import FITTED_FUSIONS, FUSIONS
 from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
@@ -81,8 +80,7 @@ def with_fusion(
     ``size_gated`` need."""
     if fusion is None:
         return opts
-    if fusion not in SCORE_FUSIONS:
-        raise InputError(f"unknown score fusion {fusion!r}; valid: {', '.join(SCORE_FUSIONS)}")
+    FUSIONS.lookup(fusion)  # an unknown name: one line listing the registered ones
     params = (fitted or {}).get(fusion)
     if fusion in FITTED_FUSIONS and params is None:
         raise InputError(

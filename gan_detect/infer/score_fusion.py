@@ -30,17 +30,22 @@ A fitted combiner is a plain dict (JSON in ``<run>/score_fusion.json``, and insi
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gan_detect.config.schema import SCORE_FUSIONS
+from gan_detect.utils.registry import Registry
+
 # Size bands (px, sqrt(w h) of the proposal): < 10, 10-20, 20-40, 40-80, >= 80.
 DEFAULT_EDGES: tuple[float, ...] = (10.0, 20.0, 40.0, 80.0)
-FITTED_FUSIONS = ("learned", "size_gated")
 _EPS = 1e-4
 
 
@@ -62,6 +67,113 @@ def proposal_sizes(boxes: Tensor) -> Tensor:
     return (wh[:, 0] * wh[:, 1]).sqrt()
 
 
+@dataclass
+class ScoreFusion:
+    """A registered fusion: ``fn(det (K, K'), d (K, K'), sizes (K,), params) -> (K, K')``."""
+
+    fn: Callable[[Tensor, Tensor, Tensor, dict[str, Any] | None], Tensor]
+    fitted: bool  # needs a fitted combiner (score_fusion.json)
+
+
+class _FusionRegistry(Registry[ScoreFusion]):
+    """Fusions by name; a plugin's name is added to the config's ``SCORE_FUSIONS`` too."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._added: set[str] = set()  # names this registry put into SCORE_FUSIONS
+
+    def _check_add(self, name: str, obj: ScoreFusion) -> None:
+        if name not in SCORE_FUSIONS:
+            doc = (obj.fn.__doc__ or name).strip().splitlines()[0]
+            SCORE_FUSIONS[name] = doc
+            self._added.add(name)
+
+    def _on_remove(self, name: str, obj: ScoreFusion) -> None:
+        if name in self._added:
+            self._added.discard(name)
+            del SCORE_FUSIONS[name]
+
+
+FUSIONS: Registry[ScoreFusion] = _FusionRegistry("score fusion")
+F = TypeVar("F", bound=Callable[..., Tensor])
+
+
+def register_fusion(name: str, fitted: bool = False) -> Callable[[F], F]:
+    """Decorator: add a score fusion under ``name`` (an ``evaluate.score_fusion`` value).
+
+    ``fitted``: it needs the run's fitted combiner (``params``), as ``learned`` does.
+    """
+
+    def add(fn: F) -> F:
+        FUSIONS[name] = ScoreFusion(fn, fitted)
+        return fn
+
+    return add
+
+
+class _FittedNames(AbstractSet[str]):
+    """The names of the fusions that need a fitted combiner (a live view of ``FUSIONS``)."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in FUSIONS and FUSIONS[name].fitted
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n, f in FUSIONS.items() if f.fitted])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+FITTED_FUSIONS: AbstractSet[str] = _FittedNames()
+
+
+@register_fusion("d_only")
+def _d_only(det: Tensor, d: Tensor, sizes: Tensor, params: dict[str, Any] | None) -> Tensor:
+    """D's probability replaces the detector's score (the papers)."""
+    return d
+
+
+@register_fusion("geometric_mean")
+def _geometric_mean(det: Tensor, d: Tensor, sizes: Tensor, params: dict[str, Any] | None) -> Tensor:
+    """sqrt(D's probability x the detector's score)."""
+    return torch.sqrt(d.clamp_min(0) * det)
+
+
+@register_fusion("learned", fitted=True)
+def _learned(
+    det: Tensor,
+    d: Tensor,
+    sizes: Tensor,
+    params: dict[str, Any] | None,
+    extra: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Logistic regression per size band on [1, logit(detector), logit(D)] (class-aware fits:
+    also logit(D background) and D-agrees, from ``extra``)."""
+    assert params is not None
+    w = torch.tensor(params["weights"], dtype=torch.float32, device=d.device)  # (B, F)
+    band = band_index(sizes, params["edges"]).to(d.device)
+    wb = w[band]  # (K, F)
+    z = wb[:, :1] + wb[:, 1:2] * _logit(det) + wb[:, 2:3] * _logit(d)
+    if params.get("features") == "class_aware":
+        if extra is None:
+            raise ValueError(
+                "this learned fusion was fit class-aware (D's background probability and "
+                "class agreement as inputs): evaluate with evaluate.class_aware=true"
+            )
+        bg = extra["bg"].float().to(d.device)[:, None]
+        agree = extra["agree"].float().to(d.device)[:, None]
+        z = z + wb[:, 3:4] * _logit(bg) + wb[:, 4:5] * agree
+    return torch.sigmoid(z)
+
+
+@register_fusion("size_gated", fitted=True)
+def _size_gated(det: Tensor, d: Tensor, sizes: Tensor, params: dict[str, Any] | None) -> Tensor:
+    """D's probability below a fitted proposal size, the detector's score above."""
+    assert params is not None
+    small = (sizes < float(params["threshold"])).to(d.device)[:, None]
+    return torch.where(small, d, det)
+
+
 def fuse_scores(
     fusion: str,
     det_scores: Tensor,
@@ -70,7 +182,7 @@ def fuse_scores(
     params: dict[str, Any] | None = None,
     extra: dict[str, Tensor] | None = None,
 ) -> Tensor:
-    """Final scores (K, K') of K proposals' K' candidates.
+    """Final scores (K, K') of K proposals' K' candidates, by the registered fusion ``fusion``.
 
     Args:
         det_scores: (K,) the detector's scores in [0, 1].
@@ -78,38 +190,23 @@ def fuse_scores(
         sizes: (K,) sqrt(w h) of each proposal, px.
         params: the fitted combiner (``learned`` / ``size_gated``).
         extra: class-aware inputs (K' = 1): ``bg`` (K,) D's background probability, ``agree``
-            (K,) 1.0 where D's top class is the detector's.
+            (K,) 1.0 where D's top class is the detector's; passed to fusions that take an
+            ``extra`` keyword (``learned``).
+
+    Raises:
+        UnknownNameError: ``fusion`` is not registered.
+        ValueError: a fitted fusion without ``params``.
     """
-    det = det_scores.float().clamp(0, 1)[:, None].expand_as(d_scores)
-    d = d_scores.float()
-    if fusion == "d_only":
-        return d
-    if fusion == "geometric_mean":
-        return torch.sqrt(d.clamp_min(0) * det)
-    if params is None:
+    entry = FUSIONS.lookup(fusion)
+    if entry.fitted and params is None:
         raise ValueError(
             f"score_fusion={fusion} needs a fitted combiner (score_fusion.json of the run); "
             "train with data.fusion_holdout_fraction > 0 so one can be fit"
         )
-    if fusion == "learned":
-        w = torch.tensor(params["weights"], dtype=torch.float32, device=d.device)  # (B, F)
-        band = band_index(sizes, params["edges"]).to(d.device)
-        wb = w[band]  # (K, F)
-        z = wb[:, :1] + wb[:, 1:2] * _logit(det) + wb[:, 2:3] * _logit(d)
-        if params.get("features") == "class_aware":
-            if extra is None:
-                raise ValueError(
-                    "this learned fusion was fit class-aware (D's background probability and "
-                    "class agreement as inputs): evaluate with evaluate.class_aware=true"
-                )
-            bg = extra["bg"].float().to(d.device)[:, None]
-            agree = extra["agree"].float().to(d.device)[:, None]
-            z = z + wb[:, 3:4] * _logit(bg) + wb[:, 4:5] * agree
-        return torch.sigmoid(z)
-    if fusion == "size_gated":
-        small = (sizes < float(params["threshold"])).to(d.device)[:, None]
-        return torch.where(small, d, det)
-    raise ValueError(f"unknown score fusion {fusion!r}")
+    det = det_scores.float().clamp(0, 1)[:, None].expand_as(d_scores)
+    if extra is not None and "extra" in inspect.signature(entry.fn).parameters:
+        return entry.fn(det, d_scores.float(), sizes, params, extra=extra)  # type: ignore[call-arg]
+    return entry.fn(det, d_scores.float(), sizes, params)
 
 
 def _np_logit(p: np.ndarray) -> np.ndarray:

@@ -13,11 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_detect.config import ExperimentConfig
-from gan_detect.config.sections import (
-    G_STEP_D_NORMS,
-    GANVariantConfig,
-    register_variant_config,
-)
+from gan_detect.config.sections import G_STEP_D_NORMS, GANVariantConfig
 from gan_detect.config.validate import to_experiment_config
 from gan_detect.data.batch import RoiBatch
 from gan_detect.models.discriminator import Discriminator, DiscriminatorOutput
@@ -25,6 +21,7 @@ from gan_detect.models.generator import Generator, GeneratorOutput
 from gan_detect.models.losses import d_adversarial_loss, g_adversarial_loss, pixel_mse
 from gan_detect.utils.errors import InputError
 from gan_detect.utils.visualize import label_name
+from gan_detect.variants.registry import get_variant_class
 
 # Detection candidates of N ROIs: boxes (N, K', 4) xyxy px, scores (N, K'), labels (N, K') 1..C.
 Candidates = tuple[Tensor, Tensor, Tensor]
@@ -97,13 +94,6 @@ class GANVariant(nn.Module, ABC):
     name: ClassVar[str]
     Config: ClassVar[type[GANVariantConfig]]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # The config layer cannot import variants: each variant tells it its Config.
-        name, config = cls.__dict__.get("name"), cls.__dict__.get("Config")
-        if isinstance(name, str) and isinstance(config, type):
-            register_variant_config(name, config)
-
     def __init__(self, generator: Generator, discriminator: Discriminator, cfg: GANVariantConfig):
         super().__init__()
         if cfg.adv_form not in ("saturating", "non_saturating"):
@@ -151,15 +141,10 @@ class GANVariant(nn.Module, ABC):
         :attr:`run_config` (inference needs its ROI-mining settings: LR size, context).
         """
         cfg = to_experiment_config(dict(config))
-        # The variant table's classes, found as subclasses: importing the table from here would
-        # be a circle (the package imports this module first, so every variant is loaded).
-        classes = {c.name: c for c in _all_subclasses(GANVariant) if hasattr(c, "name")}  # type: ignore[type-abstract]
-        if cfg.variant.name not in classes:
-            raise InputError(f"unknown variant {cfg.variant.name!r}; valid: {sorted(classes)}")
         vcfg = cfg.variant
         assert isinstance(vcfg, GANVariantConfig)
         with state_dict_follows():
-            variant = classes[vcfg.name].build(vcfg, cfg.data.num_classes)
+            variant = get_variant_class(vcfg.name).build(vcfg, cfg.data.num_classes)
         if any(k.startswith("variant.") for k in state_dict):
             state_dict = {
                 k[len("variant.") :]: v for k, v in state_dict.items() if k.startswith("variant.")
@@ -340,10 +325,3 @@ def _split_output(
         DiscriminatorOutput(out.adv_logits[a], out.cls_logits[a], part(out.box_deltas, a)),
         DiscriminatorOutput(out.adv_logits[b], out.cls_logits[b], part(out.box_deltas, b)),
     )
-
-
-def _all_subclasses(cls: type[GANVariant]) -> list[type[GANVariant]]:
-    out: list[type[GANVariant]] = []
-    for sub in cls.__subclasses__():
-        out += [sub, *_all_subclasses(sub)]
-    return out

@@ -28,6 +28,7 @@ from gan_detect.variants.common import (
     face_accuracy,
     face_candidates,
 )
+from gan_detect.variants.registry import register_variant
 
 
 class BicubicUpsampler(Generator):
@@ -42,6 +43,7 @@ class BicubicUpsampler(Generator):
         return GeneratorOutput(sr=up.clamp(-1, 1))
 
 
+@register_variant("bicubic")
 class BicubicControl(GANVariant):
     """D trained on HR vs bicubic crops with the paper heads; no trainable generator."""
 

@@ -22,8 +22,10 @@ from gan_detect.variants.common import (
     class_box_candidates,
     class_terms,
 )
+from gan_detect.variants.registry import register_variant
 
 
+@register_variant("sod_mtgan")
 class SODMTGAN(GANVariant):
     """Multi-task GAN: the classification and regression losses on the SR image reach G."""
 

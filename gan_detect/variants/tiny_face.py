@@ -17,8 +17,10 @@ from gan_detect.variants.common import (
     face_accuracy,
     face_candidates,
 )
+from gan_detect.variants.registry import register_variant
 
 
+@register_variant("tiny_face")
 class TinyFaceGAN(GANVariant):
     """G = up-sampling + refinement sub-networks; D = VGG19 trunk + fc_GAN + fc_clc (1 logit each).
 
