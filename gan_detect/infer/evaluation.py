@@ -155,6 +155,7 @@ _POSTPROCESS_FIELDS = (
     "min_score",
     "max_detections",
     "refine_boxes",
+    "class_aware",
 )
 
 
