@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from gan_detect.data.image_io import read_image
 from gan_detect.data.paths import IMAGE_SUFFIXES
 from gan_detect.utils.errors import InputError
 
@@ -214,11 +215,9 @@ def draw_detections(
 
 
 def _open_rgb(path: Path) -> Image.Image:
-    """Decoded RGB image; a decompression bomb (PIL's pixel limit) raises instead of warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            return im.convert("RGB")
+    """Decoded RGB image as displayed (``data.image_io.read_image``: EXIF orientation, 16-bit
+    and transparent modes); a decompression bomb (PIL's pixel limit) raises instead of warning."""
+    return read_image(path, bomb_is_error=True)
 
 
 def run_predict(

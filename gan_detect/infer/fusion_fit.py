@@ -22,7 +22,14 @@ from torchvision.ops import box_iou
 
 from gan_detect.data.records import ImageRecord
 from gan_detect.infer.inference import InferenceOptions, discriminate_proposals
-from gan_detect.infer.score_fusion import fit_learned, fit_size_gated, proposal_sizes
+from gan_detect.infer.score_fusion import (
+    FITTED_FUSIONS,
+    check_fitted,
+    fit_learned,
+    fit_size_gated,
+    proposal_sizes,
+)
+from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
 FUSION_FILE = "score_fusion.json"
@@ -144,19 +151,44 @@ def save_fusion(params: dict[str, Any], run_dir: str | Path) -> Path:
 
 
 def load_fusion(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's fitted combiners, or None when it has none."""
+    """The run's fitted combiners, checked (``score_fusion.check_fitted``), or None when it has
+    none.
+
+    Raises:
+        InputError: naming the file: not JSON (cut off), not an object, or a combiner of the
+            wrong shape or with non-finite numbers.
+    """
     path = Path(run_dir) / FUSION_FILE
     if not path.is_file():
         return None
     try:
-        return dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        fitted = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err}); refit or delete it") from None
+    return check_fitted(fitted, str(path))
 
 
-def fusion_for_checkpoint(ckpt: str | Path) -> dict[str, Any] | None:
-    """The fitted combiners of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` ->
-    ``<run>/score_fusion.json``; a checkpoint elsewhere: the file beside it), or None."""
+def fusion_file(ckpt: str | Path) -> Path:
+    """``<run>/score_fusion.json`` of a checkpoint's run (``<run>/checkpoints/x.ckpt``; a
+    checkpoint elsewhere: the file beside it)."""
     ckpt = Path(ckpt)
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return load_fusion(run)
+    return run / FUSION_FILE
+
+
+def fusion_for_checkpoint(ckpt: str | Path, needed: str | None = None) -> dict[str, Any] | None:
+    """The fitted combiners of the run a checkpoint belongs to (:func:`fusion_file`), or None.
+
+    Args:
+        needed: a score fusion about to be used; a fitted one (``learned``, ``size_gated``)
+            missing from the file is an ``InputError`` naming it.
+    """
+    path = fusion_file(ckpt)
+    fitted = load_fusion(path.parent)
+    if needed in FITTED_FUSIONS and (fitted or {}).get(needed) is None:
+        why = "does not exist" if fitted is None else f"has no {needed!r} entry"
+        raise InputError(
+            f"score fusion {needed!r} needs the run's fitted combiner, and {path} {why}: train "
+            "the GAN with data.fusion_holdout_fraction > 0, or use d_only or geometric_mean"
+        )
+    return fitted

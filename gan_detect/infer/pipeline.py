@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from gan_detect.config.validate import to_experiment_config
+from gan_detect.data.image_io import to_rgb
 from gan_detect.data.synthetic import dataset_origin
 from gan_detect.detector.fastestdet import FastestDetDetector
 from gan_detect.detector.module import DetectorModule
@@ -30,7 +31,7 @@ from gan_detect.infer.inference import (
     inference_options,
     refine_detections_batch,
 )
-from gan_detect.infer.score_fusion import FITTED_FUSIONS
+from gan_detect.infer.score_fusion import FITTED_FUSIONS, check_fitted
 from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
@@ -159,7 +160,7 @@ def export_pipeline(
 def to_image_tensor(image: Any) -> Tensor:
     """PIL image, numpy (H, W[, C]) uint8/float, or tensor (C, H, W) -> (3, H, W) float [0, 1]."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.asarray(to_rgb(image))  # as displayed: EXIF orientation, 16-bit, alpha
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
@@ -242,9 +243,10 @@ class Pipeline:
             gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
             if isinstance(det, RetinaFaceDetector):  # a real-photo detector: real photos ahead
                 warn_if_generated(trained_on(bundle["gan"], bundle["gan"]["config"]), str(path))
-        opts = with_fusion(
-            InferenceOptions(**bundle["inference"]), fusion, bundle.get("score_fusion")
-        )
+        fitted = bundle.get("score_fusion")
+        if fitted is not None:
+            check_fitted(fitted, f"{path} (its score_fusion)")
+        opts = with_fusion(InferenceOptions(**bundle["inference"]), fusion, fitted)
         return cls(det, gan, bundle["class_names"], opts, device, **kw)
 
     @torch.no_grad()

@@ -1,0 +1,190 @@
+"""Reliability, round three (issue 34): every file read back is checked; photos read as shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_detect.data.image_io import image_size, load_image, read_image
+from gan_detect.utils.errors import InputError
+
+RED, BLUE = (220, 20, 20), (20, 20, 220)
+
+
+def _two_halves(w: int = 40, h: int = 20) -> Image.Image:
+    """Left half red, right half blue (raw pixels, before any EXIF orientation)."""
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[:, : w // 2] = RED
+    arr[:, w // 2 :] = BLUE
+    return Image.fromarray(arr)
+
+
+def _exif_rotated_jpeg(path: Path) -> Path:
+    """A phone photo: raw 40x20 pixels, EXIF orientation 6 (shown rotated 90 degrees CW)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _two_halves().save(path, quality=95, exif=exif)
+    return path
+
+
+def _close(px: tuple[int, ...], want: tuple[int, int, int], tol: int = 12) -> bool:
+    return all(abs(int(a) - b) <= tol for a, b in zip(px[:3], want, strict=True))
+
+
+def test_exif_rotated_photo_is_read_as_shown_by_every_entry_point(tmp_path: Path) -> None:
+    from gan_detect.app.predict import _open_rgb
+    from gan_detect.infer.pipeline import to_image_tensor
+
+    path = _exif_rotated_jpeg(tmp_path / "phone.jpg")
+    im = read_image(path)
+    # Rotated 90 degrees clockwise: 20 wide, 40 tall, the raw left (red) half now on top.
+    assert im.size == (20, 40)
+    assert _close(im.getpixel((10, 5)), RED) and _close(im.getpixel((10, 35)), BLUE)
+    assert image_size(path) == (40, 20)  # (H, W) from the header agrees with the decode
+    ref = np.asarray(im)
+    t = load_image(path)  # training, propose, evaluate (FullImageDataset, ROI store)
+    assert tuple(t.shape) == (3, 40, 20)
+    np.testing.assert_array_equal((t * 255).round().byte().permute(1, 2, 0).numpy(), ref)
+    np.testing.assert_array_equal(np.asarray(_open_rgb(path)), ref)  # predict
+    with Image.open(path) as raw:  # the Python API on an opened photo
+        api = to_image_tensor(raw)
+    np.testing.assert_array_equal((api * 255).round().byte().permute(1, 2, 0).numpy(), ref)
+
+
+def test_sixteen_bit_and_integer_grayscale_are_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "g32.tif")
+    want = np.rint(ramp / 257.0)
+    for name in ("g16.png", "g32.tif"):
+        got = np.asarray(read_image(tmp_path / name)).astype(np.int64)
+        assert got.shape == (32, 32, 3)
+        assert np.abs(got[..., 0] - want).max() <= 1, name
+        assert (got[..., 0] == got[..., 2]).all()
+        assert got.mean() < 200  # a bare convert("RGB") makes almost every pixel 255
+
+
+def test_float_image_in_unit_range_is_scaled_and_nan_is_black(tmp_path: Path) -> None:
+    arr = np.full((8, 8), 0.5, np.float32)
+    arr[0, 0] = np.nan
+    Image.fromarray(arr, mode="F").save(tmp_path / "f.tif")
+    got = np.asarray(read_image(tmp_path / "f.tif"))
+    assert got[4, 4].tolist() == [128, 128, 128] and got[0, 0].tolist() == [0, 0, 0]
+
+
+def test_transparent_pixels_show_the_background_not_the_palette_key(tmp_path: Path) -> None:
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 255, 0, 200, 30, 30] + [0] * 762)  # index 0 = green colour key
+    pal.paste(0, (0, 0, 4, 8))
+    pal.save(tmp_path / "p.png", transparency=0)
+    got = np.asarray(read_image(tmp_path / "p.png"))
+    assert got[2, 2].tolist() == [255, 255, 255]  # transparent: white, never the key's green
+    assert got[2, 6].tolist() == [200, 30, 30]
+    la = Image.fromarray(np.stack([np.full((8, 8), 40, np.uint8), np.zeros((8, 8), np.uint8)], 2))
+    assert la.mode == "LA"
+    la.save(tmp_path / "la.png")
+    assert np.asarray(read_image(tmp_path / "la.png"))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_cmyk_photo_keeps_its_colours(tmp_path: Path) -> None:
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    assert _close(read_image(tmp_path / "c.jpg").getpixel((8, 8)), (255, 0, 0), tol=20)
+
+
+def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    with pytest.raises(InputError, match="notes.jpg: not a readable image"):
+        read_image(bad)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+
+
+def _valid_fitted() -> dict:
+    from gan_detect.infer.fusion_fit import fit_fusions
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.4).astype(np.float64)
+    rows = {
+        "det": np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, n), 0.01, 0.99),
+        "d": np.clip(0.3 + 0.3 * y + rng.normal(0, 0.2, n), 0.01, 0.99),
+        "size": rng.uniform(4, 120, n),
+        "label": y,
+    }
+    return json.loads(json.dumps(fit_fusions(rows)))
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda f: '{"learned": {"kind": "lear', "not valid JSON"),
+        (lambda f: json.dumps([f["learned"]]), "expected an object"),
+        (lambda f: json.dumps({"learned": {**f["learned"], "edges": None}}), "'edges'"),
+        (
+            lambda f: json.dumps(
+                {"learned": {**f["learned"], "weights": [[float("nan"), 1.0, 0.0]] * 5}}
+            ),
+            "non-finite",
+        ),
+        (
+            lambda f: json.dumps(
+                {"learned": {**f["learned"], "weights": f["learned"]["weights"][:3]}}
+            ),
+            "must be 5 rows",
+        ),
+        (lambda f: json.dumps({"learned": {**f["learned"], "edges": [10, 5, 40, 80]}}), "increase"),
+        (lambda f: json.dumps({"size_gated": {"threshold": "big"}}), "'threshold'"),
+    ],
+)
+def test_damaged_score_fusion_json_is_one_error_naming_it(
+    tmp_path: Path, damage, needle: str
+) -> None:
+    from gan_detect.infer.fusion_fit import FUSION_FILE, fusion_for_checkpoint, load_fusion
+
+    fitted = _valid_fitted()
+    assert load_fusion(tmp_path) is None
+    (tmp_path / FUSION_FILE).write_text(json.dumps(fitted))
+    assert load_fusion(tmp_path)["learned"]["weights"] == fitted["learned"]["weights"]
+    (tmp_path / FUSION_FILE).write_text(damage(fitted))
+    (tmp_path / "checkpoints").mkdir()
+    for call in (
+        lambda: load_fusion(tmp_path),
+        lambda: fusion_for_checkpoint(tmp_path / "checkpoints" / "last.ckpt"),
+    ):
+        with pytest.raises(InputError, match=needle) as err:
+            call()
+        assert str(tmp_path / FUSION_FILE) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fitted_fusion_params_are_checked_wherever_they_come_from() -> None:
+    from gan_detect.infer.inference import InferenceOptions
+
+    good = _valid_fitted()["learned"]
+    InferenceOptions(score_fusion="learned", fusion_params=good)
+    bad = {**good, "weights": good["weights"][:-1]}  # a pipeline file whose table is short
+    with pytest.raises(InputError, match="fusion_params: learned: 'weights' must be 5 rows"):
+        InferenceOptions(score_fusion="learned", fusion_params=bad)
+    with pytest.raises(InputError, match="needs a fitted combiner") as err:
+        InferenceOptions(score_fusion="size_gated")
+    assert "fit-fusion" not in str(err.value)  # no such command
+
+
+def test_learned_fusion_without_a_fitted_file_names_the_file(tmp_path: Path) -> None:
+    from gan_detect.infer.fusion_fit import FUSION_FILE, fusion_for_checkpoint
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    assert fusion_for_checkpoint(ckpt, needed="d_only") is None
+    with pytest.raises(InputError, match="does not exist") as err:
+        fusion_for_checkpoint(ckpt, needed="learned")
+    assert str(tmp_path / "run" / FUSION_FILE) in str(err.value)
+    assert "fit-fusion" not in str(err.value)
+    (tmp_path / "run" / FUSION_FILE).write_text(json.dumps({"size_gated": {"threshold": 12.0}}))
+    with pytest.raises(InputError, match="has no 'learned' entry"):
+        fusion_for_checkpoint(ckpt, needed="learned")
+    assert fusion_for_checkpoint(ckpt, needed="size_gated")["size_gated"]["threshold"] == 12.0
