@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from gan_detect.data.image_io import image_size, load_image, read_image
+from gan_detect.data.paths import shared_data_dir
 from gan_detect.utils.errors import InputError
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -188,3 +189,155 @@ def test_learned_fusion_without_a_fitted_file_names_the_file(tmp_path: Path) -> 
     with pytest.raises(InputError, match="has no 'learned' entry"):
         fusion_for_checkpoint(ckpt, needed="learned")
     assert fusion_for_checkpoint(ckpt, needed="size_gated")["size_gated"]["threshold"] == 12.0
+
+
+def _coco_case(tmp_path: Path, n_images: int = 12) -> tuple[Path, list[dict]]:
+    """Ground truth of ``n_images`` images (two objects each) and a perfect results list."""
+    rng = np.random.default_rng(1)
+    images, anns, res = [], [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "width": 200, "height": 200})
+        for _ in range(2):
+            x, y = rng.uniform(0, 150, 2)
+            w, h = rng.uniform(10, 40, 2)
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i, "category_id": 1, "bbox": [x, y, w, h],
+                 "area": w * h, "iscrowd": 0}
+            )  # fmt: skip
+            res.append({"image_id": i, "category_id": 1, "bbox": [x, y, w, h], "score": 0.9})
+    gt = tmp_path / "instances.json"
+    gt.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1}]}))
+    return gt, res
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 2', "not valid JSON"),
+        ('{"image_id": 1}', "a JSON list of detections, got a JSON object"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]', "entry 0: missing score"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}]', "finite"),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, -3, 4], "score": 0.5}]', "negative"),
+        (
+            '[{"image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+            "category_id 7",
+        ),
+    ],
+)
+def test_bad_coco_results_are_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str
+) -> None:
+    from gan_detect.app.cli import main
+    from gan_detect.metrics.coco_map import evaluate_coco_files
+
+    gt, _ = _coco_case(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    assert main(["coco-eval", str(bad), "--gt", str(gt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and needle in err, err
+    with pytest.raises(InputError, match=needle):  # the torchmetrics path reads it the same way
+        evaluate_coco_files(gt, bad)
+
+
+def test_compare_of_results_on_different_images_gives_a_notice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app.cli import main
+
+    gt, res = _coco_case(tmp_path)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps([r for r in res if r["image_id"] <= 6]))  # half the images
+    b.write_text(json.dumps(res + [{**res[0], "image_id": 999}]))  # an id the GT lacks
+    out = tmp_path / "cmp.json"
+    with pytest.warns(UserWarning) as caught:
+        assert main(["coco-eval", str(a), "--gt", str(gt), "--compare", str(b),
+                     "--bootstrap", "50", "--json", str(out)]) == 0  # fmt: skip
+    messages = [str(w.message) for w in caught]
+    assert any(
+        "cover different images" in m and "A has detections on 6 of 12" in m for m in messages
+    )
+    assert any(
+        m.startswith(f"{b}: 1 detections are on images not in the ground truth") for m in messages
+    )
+    res_json = json.loads(out.read_text())
+    assert "cover different images" in res_json["notice"]
+    assert (
+        res_json["a"]["images_with_detections"] == 6
+        and res_json["b"]["images_with_detections"] == 12
+    )
+    capsys.readouterr()
+    # The same images on both sides: no notice.
+    with warnings_none():
+        assert (
+            main(["coco-eval", str(b), "--gt", str(gt), "--compare", str(b), "--bootstrap", "0"])
+            == 0
+        )
+
+
+class warnings_none:  # noqa: N801 - reads as a context manager
+    """Fails when a 'cover different images' warning is raised inside."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+        assert not [w for w in self._caught if "cover different images" in str(w.message)]
+
+
+def test_bootstrap_is_capped_and_json_folder_checked_before_evaluating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app.cli import main
+
+    gt, res = _coco_case(tmp_path)
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(res))
+    assert main(["coco-eval", str(a), "--gt", str(gt), "--compare", str(a),
+                 "--bootstrap", "10000000"]) == 2  # fmt: skip
+    assert "--bootstrap 10000000 is too many: at most 20000" in capsys.readouterr().err
+    missing = tmp_path / "no" / "such" / "cmp.json"
+    assert main(["coco-eval", str(a), "--gt", str(gt), "--json", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"--json {missing}: folder {missing.parent} does not exist" in err
+
+
+def test_wider_predictions_with_negative_sizes_are_refused(tmp_path: Path) -> None:
+    from gan_detect.metrics.compare import read_wider_predictions
+    from gan_detect.metrics.wider_gt import WiderGroundTruth
+
+    gt = WiderGroundTruth(["0--Parade/a"], [np.array([[10, 10, 20, 20]])], [np.ones((1, 3), bool)])
+    (tmp_path / "0--Parade").mkdir()
+    (tmp_path / "0--Parade" / "a.txt").write_text("a\n2\n1 1 5 5 0.9\n10 10 -20 20 0.8\n")
+    with pytest.raises(InputError, match=r"0--Parade/a\.txt: box 2 .* negative width"):
+        read_wider_predictions(tmp_path, gt)
+
+
+def test_wider_eval_images_naming_unknown_ids_names_the_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app.cli import main
+    from gan_detect.metrics.wider_gt import UnknownImageIds, WiderGroundTruth
+
+    gt = WiderGroundTruth(["0--Parade/a"], [np.array([[10, 10, 20, 20]])], [np.ones((1, 3), bool)])
+    with pytest.raises(UnknownImageIds, match="1 of 2 image ids are not in"):
+        gt.subset({"0--Parade/a", "9--Nope/b"})
+    data = shared_data_dir()
+    if data is None or not (data / "widerface" / "ground_truth").is_dir():
+        pytest.skip("WIDER FACE ground truth not found (GAN_DETECT_DATA)")
+    listed = tmp_path / "ids.txt"
+    listed.write_text("0--Parade/0_Parade_marchingband_1_465\nnot/an_image\n")
+    pred = tmp_path / "pred"
+    (pred / "0--Parade").mkdir(parents=True)
+    (pred / "0--Parade" / "0_Parade_marchingband_1_465.txt").write_text(
+        "0_Parade_marchingband_1_465\n1\n1 1 5 5 0.9\n"
+    )
+    rc = main(["wider-eval", str(pred), "--gt", str(data / "widerface" / "ground_truth"),
+               "--images", str(listed)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--images {listed}: 1 of 2 image ids are not in" in err, err

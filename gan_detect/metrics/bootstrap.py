@@ -730,11 +730,14 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
     Detections on images absent from the ground truth are dropped with a warning (``loadRes``
     would refuse the whole file); an empty list is allowed.
     """
-    import json
+    from gan_detect.metrics.validate_results import check_coco_results, read_json
 
-    rows = json.loads(Path(results).read_text()) if isinstance(results, str | Path) else results
-    if not isinstance(rows, list):
-        raise ValueError("a COCO results file is a JSON list of detections")
+    rows: Any
+    if isinstance(results, str | Path):
+        source, rows = str(results), read_json(results, "COCO results file")
+    else:
+        source, rows = "COCO results", results
+    check_coco_results(rows, source, category_ids=gt.getCatIds() or None)
     known = set(gt.getImgIds())
     anns: list[dict[str, Any]] = []
     dropped = 0
@@ -757,7 +760,8 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
         )
     if dropped:
         warnings.warn(
-            f"{dropped} detections are on images not in the ground truth; ignored", stacklevel=2
+            f"{source}: {dropped} detections are on images not in the ground truth; ignored",
+            stacklevel=2,
         )
     return _quiet_coco(
         {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from gan_detect.metrics.bootstrap import COCO_METRICS
+from gan_detect.metrics.validate_results import check_coco_results
 from gan_detect.metrics.wider_face_metric import _image_key
 from gan_detect.utils.errors import InputError
 
@@ -186,13 +186,9 @@ def summarize_coco(result: dict[str, Tensor]) -> dict[str, float]:
 
 
 def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    from gan_detect.metrics.validate_results import read_json
+
+    return read_json(path, "COCO file")
 
 
 def coco_files_to_inputs(
@@ -208,8 +204,6 @@ def coco_files_to_inputs(
     res = _load_json(results_json)
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
         raise InputError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
-    if not isinstance(res, list):
-        raise InputError(f"{results_json}: a COCO results file is a JSON list")
     ids = sorted(int(im["id"]) for im in gt["images"])
     tgt: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     det: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
@@ -217,9 +211,9 @@ def coco_files_to_inputs(
         if a.get("image_id") not in tgt or len(a.get("bbox", ())) != 4:
             raise InputError(f"{gt_json}: annotation {n} has an unknown image_id or a bad bbox")
         tgt[a["image_id"]].append(a)
-    for n, r in enumerate(res):
-        if not isinstance(r, dict) or len(r.get("bbox", ())) != 4 or "score" not in r:
-            raise InputError(f"{results_json}: entry {n} needs bbox [x, y, w, h] and score")
+    cats = [c["id"] for c in gt.get("categories", []) if isinstance(c, dict) and "id" in c]
+    check_coco_results(res, results_json, category_ids=cats or None)
+    for r in res:
         if r.get("image_id") in det:
             det[r["image_id"]].append(r)
 
