@@ -341,3 +341,178 @@ def test_wider_eval_images_naming_unknown_ids_names_the_list(
                "--images", str(listed)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and f"--images {listed}: 1 of 2 image ids are not in" in err, err
+
+
+# ---- (5) one-line errors for user input; config values checked at load ---------------------
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("data.fusion_holdout_fraction=1", "'data.fusion_holdout_fraction': must be in [0, 1)"),
+        ("data.fusion_holdout_fraction=-0.1", "'data.fusion_holdout_fraction': must be in [0, 1)"),
+        ("detector.tile_sizes=[8]", "'detector.tile_sizes': tile sides are px >= 16"),
+        ("detector.tile_sizes=[256,256]", "repeats a size"),
+        ("detector.tile_overlap=1.0", "'detector.tile_overlap': must be in [0, 1)"),
+        ("evaluate.split=test", "'evaluate.split': must be one of"),
+    ],
+)
+def test_config_values_are_checked_when_the_config_loads(override: str, needle: str) -> None:
+    from gan_detect.config import PRESETS
+    from gan_detect.config.load import load_config
+    from gan_detect.config.validate import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config([PRESETS / "tiny_face_wider.yaml"], [override])
+    assert needle in str(err.value)
+    load_config([PRESETS / "tiny_face_wider.yaml"], ["data.fusion_holdout_fraction=0.25"])
+
+
+def _gan_checkpoint(path: Path) -> Path:
+    """A real (untrained) tiny GAN checkpoint in the training module's layout."""
+    import torch
+
+    from gan_detect.config import PRESETS
+    from gan_detect.config.load import load_config
+    from gan_detect.config.validate import to_container
+    from gan_detect.variants import build_variant
+
+    cfg = load_config([PRESETS / "tiny_face_wider.yaml", PRESETS / "smoke.yaml"])
+    variant = build_variant(cfg.variant, cfg.data.num_classes)
+    state = {f"variant.{k}": v for k, v in variant.state_dict().items()}
+    torch.save({"hyper_parameters": {"config": to_container(cfg)}, "state_dict": state}, path)
+    return path
+
+
+def test_predict_gan_checkpoint_missing_a_weight_or_with_a_newer_key_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from gan_detect.app.cli import main
+    from gan_detect.infer.pipeline import Pipeline
+    from gan_detect.utils.checkpoints import CheckpointError
+
+    ckpt = _gan_checkpoint(tmp_path / "gan.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"].pop(next(iter(state["state_dict"])))
+    missing = tmp_path / "missing.ckpt"
+    torch.save(state, missing)
+    with pytest.raises(CheckpointError, match=rf"^{missing}: does not fit .*Missing key"):
+        Pipeline.retinaface(missing)
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["config"]["variant"]["from_the_future"] = 1
+    newer = tmp_path / "newer.ckpt"
+    torch.save(state, newer)
+    img = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(img)
+    rc = main(["predict", str(img), "--gan", str(newer), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and f"{newer}: does not fit" in err, err
+
+
+def test_holdout_without_positives_fails_before_training(tmp_path: Path) -> None:
+    from gan_detect.config import PRESETS
+    from gan_detect.config.load import load_config
+    from gan_detect.data import build_datamodule
+    from gan_detect.data.proposals import write_wider_tree
+    from gan_detect.data.records import Proposals
+    from gan_detect.data.synthetic import write_synthetic_faces
+    from gan_detect.data.wider_face import read_wider_annotations
+    from gan_detect.infer.fusion_fit import check_holdout_can_fit
+
+    data = write_synthetic_faces(tmp_path / "faces", num_train=8, num_val=2, seed=0)
+    ann = data / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+    recs = read_wider_annotations(ann, data / "WIDER_train" / "images").records
+    far = Proposals(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([0.5]), np.array([1]))
+    props = tmp_path / "props"
+    write_wider_tree({r.image_id: far for r in recs}, props)  # nowhere near a face
+
+    def dm(*extra: str):  # type: ignore[no-untyped-def]
+        cfg = load_config(
+            [PRESETS / "tiny_face_wider.yaml", PRESETS / "smoke.yaml"],
+            [f"data.root={data}", "data.max_train_images=null", "data.fusion_holdout_fraction=0.25",
+             f"data.cache_dir={tmp_path / 'cache'}", *extra],
+        )  # fmt: skip
+        return build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)
+
+    with pytest.raises(InputError, match="set data.train_proposals"):
+        check_holdout_can_fit(dm(), 0.25)
+    with pytest.raises(
+        InputError, match=r"fusion_holdout_fraction=0.25: the \d+ held-out .* 0 true"
+    ):
+        check_holdout_can_fit(dm(f"data.train_proposals={props}"), 0.25)
+
+    def near(r):  # type: ignore[no-untyped-def]
+        """The first face exactly (when there is one) and a far-off box."""
+        boxes = np.concatenate([r.boxes[:1], [[0.0, 0.0, 2.0, 2.0]]])
+        scores = np.linspace(0.9, 0.1, len(boxes))
+        return Proposals(boxes, scores, np.ones(len(boxes), np.int64))
+
+    write_wider_tree({r.image_id: near(r) for r in recs}, tmp_path / "near")
+    check_holdout_can_fit(dm(f"data.train_proposals={tmp_path / 'near'}"), 0.25)
+
+
+# ---- (6) relocatable run folders; (7) names, seeds --------------------------------------------
+
+
+def test_moved_run_folder_is_read_at_its_new_place(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from gan_detect.app.cli import _split_args
+    from gan_detect.config import PRESETS
+    from gan_detect.config.load import MovedRunWarning, load_config
+    from gan_detect.config.validate import to_container
+
+    old, new = tmp_path / "run", tmp_path / "moved" / "lr=0.1"
+    cfg = load_config(
+        [PRESETS / "tiny_face_wider.yaml"],
+        [f"output_dir={old}", f"data.cache_dir={old}/cache", "data.root=/data/faces"],
+    )
+    (new / "checkpoints").mkdir(parents=True)  # mv run moved/lr=0.1
+    OmegaConf.save(OmegaConf.create(to_container(cfg)), new / "config.yaml")
+    with pytest.warns(MovedRunWarning, match="is not the folder it lives in"):
+        moved = load_config([new / "config.yaml"])
+    assert moved.output_dir == str(new) and moved.data.cache_dir == f"{new}/cache"
+    assert moved.data.root == "/data/faces"  # outside the run: unchanged
+    with pytest.warns(MovedRunWarning):
+        chosen = load_config([new / "config.yaml"], [f"output_dir={tmp_path / 'other'}"])
+    assert chosen.output_dir == str(tmp_path / "other")  # an override still wins
+    # The folder's own config (not moved), and a config.yaml outside any run: no change.
+    OmegaConf.save(OmegaConf.create(to_container(moved)), new / "config.yaml")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MovedRunWarning)
+        assert load_config([new / "config.yaml"]).output_dir == str(new)
+        (tmp_path / "plain").mkdir()
+        OmegaConf.save(OmegaConf.create(to_container(cfg)), tmp_path / "plain" / "config.yaml")
+        assert load_config([tmp_path / "plain" / "config.yaml"]).output_dir == str(old)
+    # A config path with "=" in it is a file, not an override.
+    files, overrides = _split_args([str(new / "config.yaml"), "trainer.max_epochs=2"])
+    assert files == [str(new / "config.yaml")] and overrides == ["trainer.max_epochs=2"]
+
+
+def test_output_names_never_collide() -> None:
+    from gan_detect.app.predict import output_names
+
+    base = Path("/imgs")
+    for files in (["x.png", "x.png.jpg"], ["x.png", "x.jpg", "x.png.jpg"], ["a/b.jpg", "a/b.png",
+                  "a/b.png.png", "summary.jpg"]):  # fmt: skip
+        names = output_names([base / f for f in files], base)
+        jsons = [n.with_name(n.name + ".json") for n in names]
+        assert len(set(jsons)) == len(files) and Path("summary.json") not in jsons, names
+
+
+def test_demo_seeds_are_run_and_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app import demo
+
+    ran: list[int] = []
+    summarised: list[list[int]] = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, quick=False, seed=0: ran.append(seed))
+    monkeypatch.setattr(demo, "seeds_summary", lambda out, seeds, n: summarised.append(seeds) or {})
+    demo.run_demo_seeds(tmp_path, [0, 0, 1], quick=True, n_boot=10)
+    assert ran == [0, 1] and summarised == [[0, 1]]
+    assert "repeat a seed; running each once: [0, 1]" in capsys.readouterr().err

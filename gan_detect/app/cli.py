@@ -39,9 +39,15 @@ def load_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> E
         return _load_config(files, overrides)
 
 
+def _is_override(arg: str) -> bool:
+    """``key=value``; a path with ``=`` in it (``runs/lr=0.1/config.yaml``) is a file."""
+    key = arg.split("=", 1)[0]
+    return "=" in arg and "/" not in key and os.sep not in key and not Path(arg).is_file()
+
+
 def _split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    files = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
+    files = [a for a in args if not _is_override(a)]
+    overrides = [a for a in args if _is_override(a)]
     return files, overrides
 
 

@@ -82,12 +82,20 @@ def output_names(paths: Sequence[Path], base: Path) -> list[Path]:
     """Each image's path relative to ``base`` without its suffix (``a/img``); names that would
     collide (``img.jpg`` and ``img.png`` in one folder) keep their suffix (``a/img.png``)."""
     rel = [Path(os.path.abspath(p)).relative_to(base) for p in paths]
-    stems = [r.with_suffix("") for r in rel]
+    names = [r.with_suffix("") for r in rel]
     # The run's own summary file is a name no image takes: summary.jpg -> summary.jpg.json.
-    counts: dict[Path, int] = {Path(SUMMARY_FILE).with_suffix(""): 1}
-    for st in stems:
-        counts[st] = counts.get(st, 0) + 1
-    return [r if counts[st] > 1 else st for r, st in zip(rel, stems, strict=True)]
+    reserved = Path(SUMMARY_FILE).with_suffix("")
+    # A kept suffix can meet another image's stem (x.png kept beside x.jpg, and x.png.jpg's
+    # stem): repeat until unique. The relative paths are unique, so this ends.
+    while True:
+        counts: dict[Path, int] = {reserved: 1}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        clash = [i for i, n in enumerate(names) if counts[n] > 1 and names[i] != rel[i]]
+        if not clash:
+            return names
+        for i in clash:
+            names[i] = rel[i]
 
 
 SUMMARY_FILE = "summary.json"

@@ -118,6 +118,47 @@ def fit_fusions(rows: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def check_holdout_can_fit(dm: Any, fraction: float) -> None:
+    """Before training: the held-out images (``dm.records("fusion")``) and their proposals can
+    give both classes of candidates, so the fit after training cannot fail on them.
+
+    A positive needs a proposal at IoU >= 0.5 with a non-ignored ground-truth box (any class:
+    D chooses the class later), a negative one below. This counts the raw proposals, an
+    upper bound of what the fit sees.
+
+    Raises:
+        InputError: naming ``data.fusion_holdout_fraction`` and the counts.
+    """
+    key = f"data.fusion_holdout_fraction={fraction:g}"
+    records = dm.records("fusion")
+    if not records:
+        raise InputError(f"{key}: no train image is held out; raise it or set it to 0")
+    proposals = dm.proposals("fusion")
+    if proposals is None:
+        raise InputError(
+            f"{key}: score fusion is fit on the held-out images' detector proposals: set "
+            "data.train_proposals (a COCO results JSON or a WIDER txt tree)"
+        )
+    pos = neg = 0
+    for rec in records:
+        p = proposals.get(rec.image_id)
+        gt = np.asarray(rec.boxes, np.float32).reshape(-1, 4)[~np.asarray(rec.ignore, bool)]
+        if p is None or len(p.boxes) == 0:
+            continue
+        if len(gt) == 0:
+            neg += len(p.boxes)
+            continue
+        best = box_iou(torch.as_tensor(p.boxes, dtype=torch.float32), torch.as_tensor(gt))
+        hit = int((best.max(1).values >= 0.5).sum())
+        pos, neg = pos + hit, neg + len(p.boxes) - hit
+    if pos == 0 or neg == 0:
+        raise InputError(
+            f"{key}: the {len(records)} held-out train images' proposals have {pos} true and "
+            f"{neg} false positives (IoU >= 0.5 with a ground-truth box), so no score fusion "
+            "could be fit after training: raise the fraction or check data.train_proposals"
+        )
+
+
 def fit_run_fusion(
     variant: GANVariant, dataset: Any, opts: InferenceOptions, batch_images: int = 8
 ) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from gan_detect.infer.inference import (
     refine_detections_batch,
 )
 from gan_detect.infer.score_fusion import FITTED_FUSIONS, check_fitted
-from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
+from gan_detect.utils.checkpoints import atomic_torch_save, building_from, load_checkpoint
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -233,20 +233,24 @@ class Pipeline:
             raise FileNotFoundError(f"pipeline file not found: {path}")
         bundle = load_checkpoint(path, expect="pipeline")
         det: DetectorModule | RetinaFaceDetector
-        if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
-            det = RetinaFaceDetector()
-        else:
-            det = DetectorModule(bundle["detector"]["config"])
-            det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a checkpoint
-        gan = None
-        if refine and bundle["gan"] is not None:
-            gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
-            if isinstance(det, RetinaFaceDetector):  # a real-photo detector: real photos ahead
-                warn_if_generated(trained_on(bundle["gan"], bundle["gan"]["config"]), str(path))
+        with building_from(path):  # a missing or mis-shaped entry: one line naming the file
+            if bundle["detector"].get("builtin") == BUILTIN_RETINAFACE:
+                det = RetinaFaceDetector()
+            else:
+                det = DetectorModule(bundle["detector"]["config"])
+                det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a ckpt
+            gan = None
+            if refine and bundle["gan"] is not None:
+                gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
+                if isinstance(det, RetinaFaceDetector):  # a real-photo detector: real photos
+                    origin = trained_on(bundle["gan"], bundle["gan"]["config"])
+                    warn_if_generated(origin, str(path))
         fitted = bundle.get("score_fusion")
         if fitted is not None:
             check_fitted(fitted, f"{path} (its score_fusion)")
-        opts = with_fusion(InferenceOptions(**bundle["inference"]), fusion, fitted)
+        with building_from(path):
+            inference = InferenceOptions(**bundle["inference"])
+        opts = with_fusion(inference, fusion, fitted)
         return cls(det, gan, bundle["class_names"], opts, device, **kw)
 
     @torch.no_grad()
@@ -308,7 +312,8 @@ class Pipeline:
         if gan_ckpt is not None:
             state = load_checkpoint(gan_ckpt, expect="gan")
             config = state["hyper_parameters"]["config"]
-            gan = GANVariant.from_state(config, state["state_dict"])
+            with building_from(gan_ckpt):  # a newer or damaged file: one line naming it
+                gan = GANVariant.from_state(config, state["state_dict"])
             assert gan.run_config is not None
             # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
             fitted = fusion_for_checkpoint(gan_ckpt)
