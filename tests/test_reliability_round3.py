@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -516,3 +517,93 @@ def test_demo_seeds_are_run_and_counted_once(
     demo.run_demo_seeds(tmp_path, [0, 0, 1], quick=True, n_boot=10)
     assert ran == [0, 1] and summarised == [[0, 1]]
     assert "repeat a seed; running each once: [0, 1]" in capsys.readouterr().err
+
+
+def test_every_built_in_proposer_caps_huge_images() -> None:
+    import torch
+
+    from gan_detect.detector.fastestdet import FastestDetDetector
+    from gan_detect.detector.onnx_common import ImageListDetector
+    from gan_detect.detector.retinaface import RetinaFaceDetector
+
+    assert issubclass(FastestDetDetector, ImageListDetector)
+    assert issubclass(RetinaFaceDetector, ImageListDetector)
+
+    class Probe(ImageListDetector):
+        max_pixels = 160 * 120
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[int, ...]] = []
+
+        def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            self.seen.append(tuple(image.shape))
+            h, w = image.shape[1:]
+            box = torch.tensor([[0.0, 0.0, float(w), float(h)]])  # the whole (scaled) image
+            return {
+                "boxes": box,
+                "scores": torch.ones(1),
+                "labels": torch.ones(1, dtype=torch.int64),
+            }
+
+    probe = Probe()
+    with pytest.warns(UserWarning, match=r"Probe: a 640x480 image .* scaled by 0\.25"):
+        (props,) = probe.predict([torch.rand(3, 480, 640)])
+    assert probe.seen == [(3, 120, 160)]
+    np.testing.assert_allclose(props.boxes, [[0, 0, 640, 480]])  # mapped back to the input
+    probe.predict([torch.rand(3, 100, 100)])
+    assert probe.seen[-1] == (3, 100, 100)  # small images untouched
+
+
+def test_refused_resume_does_not_first_say_it_resumes(tmp_path: Path) -> None:
+    import warnings
+
+    import torch
+
+    from gan_detect.config import PRESETS
+    from gan_detect.config.load import load_config
+    from gan_detect.train.resume import resume_checkpoint
+    from gan_detect.utils.checkpoints import CheckpointError
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    base = torch.load(_gan_checkpoint(tmp_path / "g.ckpt"), weights_only=True)
+    old = run / "checkpoints" / "epoch000.ckpt"
+    torch.save({**base, "epoch": 0, "global_step": 4}, old)
+    torch.save({**base, "epoch": 2, "global_step": 12}, run / "hpc_ckpt_1.ckpt")  # newer
+    os.utime(old, (1_000_000, 1_000_000))  # the SLURM save is the later file, whatever the clock
+    cfg = load_config([PRESETS / "tiny_face_wider.yaml"], [f"output_dir={run}", f"resume={old}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="epoch 0 .* is older than hpc_ckpt_1.ckpt"):
+            resume_checkpoint(cfg)
+    assert not [w for w in caught if "resuming from it as asked" in str(w.message)]
+
+
+def test_propose_images_skips_an_unreadable_file_and_lists_it(tmp_path: Path) -> None:
+    import torch
+
+    from gan_detect.data.proposals import read_wider_tree
+    from gan_detect.detector.onnx_common import ImageListDetector
+    from gan_detect.detector.propose import SKIPPED_FILE, WIDER_DIR, propose_folder
+
+    class Whole(ImageListDetector):
+        score_thresh, nms_thresh, detections_per_img = 0.02, 0.4, 10
+
+        def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            h, w = image.shape[1:]
+            return {"boxes": torch.tensor([[1.0, 1.0, w - 1.0, h - 1.0]]),
+                    "scores": torch.tensor([0.9]), "labels": torch.ones(1, dtype=torch.int64)}  # fmt: skip
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.new("RGB", (40, 30), (90, 90, 90)).save(folder / name)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")  # a truncated download
+    out = tmp_path / "props"
+    with pytest.warns(UserWarning, match="1 of 3 images under .* were unreadable"):
+        written = propose_folder(folder, out, Whole(), progress=False)
+    skipped = json.loads((out / SKIPPED_FILE).read_text())
+    assert [s["image_id"] for s in skipped] == ["photos/b"] and "b.jpg" in skipped[0]["error"]
+    props = read_wider_tree(out / WIDER_DIR)
+    assert sorted(props) == ["photos/a", "photos/c"] and "wider" in written
