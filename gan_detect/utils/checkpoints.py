@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import pickle
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -202,6 +203,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         # ("file write failed"): one OSError naming the checkpoint, so the CLI prints one line.
         code = getattr(err, "errno", None) or errno.EIO
         why = getattr(err, "strerror", None) or " ".join(str(err).split())
+        if isinstance(err, RuntimeError) and "write failed" in why:
+            # torch's "[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed
+            # writing file data/0: file write failed": its C++ location says nothing to a user.
+            try:
+                free = f"; {shutil.disk_usage(path.parent).free / 1e6:.0f} MB free there"
+            except OSError:
+                free = ""
+            why = f"file write failed (is the disk full?{free})"
         raise OSError(
             code, f"cannot save {path} (the previous file is kept): {why}", str(path)
         ) from None
