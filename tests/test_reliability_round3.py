@@ -651,3 +651,23 @@ def test_checkpoint_write_failure_is_plain_words_naming_the_file(
     line = _one_line(err.value)
     assert str(target) in line and "is the disk full?" in line and "MB free there" in line
     assert "inline_container" not in line and "enforce fail" not in line
+
+
+def test_bad_coco_ground_truth_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gan_detect.app.cli import main
+
+    gt, res = _coco_case(tmp_path)
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(res))
+    good = json.loads(gt.read_text())
+    for damage, needle in (
+        ({**good, "images": [{"file_name": "x.jpg"}]}, "images[0] needs an integer id"),
+        ({**good, "annotations": [{**good["annotations"][0], "image_id": 999}]}, "annotations[0]"),
+        ([good], "expected a COCO instances object"),
+    ):
+        gt.write_text(json.dumps(damage))
+        assert main(["coco-eval", str(results), "--gt", str(gt)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{gt}: " in err and needle in err, err

@@ -716,12 +716,11 @@ def _quiet_coco(dataset: dict[str, Any]) -> Any:
 
 def load_coco_gt(instances: str | Path | Mapping[str, Any]) -> Any:
     """A pycocotools ``COCO`` of an instances JSON (path or already-loaded dict)."""
-    import json
+    from gan_detect.metrics.validate_results import check_coco_gt, read_json
 
-    data = (
-        json.loads(Path(instances).read_text()) if isinstance(instances, str | Path) else instances
-    )
-    return _quiet_coco(dict(data))
+    if isinstance(instances, str | Path):  # a user's file: checked, one line naming it
+        return _quiet_coco(check_coco_gt(read_json(instances, "COCO instances file"), instances))
+    return _quiet_coco(dict(instances))
 
 
 def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]]) -> Any:

@@ -19,7 +19,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from gan_detect.metrics.bootstrap import COCO_METRICS
-from gan_detect.metrics.validate_results import check_coco_results
+from gan_detect.metrics.validate_results import check_coco_gt, check_coco_results
 from gan_detect.metrics.wider_face_metric import _image_key
 from gan_detect.utils.errors import InputError
 
@@ -202,8 +202,7 @@ def coco_files_to_inputs(
     """
     gt = _load_json(gt_json)
     res = _load_json(results_json)
-    if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
-        raise InputError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
+    check_coco_gt(gt, gt_json)
     ids = sorted(int(im["id"]) for im in gt["images"])
     tgt: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     det: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}

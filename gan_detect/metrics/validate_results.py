@@ -19,7 +19,13 @@ import numpy as np
 
 from gan_detect.utils.errors import InputError
 
-__all__ = ["check_coco_results", "check_wider_predictions", "coverage_notice", "read_json"]
+__all__ = [
+    "check_coco_gt",
+    "check_coco_results",
+    "check_wider_predictions",
+    "coverage_notice",
+    "read_json",
+]
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -95,6 +101,46 @@ def check_coco_results(
                 f"{', ...' if len(cats) > 12 else ''})"
             )
     return rows
+
+
+def check_coco_gt(data: Any, source: str | Path) -> dict[str, Any]:
+    """A COCO instances (ground-truth) dict, checked: ``images`` with integer ``id``,
+    ``annotations`` with ``image_id`` of a listed image, ``category_id`` and a four-number
+    ``bbox``, ``categories`` with integer ``id``; returns it.
+
+    Raises:
+        InputError: naming ``source``, the list and the entry.
+    """
+    if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
+        raise InputError(
+            f"{source}: expected a COCO instances object with images, annotations and categories"
+        )
+    for name in ("images", "annotations", "categories"):
+        if not isinstance(data.get(name, []), list):
+            raise InputError(f"{source}: '{name}' must be a list")
+    ids = set()
+    for n, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int):
+            raise InputError(f"{source}: images[{n}] needs an integer id")
+        ids.add(im["id"])
+    for n, c in enumerate(data.get("categories", [])):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
+            raise InputError(f"{source}: categories[{n}] needs an integer id")
+    for n, a in enumerate(data["annotations"]):
+        box = a.get("bbox") if isinstance(a, dict) else None
+        if (
+            not isinstance(a, dict)
+            or a.get("image_id") not in ids
+            or not isinstance(a.get("category_id"), int)
+            or not isinstance(box, list)
+            or len(box) != 4
+            or not all(_number(v) and math.isfinite(v) for v in box)
+        ):
+            raise InputError(
+                f"{source}: annotations[{n}] needs the image_id of a listed image, an integer "
+                "category_id and a bbox of four finite numbers"
+            )
+    return data
 
 
 def check_wider_predictions(preds: Mapping[str, np.ndarray], source: str | Path) -> None:
