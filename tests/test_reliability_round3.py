@@ -671,3 +671,12 @@ def test_bad_coco_ground_truth_is_one_line_naming_the_file(
         assert main(["coco-eval", str(results), "--gt", str(gt)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and f"{gt}: " in err and needle in err, err
+
+
+def test_report_on_a_cut_off_metrics_file_names_it(tmp_path: Path) -> None:
+    from gan_detect.app.report import load_run
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text('{"baseline": {"ap_hard": 0.2')
+    with pytest.raises(InputError, match=r"metrics\.json: not valid JSON"):
+        load_run(tmp_path)

@@ -225,7 +225,7 @@ def draw_detections(
 def _open_rgb(path: Path) -> Image.Image:
     """Decoded RGB image as displayed (``data.image_io.read_image``: EXIF orientation, 16-bit
     and transparent modes); a decompression bomb (PIL's pixel limit) raises instead of warning."""
-    return read_image(path, bomb_is_error=True)
+    return read_image(path, bomb_is_error=True, raw_errors=True)
 
 
 def run_predict(

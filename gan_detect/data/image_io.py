@@ -76,11 +76,15 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def read_image(path: str | Path, bomb_is_error: bool = False) -> Image.Image:
+def read_image(
+    path: str | Path, bomb_is_error: bool = False, raw_errors: bool = False
+) -> Image.Image:
     """Decode an image file as displayed (:func:`to_rgb`): 8-bit RGB, EXIF orientation applied.
 
     Args:
         bomb_is_error: refuse images over PIL's warning limit (~89 MP) instead of warning.
+        raw_errors: let PIL's own errors through (``predict`` reports each skipped file with
+            its error class) instead of one ``InputError``.
 
     Raises:
         FileNotFoundError: naming the path when the file does not exist.
@@ -95,6 +99,8 @@ def read_image(path: str | Path, bomb_is_error: bool = False) -> Image.Image:
                 im.load()
                 return to_rgb(im)
     except FileNotFoundError:
+        if raw_errors:
+            raise
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (
         OSError,
@@ -103,6 +109,8 @@ def read_image(path: str | Path, bomb_is_error: bool = False) -> Image.Image:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as err:
+        if raw_errors:
+            raise
         # PIL's UnidentifiedImageError (empty or text file) and "image file is truncated" are
         # OSErrors without the path; a run must not die in a traceback that hides which file.
         size = os.path.getsize(path) if os.path.exists(path) else 0
