@@ -680,3 +680,20 @@ def test_report_on_a_cut_off_metrics_file_names_it(tmp_path: Path) -> None:
     (tmp_path / "eval" / "metrics.json").write_text('{"baseline": {"ap_hard": 0.2')
     with pytest.raises(InputError, match=r"metrics\.json: not valid JSON"):
         load_run(tmp_path)
+
+
+def test_flipped_bytes_inside_a_checkpoint_tensor_are_detected(tmp_path: Path) -> None:
+    import zipfile
+
+    from gan_detect.utils.checkpoints import CheckpointError, load_checkpoint
+
+    ckpt = _gan_checkpoint(tmp_path / "gan.ckpt")
+    load_checkpoint(ckpt, expect="gan")  # intact: loads
+    with zipfile.ZipFile(ckpt) as z:
+        rec = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(ckpt.read_bytes())
+    raw[rec.header_offset + 100 + rec.file_size // 2] ^= 0x40  # inside the tensor's bytes
+    flipped = tmp_path / "flipped.ckpt"
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=rf"^{flipped}: damaged checkpoint: .* CRC check"):
+        load_checkpoint(flipped, expect="gan")
