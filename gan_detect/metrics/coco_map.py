@@ -19,7 +19,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from gan_detect.metrics.bootstrap import COCO_METRICS
-from gan_detect.metrics.validate_results import check_coco_gt, check_coco_results
+from gan_detect.metrics.validate_results import check_coco_gt, check_coco_results, read_json
 from gan_detect.metrics.wider_face_metric import _image_key
 from gan_detect.utils.errors import InputError
 
@@ -186,8 +186,6 @@ def summarize_coco(result: dict[str, Tensor]) -> dict[str, float]:
 
 
 def _load_json(path: str | Path) -> Any:
-    from gan_detect.metrics.validate_results import read_json
-
     return read_json(path, "COCO file")
 
 
