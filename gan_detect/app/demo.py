@@ -228,6 +228,10 @@ def run_demo_seeds(
     (:func:`~gan_detect.metrics.bootstrap.nested_seed_bootstrap`).
     """
     out = Path(out_dir)
+    unique = list(dict.fromkeys(seeds))  # a seed twice would count its images twice
+    if len(unique) != len(seeds):
+        print(f"demo: seeds {seeds} repeat a seed; running each once: {unique}", file=sys.stderr)
+    seeds = unique
     for s in seeds:
         print(f"\n##### demo seed {s} -> {out / f'seed{s}'}")
         run_demo(out / f"seed{s}", quick=quick, seed=s)

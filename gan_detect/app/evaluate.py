@@ -57,7 +57,9 @@ def evaluate(
         variant = trained.to(resolve_device(e.device))
         assert trained.run_config is not None
         # LR size and context from the checkpoint (what G was trained on); the rest from cfg.
-        opts = inference_options(trained.run_config, e, fusion_for_checkpoint(str(ckpt)))
+        opts = inference_options(
+            trained.run_config, e, fusion_for_checkpoint(str(ckpt), needed=e.score_fusion)
+        )
     kind = "wider" if cfg.data.name == "wider_face" else "coco"
     gt = None
     gt_dir = getattr(cfg.data, "gt_dir", None)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from gan_detect.data.image_io import read_image
 from gan_detect.data.paths import IMAGE_SUFFIXES
 from gan_detect.utils.errors import InputError
 
@@ -81,12 +82,20 @@ def output_names(paths: Sequence[Path], base: Path) -> list[Path]:
     """Each image's path relative to ``base`` without its suffix (``a/img``); names that would
     collide (``img.jpg`` and ``img.png`` in one folder) keep their suffix (``a/img.png``)."""
     rel = [Path(os.path.abspath(p)).relative_to(base) for p in paths]
-    stems = [r.with_suffix("") for r in rel]
+    names = [r.with_suffix("") for r in rel]
     # The run's own summary file is a name no image takes: summary.jpg -> summary.jpg.json.
-    counts: dict[Path, int] = {Path(SUMMARY_FILE).with_suffix(""): 1}
-    for st in stems:
-        counts[st] = counts.get(st, 0) + 1
-    return [r if counts[st] > 1 else st for r, st in zip(rel, stems, strict=True)]
+    reserved = Path(SUMMARY_FILE).with_suffix("")
+    # A kept suffix can meet another image's stem (x.png kept beside x.jpg, and x.png.jpg's
+    # stem): repeat until unique. The relative paths are unique, so this ends.
+    while True:
+        counts: dict[Path, int] = {reserved: 1}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        clash = [i for i, n in enumerate(names) if counts[n] > 1 and names[i] != rel[i]]
+        if not clash:
+            return names
+        for i in clash:
+            names[i] = rel[i]
 
 
 SUMMARY_FILE = "summary.json"
@@ -214,11 +223,9 @@ def draw_detections(
 
 
 def _open_rgb(path: Path) -> Image.Image:
-    """Decoded RGB image; a decompression bomb (PIL's pixel limit) raises instead of warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            return im.convert("RGB")
+    """Decoded RGB image as displayed (``data.image_io.read_image``: EXIF orientation, 16-bit
+    and transparent modes); a decompression bomb (PIL's pixel limit) raises instead of warning."""
+    return read_image(path, bomb_is_error=True, raw_errors=True)
 
 
 def run_predict(

@@ -8,7 +8,6 @@ read from the runs' ``eval/metrics.json``; nothing is recomputed here.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,7 +65,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         )
     from omegaconf import OmegaConf
 
-    evaluated = json.loads(metrics_path.read_text())
+    from gan_detect.metrics.validate_results import read_json  # a cut-off file: one line
+
+    evaluated = read_json(metrics_path)
     cfg_path = run / "config.yaml"
     # An `evaluate ... output_dir=X` folder has no config.yaml: metrics.json records the config.
     cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.is_file() else {}
@@ -79,9 +80,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "config": cfg,
         "name": _run_name(run, cfg),  # type: ignore[arg-type]
         "eval": evaluated,
-        "curves": json.loads(curves_path.read_text()) if curves_path.is_file() else {},
+        "curves": read_json(curves_path) if curves_path.is_file() else {},
         # Paired bootstrap intervals of GAN - baseline (evaluate writes them).
-        "comparison": json.loads(cmp_path.read_text()) if cmp_path.is_file() else {},
+        "comparison": read_json(cmp_path) if cmp_path.is_file() else {},
         "train_log": _read_csv(run / "logs" / "metrics.csv"),
         "grid": grids[-1] if grids else None,
     }

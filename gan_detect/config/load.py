@@ -6,6 +6,7 @@ each other.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,51 @@ def resolve_config_path(name: str | Path) -> Path:
     )
 
 
+# A folder holding one of these (besides config.yaml) is a run's folder (train/run_folder.py
+# writes them; config/ cannot import it).
+_RUN_SIGNS = (".gan-detect-run.json", "checkpoints")
+
+
+class MovedRunWarning(UserWarning):
+    """A run's ``config.yaml`` names another ``output_dir`` than the folder it lives in."""
+
+
+def _rebase_moved_run(loaded: DictConfig, path: Path) -> None:
+    """A run folder is relocatable: a run's own ``config.yaml`` (beside its checkpoints or run
+    marker) whose ``output_dir`` names another folder (the run was moved or copied) is read with
+    its folder as ``output_dir``, and every path inside the old folder (checkpoint, proposals,
+    cache) moved along; a warning says so. An ``output_dir=`` override still wins."""
+    old = loaded.get("output_dir") if "output_dir" in loaded else None
+    here = path.parent.resolve()
+    if path.name != "config.yaml" or not isinstance(old, str) or "${" in old:
+        return
+    if not any((here / s).exists() for s in _RUN_SIGNS):
+        return
+    old_abs = Path(old) if Path(old).is_absolute() else Path.cwd() / old
+    if old_abs.resolve() == here:
+        return
+    prefix = str(old_abs)
+
+    def move(node: DictConfig) -> None:
+        for key in list(node.keys()):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                move(child)
+                continue
+            value = child._value() if child is not None else None  # raw: no interpolation
+            if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+                node[key] = str(here) + value[len(prefix) :]
+
+    move(loaded)
+    loaded["output_dir"] = str(here)
+    warnings.warn(
+        f"{path}: its output_dir {old} is not the folder it lives in (the run was moved or "
+        f"copied): using {here} and the paths inside it; give output_dir=... to choose another",
+        MovedRunWarning,
+        stacklevel=3,
+    )
+
+
 def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
     """Merge YAML files (left to right) and ``key=value`` overrides, not yet validated; values of
     string-typed keys keep their literal text.
@@ -63,6 +109,7 @@ def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) 
             raise ConfigError(f"{p}: cannot parse YAML: {err}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{p}: top level must be a mapping")
+        _rebase_moved_run(loaded, p)
         parts.append(loaded)
     bad = [o for o in overrides if "=" not in o]
     if bad:

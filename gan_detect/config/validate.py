@@ -224,12 +224,45 @@ def _check_choices(cfg: ExperimentConfig) -> None:
             f"config key 'evaluate.score_fusion': must be one of {', '.join(SCORE_FUSIONS)}, "
             f"got {e.score_fusion!r}"
         )
+    _check_ranges(cfg)
     if not str(cfg.output_dir).strip():
         raise ConfigError(
             "config key 'output_dir': empty (it would be the current folder); name a run folder"
         )
     if cfg.resume is not None and not str(cfg.resume).strip():
         raise ConfigError("config key 'resume': empty; use auto, a checkpoint path or null")
+
+
+# FastestDet's input is 352 px: a tile under 16 px has nothing left to detect on.
+MIN_TILE = 16
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    """Float fractions and lists whose bad values would otherwise fail late (after training)
+    or be silently taken as another value (a negative holdout as none)."""
+    frac = getattr(cfg.data, "fusion_holdout_fraction", None)
+    if frac is not None and not 0.0 <= float(frac) < 1.0:
+        raise ConfigError(
+            f"config key 'data.fusion_holdout_fraction': must be in [0, 1) (the share of train "
+            f"images kept out of GAN training for fitting score fusion), got {frac}"
+        )
+    det = cfg.detector
+    tiles = list(getattr(det, "tile_sizes", None) or [])
+    bad = [t for t in tiles if isinstance(t, bool) or not isinstance(t, int) or t < MIN_TILE]
+    if bad:
+        raise ConfigError(
+            f"config key 'detector.tile_sizes': tile sides are px >= {MIN_TILE}, got {tiles}"
+        )
+    if len(set(tiles)) != len(tiles):
+        raise ConfigError(f"config key 'detector.tile_sizes': {tiles} repeats a size")
+    overlap = getattr(det, "tile_overlap", None)
+    if overlap is not None and not 0.0 <= float(overlap) < 1.0:
+        raise ConfigError(f"config key 'detector.tile_overlap': must be in [0, 1), got {overlap}")
+    if tiles and getattr(det, "arch", "fastestdet") != "fastestdet":
+        raise ConfigError(
+            f"config key 'detector.tile_sizes': tiles are for detector.arch=fastestdet, not "
+            f"{det.arch}"
+        )
 
 
 # Integer keys with a lower bound (checked here, so a bad value is one line, not a traceback).

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from gan_detect.data.batch import DetectionBatch
+from gan_detect.data.image_io import load_image
 from gan_detect.data.records import ImageRecord, Proposals
-from gan_detect.utils.errors import InputError
 
-
-def load_image(path: str) -> torch.Tensor:
-    """Read an image file as (3, H, W) float32 in [0, 1]; grayscale/RGBA are converted to RGB.
-
-    Raises:
-        FileNotFoundError: naming the path when the file does not exist.
-        InputError: naming the path when it is empty, not an image, or truncated.
-    """
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        # PIL's UnidentifiedImageError (empty or text file) and "image file is truncated" are
-        # OSErrors without the path; training must not die in a traceback that hides which file.
-        size = os.path.getsize(path) if os.path.exists(path) else 0
-        why = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(
-            f"{path}: not a readable image ({size} bytes; {why}): replace or remove it"
-        ) from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+__all__ = ["FullImageDataset", "load_image"]  # load_image: the one reader (data.image_io)
 
 
 class FullImageDataset(Dataset[DetectionBatch]):

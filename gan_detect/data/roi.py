@@ -186,10 +186,9 @@ def gt_jitter_proposals(
         if record.width > 0 and record.height > 0:
             image_size = (record.height, record.width)
         else:
-            from PIL import Image
+            from gan_detect.data.image_io import image_size as _header_size
 
-            with Image.open(record.path) as im:  # header only, no decode
-                image_size = (im.height, im.width)
+            image_size = _header_size(record.path)  # header only, as displayed (EXIF)
     h_img, w_img = image_size
     rng = np.random.default_rng(seed)
     valid = ~record.ignore & (record.boxes[:, 2] > record.boxes[:, 0])

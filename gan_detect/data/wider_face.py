@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from gan_detect.data.image_io import image_size
 from gan_detect.data.paths import is_image_file
 from gan_detect.data.records import ImageRecord, xywh_to_xyxy
 from gan_detect.utils.errors import InputError
@@ -194,8 +194,7 @@ def read_wider_annotations(
         if check_images:
             if not img_path.is_file():
                 raise FileNotFoundError(f"image listed on {path}:{name_no} not found: {img_path}")
-            with Image.open(img_path) as im:  # reads the header only
-                width, height = im.size
+            height, width = image_size(img_path)  # header only; EXIF orientation applied
         out.records.append(
             ImageRecord(
                 image_id=image_id,

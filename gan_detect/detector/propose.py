@@ -7,6 +7,7 @@ detector that writes a COCO results JSON or a WIDER per-image txt tree can repla
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from gan_detect.utils.errors import InputError
 FORMATS = ("coco", "wider")
 COCO_FILE = "proposals.json"
 WIDER_DIR = "proposals_wider"
+SKIPPED_FILE = "skipped_images.json"  # propose --images: the unreadable images and why
 
 
 def run_proposals(
@@ -42,6 +44,7 @@ def run_proposals(
     progress: bool = True,
     num_workers: int = 0,
     fast: bool = True,
+    skipped: list[dict[str, str]] | None = None,
 ) -> dict[str, Proposals]:
     """Detect on every image and keep the ``top_k`` best boxes per image.
 
@@ -58,6 +61,9 @@ def run_proposals(
         fast: run an inference copy of the model (BatchNorm folded; channels-last weights on
             the CPU), checked against the model on a probe image; ``False`` runs the model
             itself. Its speed-up: benchmarks/README.md (``--bench proposals``).
+        skipped: when a list, an unreadable image (``InputError`` / ``OSError`` while
+            decoding) is skipped and appended as ``{"image_id", "path", "error"}`` (a warning
+            per image) instead of ending the run; ``num_workers`` must then be 0.
 
     Returns:
         ``{image_id: Proposals}`` with boxes in original image pixels, sorted by score.
@@ -67,15 +73,20 @@ def run_proposals(
     """
     net = model.model if isinstance(model, DetectorModule) else model
     if isinstance(dataset_or_records, Dataset):
-        dataset: Dataset[DetectionBatch] = dataset_or_records
+        dataset: Dataset[Any] = dataset_or_records
     else:
         dataset = FullImageDataset(list(dataset_or_records))
+    collate: Any = DetectionBatch.collate
+    if skipped is not None:
+        if num_workers:
+            raise ValueError("skipped= needs num_workers=0 (the list lives in this process)")
+        dataset, collate = _Skipping(dataset, skipped), _Skipping.collate
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=DetectionBatch.collate,
+        collate_fn=collate,
     )
     # Post-processing is changed for this run only and restored afterwards.
     saved = get_postprocess(net)
@@ -87,6 +98,8 @@ def run_proposals(
     try:
         with torch.no_grad():
             for batch in tqdm(loader, desc="proposals", unit="batch", disable=not progress):
+                if batch is None:  # every image of the batch was unreadable (and reported)
+                    continue
                 dets = runner([im.to(device) for im in batch.images])
                 for image_id, det in zip(batch.image_ids, dets, strict=True):
                     if image_id in out:
@@ -98,6 +111,31 @@ def run_proposals(
         set_postprocess(net, *saved)
         net.train(was_training)
     return out
+
+
+class _Skipping(Dataset[DetectionBatch | None]):
+    """A :class:`FullImageDataset` whose unreadable images become ``None`` (reported in
+    ``skipped`` with a warning) rather than an error that ends a whole folder's run."""
+
+    def __init__(self, dataset: Any, skipped: list[dict[str, str]]) -> None:
+        self.dataset, self.skipped = dataset, skipped
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> DetectionBatch | None:
+        try:
+            return self.dataset[index]  # type: ignore[no-any-return]
+        except (InputError, OSError) as err:
+            rec = self.dataset.records[index]
+            self.skipped.append({"image_id": rec.image_id, "path": rec.path, "error": str(err)})
+            warnings.warn(f"skipping: {err}", stacklevel=2)  # err names the file
+            return None
+
+    @staticmethod
+    def collate(items: list[DetectionBatch | None]) -> DetectionBatch | None:
+        kept = [it for it in items if it is not None]
+        return DetectionBatch.collate(kept) if kept else None
 
 
 class ProposalsInterrupted(KeyboardInterrupt):
@@ -273,13 +311,25 @@ def propose_folder(
     if score_thresh is None:
         score_thresh = float(getattr(model, "score_thresh", 0.02))
     records = folder_records(folder)
+    skipped: list[dict[str, str]] = []
     try:
         dets = run_proposals(
-            model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1, progress=progress
-        )
+            model, records, top_k=top_k, score_thresh=score_thresh, batch_size=1,
+            progress=progress, skipped=skipped,
+        )  # fmt: skip
     except ProposalsInterrupted as stop:
         write_partial(stop, out_dir)
         raise
+    if skipped:  # the run goes on; the list says which images have no proposals, and why
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        listed = Path(out_dir) / SKIPPED_FILE
+        listed.write_text(json.dumps(skipped, indent=1))
+        warnings.warn(
+            f"{len(skipped)} of {len(records)} images under {folder} were unreadable and have "
+            f"no proposals (listed in {listed})",
+            stacklevel=2,
+        )
+        records = [r for r in records if r.image_id in dets]
     # A built-in COCO detector names its own category ids (label k -> category_ids[k - 1]).
     cat_ids = getattr(model, "category_ids", None)
     written = write_proposals(dets, out_dir, category_ids=cat_ids)

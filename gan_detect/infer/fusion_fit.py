@@ -26,7 +26,14 @@ from gan_detect.infer.inference import (
     class_aware_candidates,
     discriminate_proposals,
 )
-from gan_detect.infer.score_fusion import fit_learned, fit_size_gated, proposal_sizes
+from gan_detect.infer.score_fusion import (
+    FITTED_FUSIONS,
+    check_fitted,
+    fit_learned,
+    fit_size_gated,
+    proposal_sizes,
+)
+from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
 FUSION_FILE = "score_fusion.json"
@@ -130,6 +137,47 @@ def fit_fusions(rows: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def check_holdout_can_fit(dm: Any, fraction: float) -> None:
+    """Before training: the held-out images (``dm.records("fusion")``) and their proposals can
+    give both classes of candidates, so the fit after training cannot fail on them.
+
+    A positive needs a proposal at IoU >= 0.5 with a non-ignored ground-truth box (any class:
+    D chooses the class later), a negative one below. This counts the raw proposals, an
+    upper bound of what the fit sees.
+
+    Raises:
+        InputError: naming ``data.fusion_holdout_fraction`` and the counts.
+    """
+    key = f"data.fusion_holdout_fraction={fraction:g}"
+    records = dm.records("fusion")
+    if not records:
+        raise InputError(f"{key}: no train image is held out; raise it or set it to 0")
+    proposals = dm.proposals("fusion")
+    if proposals is None:
+        raise InputError(
+            f"{key}: score fusion is fit on the held-out images' detector proposals: set "
+            "data.train_proposals (a COCO results JSON or a WIDER txt tree)"
+        )
+    pos = neg = 0
+    for rec in records:
+        p = proposals.get(rec.image_id)
+        gt = np.asarray(rec.boxes, np.float32).reshape(-1, 4)[~np.asarray(rec.ignore, bool)]
+        if p is None or len(p.boxes) == 0:
+            continue
+        if len(gt) == 0:
+            neg += len(p.boxes)
+            continue
+        best = box_iou(torch.as_tensor(p.boxes, dtype=torch.float32), torch.as_tensor(gt))
+        hit = int((best.max(1).values >= 0.5).sum())
+        pos, neg = pos + hit, neg + len(p.boxes) - hit
+    if pos == 0 or neg == 0:
+        raise InputError(
+            f"{key}: the {len(records)} held-out train images' proposals have {pos} true and "
+            f"{neg} false positives (IoU >= 0.5 with a ground-truth box), so no score fusion "
+            "could be fit after training: raise the fraction or check data.train_proposals"
+        )
+
+
 def fit_run_fusion(
     variant: GANVariant, dataset: Any, opts: InferenceOptions, batch_images: int = 8
 ) -> dict[str, Any]:
@@ -165,19 +213,44 @@ def save_fusion(params: dict[str, Any], run_dir: str | Path) -> Path:
 
 
 def load_fusion(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's fitted combiners, or None when it has none."""
+    """The run's fitted combiners, checked (``score_fusion.check_fitted``), or None when it has
+    none.
+
+    Raises:
+        InputError: naming the file: not JSON (cut off), not an object, or a combiner of the
+            wrong shape or with non-finite numbers.
+    """
     path = Path(run_dir) / FUSION_FILE
     if not path.is_file():
         return None
     try:
-        return dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        fitted = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err}); refit or delete it") from None
+    return check_fitted(fitted, str(path))
 
 
-def fusion_for_checkpoint(ckpt: str | Path) -> dict[str, Any] | None:
-    """The fitted combiners of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` ->
-    ``<run>/score_fusion.json``; a checkpoint elsewhere: the file beside it), or None."""
+def fusion_file(ckpt: str | Path) -> Path:
+    """``<run>/score_fusion.json`` of a checkpoint's run (``<run>/checkpoints/x.ckpt``; a
+    checkpoint elsewhere: the file beside it)."""
     ckpt = Path(ckpt)
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return load_fusion(run)
+    return run / FUSION_FILE
+
+
+def fusion_for_checkpoint(ckpt: str | Path, needed: str | None = None) -> dict[str, Any] | None:
+    """The fitted combiners of the run a checkpoint belongs to (:func:`fusion_file`), or None.
+
+    Args:
+        needed: a score fusion about to be used; a fitted one (``learned``, ``size_gated``)
+            missing from the file is an ``InputError`` naming it.
+    """
+    path = fusion_file(ckpt)
+    fitted = load_fusion(path.parent)
+    if needed is not None and needed in FITTED_FUSIONS and (fitted or {}).get(needed) is None:
+        why = "does not exist" if fitted is None else f"has no {needed!r} entry"
+        raise InputError(
+            f"score fusion {needed!r} needs the run's fitted combiner, and {path} {why}: train "
+            "the GAN with data.fusion_holdout_fraction > 0, or use d_only or geometric_mean"
+        )
+    return fitted

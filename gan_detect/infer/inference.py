@@ -22,9 +22,15 @@ from torchvision.ops import batched_nms
 from gan_detect.config import EvalConfig, ExperimentConfig
 from gan_detect.config.schema import SCORE_FUSIONS
 from gan_detect.data.roi import clip_proposals, crop_lr_for_inference
-from gan_detect.infer.score_fusion import FITTED_FUSIONS, fuse_scores, proposal_sizes
+from gan_detect.infer.score_fusion import (
+    FITTED_FUSIONS,
+    check_fusion_params,
+    fuse_scores,
+    proposal_sizes,
+)
 from gan_detect.models.discriminator import DiscriminatorOutput
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
+from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
 
@@ -67,11 +73,13 @@ class InferenceOptions:
                 f"score_fusion must be one of {', '.join(SCORE_FUSIONS)}, got {self.score_fusion!r}"
             )
         if self.score_fusion in FITTED_FUSIONS and self.fusion_params is None:
-            raise ValueError(
+            raise InputError(
                 f"score_fusion={self.score_fusion} needs a fitted combiner: the run's "
                 "score_fusion.json, written when the GAN is trained with "
-                "data.fusion_holdout_fraction > 0 (or by `gan-detect fit-fusion`)"
+                "data.fusion_holdout_fraction > 0"
             )
+        if self.score_fusion in FITTED_FUSIONS:
+            check_fusion_params(self.fusion_params, self.score_fusion, "fusion_params")
 
 
 @torch.no_grad()

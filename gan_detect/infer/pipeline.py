@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gan_detect.config.sections import BUILTIN_COCO_DETECTORS
 from gan_detect.config.validate import to_experiment_config
+from gan_detect.data.image_io import to_rgb
 from gan_detect.data.synthetic import dataset_origin
 from gan_detect.detector.builtin import builtin_detector
 from gan_detect.detector.module import DetectorModule
@@ -31,8 +32,8 @@ from gan_detect.infer.inference import (
     inference_options,
     refine_detections_batch,
 )
-from gan_detect.infer.score_fusion import FITTED_FUSIONS, FUSIONS
-from gan_detect.utils.checkpoints import atomic_torch_save, load_checkpoint
+from gan_detect.infer.score_fusion import FITTED_FUSIONS, FUSIONS, check_fitted
+from gan_detect.utils.checkpoints import atomic_torch_save, building_from, load_checkpoint
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -166,7 +167,7 @@ def export_pipeline(
 def to_image_tensor(image: Any) -> Tensor:
     """PIL image, numpy (H, W[, C]) uint8/float, or tensor (C, H, W) -> (3, H, W) float [0, 1]."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.asarray(to_rgb(image))  # as displayed: EXIF orientation, 16-bit, alpha
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
@@ -239,22 +240,27 @@ class Pipeline:
             raise FileNotFoundError(f"pipeline file not found: {path}")
         bundle = load_checkpoint(path, expect="pipeline")
         det: DetectorModule | RetinaFaceDetector | TiledOnnxDetector
-        builtin = bundle["detector"].get("builtin")
-        if builtin == BUILTIN_RETINAFACE:
-            det = RetinaFaceDetector()
-        elif builtin in BUILTIN_COCO_DETECTORS:
-            det = builtin_detector(builtin, bundle["detector"].get("weights"))  # type: ignore[assignment]
-        else:
-            det = DetectorModule(bundle["detector"]["config"])
-            det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a checkpoint
-        gan = None
-        if refine and bundle["gan"] is not None:
-            gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
-            if isinstance(det, RetinaFaceDetector | TiledOnnxDetector):  # real photos ahead
-                warn_if_generated(trained_on(bundle["gan"], bundle["gan"]["config"]), str(path))
-        opts = with_fusion(
-            InferenceOptions(**bundle["inference"]), fusion, bundle.get("score_fusion")
-        )
+        with building_from(path):  # a missing or mis-shaped entry: one line naming the file
+            builtin = bundle["detector"].get("builtin")
+            if builtin == BUILTIN_RETINAFACE:
+                det = RetinaFaceDetector()
+            elif builtin in BUILTIN_COCO_DETECTORS:
+                det = builtin_detector(builtin, bundle["detector"].get("weights"))  # type: ignore[assignment]
+            else:
+                det = DetectorModule(bundle["detector"]["config"])
+                det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a ckpt
+            gan = None
+            if refine and bundle["gan"] is not None:
+                gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
+                if isinstance(det, RetinaFaceDetector | TiledOnnxDetector):  # real photos ahead
+                    origin = trained_on(bundle["gan"], bundle["gan"]["config"])
+                    warn_if_generated(origin, str(path))
+        fitted = bundle.get("score_fusion")
+        if fitted is not None:
+            check_fitted(fitted, f"{path} (its score_fusion)")
+        with building_from(path):
+            inference = InferenceOptions(**bundle["inference"])
+        opts = with_fusion(inference, fusion, fitted)
         return cls(det, gan, bundle["class_names"], opts, device, **kw)
 
     @torch.no_grad()
@@ -383,7 +389,8 @@ def _gan_for_builtin(
         return None, with_fusion(InferenceOptions(), fusion)
     state = load_checkpoint(gan_ckpt, expect="gan")
     config = state["hyper_parameters"]["config"]
-    gan = GANVariant.from_state(config, state["state_dict"])
+    with building_from(gan_ckpt):  # a newer or damaged file: one line naming it
+        gan = GANVariant.from_state(config, state["state_dict"])
     assert gan.run_config is not None
     # LR size and context of G's training ROIs; the run's fitted fusion when it has one.
     fitted = fusion_for_checkpoint(gan_ckpt)

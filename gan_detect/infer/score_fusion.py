@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from gan_detect.config.schema import SCORE_FUSIONS
+from gan_detect.utils.errors import InputError
 from gan_detect.utils.registry import Registry
 
 # Size bands (px, sqrt(w h) of the proposal): < 10, 10-20, 20-40, 40-80, >= 80.
@@ -308,6 +309,91 @@ def fit_size_gated(
         if ap > best_ap + 1e-9:
             best, best_ap = float(t), ap
     return {"kind": "size_gated", "threshold": best, "holdout_ap": best_ap}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_fusion_params(params: Any, kind: str, source: str) -> dict[str, Any]:
+    """One fitted combiner (``learned`` or ``size_gated``), checked; returns it.
+
+    ``learned``: ``edges`` increasing finite sizes (E,), ``weights`` (E + 1, 3) finite ((E + 1, 5)
+    with ``"features": "class_aware"``),
+    ``counts`` (E + 1, 2) non-negative integers when present; ``size_gated``: a finite
+    ``threshold`` >= 0. NaN weights would drop every box silently, a short weight table would
+    fail at the first large proposal: both are refused here, naming ``source``.
+
+    Raises:
+        InputError: ``"<source>: <kind>: <problem>"``.
+    """
+
+    def bad(msg: str) -> InputError:
+        return InputError(
+            f"{source}: {kind}: {msg}; refit it (train with data.fusion_holdout_fraction > 0)"
+        )
+
+    if not isinstance(params, dict):
+        raise bad(f"expected an object, got {type(params).__name__}")
+    if kind == "size_gated":
+        t: Any = params.get("threshold")
+        if not _finite(t) or t < 0:
+            raise bad(f"'threshold' must be a finite size >= 0 (px), got {t!r}")
+        return params
+    if kind != "learned":
+        raise bad(f"unknown fitted fusion (valid: {', '.join(FITTED_FUSIONS)})")
+    edges, weights = params.get("edges"), params.get("weights")
+    if not isinstance(edges, list) or not edges or not all(_finite(e) for e in edges):
+        raise bad(f"'edges' must be a non-empty list of finite sizes (px), got {edges!r}")
+    if any(b <= a for a, b in zip(edges[:-1], edges[1:], strict=True)):
+        raise bad(f"'edges' must increase, got {edges}")
+    n = len(edges) + 1
+    features = params.get("features")
+    if features not in (None, "class_aware"):
+        raise bad(f"'features' must be absent or 'class_aware', got {features!r}")
+    # Class-aware fits add w_bg and w_agree (D's background probability, D-agrees).
+    width, names = (
+        (5, "[bias, w_det, w_D, w_bg, w_agree]") if features else (3, "[bias, w_det, w_D]")
+    )
+    if (
+        not isinstance(weights, list)
+        or len(weights) != n
+        or not all(isinstance(w, list) and len(w) == width for w in weights)
+    ):
+        raise bad(f"'weights' must be {n} rows {names} ({len(edges)} edges)")
+    if not all(_finite(v) for w in weights for v in w):
+        raise bad("'weights' holds a non-finite number (NaN or infinity)")
+    counts = params.get("counts")
+    if counts is not None and (
+        not isinstance(counts, list)
+        or len(counts) != n
+        or not all(
+            isinstance(c, list)
+            and len(c) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in c)
+            for c in counts
+        )
+    ):
+        raise bad(f"'counts' must be {n} rows [positives, negatives] of counts")
+    return params
+
+
+def check_fitted(fitted: Any, source: str) -> dict[str, Any]:
+    """A run's fitted combiners (``score_fusion.json``: ``{"learned": ..., "size_gated":
+    ...}``), each checked by :func:`check_fusion_params`; returns them.
+
+    Raises:
+        InputError: naming ``source`` and the problem.
+    """
+    if not isinstance(fitted, dict):
+        raise InputError(
+            f"{source}: expected an object with fitted fusions ({', '.join(FITTED_FUSIONS)}), "
+            f"got {type(fitted).__name__}"
+        )
+    for kind in FITTED_FUSIONS:
+        if kind in fitted:
+            check_fusion_params(fitted[kind], kind, source)
+    return fitted
 
 
 def describe(params: dict[str, Any]) -> str:

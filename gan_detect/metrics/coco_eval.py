@@ -116,8 +116,11 @@ def read_coco_json(path: str | Path) -> Any:
 
 def load_coco_gt(instances: str | Path | Mapping[str, Any]) -> Any:
     """A pycocotools ``COCO`` of an instances JSON (path or already-loaded dict)."""
-    data = read_coco_json(instances) if isinstance(instances, str | Path) else instances
-    return quiet_coco(dict(data))
+    from gan_detect.metrics.validate_results import check_coco_gt, read_json
+
+    if isinstance(instances, str | Path):  # a user's file: checked, one line naming it
+        return quiet_coco(check_coco_gt(read_json(instances, "COCO instances file"), instances))
+    return quiet_coco(dict(instances))
 
 
 def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]]) -> Any:
@@ -126,9 +129,14 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
     Detections on images absent from the ground truth are dropped with a warning (``loadRes``
     would refuse the whole file); an empty list is allowed.
     """
-    rows = read_coco_json(results) if isinstance(results, str | Path) else results
-    if not isinstance(rows, list):
-        raise ValueError("a COCO results file is a JSON list of detections")
+    from gan_detect.metrics.validate_results import check_coco_results, read_json
+
+    rows: Any
+    if isinstance(results, str | Path):
+        source, rows = str(results), read_json(results, "COCO results file")
+    else:
+        source, rows = "COCO results", results
+    check_coco_results(rows, source, category_ids=gt.getCatIds() or None)
     known = set(gt.getImgIds())
     anns: list[dict[str, Any]] = []
     dropped = 0
@@ -151,7 +159,8 @@ def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]
         )
     if dropped:
         warnings.warn(
-            f"{dropped} detections are on images not in the ground truth; ignored", stacklevel=2
+            f"{source}: {dropped} detections are on images not in the ground truth; ignored",
+            stacklevel=2,
         )
     return quiet_coco(
         {

@@ -28,9 +28,9 @@ from gan_detect.metrics.coco_eval import (
     area_ranges,
     coco_evaluator,
     coco_stats,
-    read_coco_json,
     resolve_backend,
 )
+from gan_detect.metrics.validate_results import check_coco_gt, check_coco_results, read_json
 from gan_detect.metrics.wider_face_metric import image_key
 from gan_detect.utils.errors import InputError
 
@@ -247,12 +247,9 @@ def coco_files_to_inputs(
     detections are false positives, as in COCOeval). Labels are COCO category ids; targets carry
     ``iscrowd`` and ``area``. Detections on images absent from the annotation file are dropped.
     """
-    gt = read_coco_json(gt_json)
-    res = read_coco_json(results_json)
-    if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
-        raise InputError(f"{gt_json}: expected a COCO annotation dict with images and annotations")
-    if not isinstance(res, list):
-        raise InputError(f"{results_json}: a COCO results file is a JSON list")
+    gt = read_json(gt_json, "COCO file")
+    res = read_json(results_json, "COCO file")
+    check_coco_gt(gt, gt_json)
     ids = sorted(int(im["id"]) for im in gt["images"])
     tgt: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     det: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
@@ -260,9 +257,9 @@ def coco_files_to_inputs(
         if a.get("image_id") not in tgt or len(a.get("bbox", ())) != 4:
             raise InputError(f"{gt_json}: annotation {n} has an unknown image_id or a bad bbox")
         tgt[a["image_id"]].append(a)
-    for n, r in enumerate(res):
-        if not isinstance(r, dict) or len(r.get("bbox", ())) != 4 or "score" not in r:
-            raise InputError(f"{results_json}: entry {n} needs bbox [x, y, w, h] and score")
+    cats = [c["id"] for c in gt.get("categories", []) if isinstance(c, dict) and "id" in c]
+    check_coco_results(res, results_json, category_ids=cats or None)
+    for r in res:
         if r.get("image_id") in det:
             det[r["image_id"]].append(r)
 

@@ -43,6 +43,7 @@ from gan_detect.metrics.coco_eval import (
     load_coco_gt,
 )
 from gan_detect.metrics.resampling import LEVEL, paired_bootstrap, seed_bootstrap
+from gan_detect.metrics.validate_results import check_wider_predictions, coverage_notice
 from gan_detect.metrics.wider_bootstrap import (
     WIDER_APPROXIMATION,
     WIDER_METRICS,
@@ -97,11 +98,13 @@ def read_wider_predictions(
             stacklevel=3,
         )
     kept = {i: a for i, a in preds.items() if i in wanted}
+    check_wider_predictions(kept, pred_dir)
     info = {
         "source": str(pred_dir),
         "num_predictions": int(sum(len(a) for a in kept.values())),
         "missing": missing,
         "extra": sum(1 for i in preds if i not in wanted),
+        "covered": sorted(i for i, a in kept.items() if len(a)),
     }
     return kept, info
 
@@ -127,9 +130,13 @@ def _layout(
     info_a: Mapping[str, Any],
     info_b: Mapping[str, Any],
     start: float,
+    num_images: int = 0,
 ) -> dict[str, Any]:
     d = result.to_dict()
-    return {
+    info_a, info_b = dict(info_a), dict(info_b)
+    cov_a, cov_b = info_a.pop("covered", ()), info_b.pop("covered", ())
+    info_a["images_with_detections"], info_b["images_with_detections"] = len(cov_a), len(cov_b)
+    out = {
         "protocol": protocol,
         "metrics": list(result.metrics),
         "unit": "AP points (percent)",
@@ -139,6 +146,13 @@ def _layout(
         "bootstrap": d["bootstrap"],
         "seconds": time.perf_counter() - start,
     }
+    # Same source twice (a one-method evaluation) needs no notice.
+    if info_a.get("source") != info_b.get("source"):
+        notice = coverage_notice("A", cov_a, "B", cov_b, num_images)
+        if notice is not None:
+            warnings.warn(notice, stacklevel=3)
+            out["notice"] = notice
+    return out
 
 
 def compare_wider(
@@ -167,7 +181,7 @@ def compare_wider(
     ta, info_a = _wider_tables_of(pred_a_dir, gt)
     tb, info_b = _wider_tables_of(pred_b_dir, gt)
     res = paired_bootstrap(ta, tb, n_boot, seed, level, WIDER_APPROXIMATION)
-    out = _layout("wider_face", res, info_a, info_b, start)
+    out = _layout("wider_face", res, info_a, info_b, start, len(gt))
     out["official_gt_list"] = bool(gt.official)
     return out
 
@@ -176,7 +190,8 @@ def _coco_tables_of(
     gt: Any, results: str | Path, max_dets: int, tiny_area: float
 ) -> tuple[CocoTables, dict[str, Any]]:
     dt = coco_results_to_dt(gt, results)
-    info = {"source": str(results), "num_detections": len(dt.getAnnIds())}
+    covered = sorted({int(a["image_id"]) for a in dt.dataset["annotations"]})
+    info = {"source": str(results), "num_detections": len(dt.getAnnIds()), "covered": covered}
     return coco_tables(gt, dt, max_dets, tiny_area), info
 
 
@@ -202,7 +217,7 @@ def compare_coco(
     ta, info_a = _coco_tables_of(gt, results_a_json, max_dets, tiny_area)
     tb, info_b = _coco_tables_of(gt, results_b_json, max_dets, tiny_area)
     res = paired_bootstrap(ta, tb, n_boot, seed, level, COCO_APPROXIMATION)
-    out = _layout("coco", res, info_a, info_b, start)
+    out = _layout("coco", res, info_a, info_b, start, len(gt.getImgIds()))
     out["ground_truth"] = str(instances_json)
     out["max_dets"] = max_dets
     out["tiny_area"] = tiny_area

@@ -21,6 +21,10 @@ SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
 FALLBACK_MIN_HEIGHTS: tuple[float, float, float] = (50.0, 30.0, 10.0)
 
 
+class UnknownImageIds(InputError):
+    """Image ids a user listed (``--images``) that the ground truth lacks."""
+
+
 @dataclass
 class WiderGroundTruth:
     """Ground truth of the WIDER FACE evaluation, one entry per image, in ``.mat`` order.
@@ -56,12 +60,14 @@ class WiderGroundTruth:
         return len(self.image_ids)
 
     def subset(self, image_ids: Iterable[str]) -> WiderGroundTruth:
-        """Restrict to ``image_ids`` (kept in ``.mat`` order); unknown ids raise ``KeyError``."""
+        """Restrict to ``image_ids`` (kept in ``.mat`` order); unknown ids raise ``InputError``
+        (a list the user gave: ``--images``, a subset annotation file)."""
         wanted = set(image_ids)
         unknown = wanted.difference(self.image_ids)
         if unknown:
-            raise KeyError(
-                f"{len(unknown)} image ids not in the ground truth, e.g. {min(unknown)!r}"
+            raise UnknownImageIds(
+                f"{len(unknown)} of {len(wanted)} image ids are not in the WIDER FACE "
+                f"ground truth, e.g. {min(unknown)!r} (ids are 'event/name' without .jpg)"
             )
         idx = [i for i, image_id in enumerate(self.image_ids) if image_id in wanted]
         return WiderGroundTruth(

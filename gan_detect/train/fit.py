@@ -188,6 +188,11 @@ def fit(
     L.seed_everything(cfg.seed, workers=True)
     with new_run_folder(cfg.output_dir), run_folder_guard(cfg, resuming=ckpt_path is not None):
         dm = build_datamodule(cfg.data, scale=cfg.variant.scale, seed=cfg.seed)  # type: ignore[arg-type]
+        holdout = float(getattr(cfg.data, "fusion_holdout_fraction", 0) or 0)
+        if holdout > 0:  # what would fail after the whole training fails now (every rank)
+            from gan_detect.infer.fusion_fit import check_holdout_can_fit
+
+            check_holdout_can_fit(dm, holdout)
         _resumable_train_data(dm)
         module = GANDetectionModule(to_container(cfg))
         apply_speed_options(module, cfg)

@@ -77,6 +77,7 @@ def resume_checkpoint(cfg: ExperimentConfig) -> str | None:
         return None if found is None else str(found)
     path = Path(cfg.resume)
     load_checkpoint(path, expect)  # type: ignore[arg-type]
+    _refuse_older(path, out)  # first: a refused resume must not say "resuming from it" before
     hpc = [p for p in out.glob("hpc_ckpt_*.ckpt") if p.stat().st_mtime > path.stat().st_mtime]
     if hpc:
         warnings.warn(
@@ -85,5 +86,4 @@ def resume_checkpoint(cfg: ExperimentConfig) -> str | None:
             "take the newest)",
             stacklevel=2,
         )
-    _refuse_older(path, out)
     return str(path)

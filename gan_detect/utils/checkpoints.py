@@ -17,7 +17,9 @@ import contextlib
 import errno
 import os
 import pickle
+import shutil
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +70,8 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a valid gan-detect checkpoint")
     with path.open("rb") as f:
         head = f.read(4)
+    if head == _ZIP_MAGIC:
+        _check_crc(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -80,6 +84,22 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
         raise CheckpointError(_damaged(path, head, size)) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError):
         raise CheckpointError(_damaged(path, head, size)) from None
+
+
+def _check_crc(path: Path) -> None:
+    """Every record of a zip checkpoint against its CRC-32 (torch writes them, ``torch.load``
+    does not check them): flipped bytes inside a tensor would otherwise load as wrong weights.
+    A truncated file is left to ``torch.load``'s own error."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its record {bad} fails its CRC check (bytes changed on "
+            "disk or in a copy); use another copy or checkpoint"
+        )
 
 
 def _damaged(path: Path, head: bytes, size: int) -> str:
@@ -202,6 +222,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         # ("file write failed"): one OSError naming the checkpoint, so the CLI prints one line.
         code = getattr(err, "errno", None) or errno.EIO
         why = getattr(err, "strerror", None) or " ".join(str(err).split())
+        if isinstance(err, RuntimeError) and "write failed" in why:
+            # torch's "[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed
+            # writing file data/0: file write failed": its C++ location says nothing to a user.
+            try:
+                free = f"; {shutil.disk_usage(path.parent).free / 1e6:.0f} MB free there"
+            except OSError:
+                free = ""
+            why = f"file write failed (is the disk full?{free})"
         raise OSError(
             code, f"cannot save {path} (the previous file is kept): {why}", str(path)
         ) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from functools import lru_cache
@@ -105,9 +106,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(takes_overrides=True)
 
 
+def is_override(arg: str) -> bool:
+    """``key=value``; a path with ``=`` in it (``runs/lr=0.1/config.yaml``) is a file."""
+    key = arg.split("=", 1)[0]
+    return "=" in arg and "/" not in key and os.sep not in key and not Path(arg).is_file()
+
+
 def config_files_and_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Config files (words without ``=``) and ``key=value`` overrides, each in their order."""
-    return [a for a in args if "=" not in a], [a for a in args if "=" in a]
+    """Config files and ``key=value`` overrides, each in their order (:func:`is_override`)."""
+    return [a for a in args if not is_override(a)], [a for a in args if is_override(a)]
 
 
 def resolve_resume(cfg: ExperimentConfig) -> str | None:
