@@ -25,7 +25,9 @@ def _seed() -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``gan-detect demo --quick`` once per test session (test_demo.py, test_readme.py)."""
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+    # Not verbose whatever an earlier in-process test left in the environment.
+    env = {k: v for k, v in os.environ.items() if k != "GAN_DETECT_VERBOSE"}
+    env["WANDB_MODE"] = "disabled"
     res = subprocess.run(
         [sys.executable, "-m", "gan_detect", "demo", "--quick", "--out", str(out)],
         env=env,

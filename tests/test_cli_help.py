@@ -155,7 +155,9 @@ def test_global_flags_work_before_or_after_the_command_and_sweep_overrides_are_t
 ) -> None:
     from gan_detect.utils.quiet import VERBOSE_ENV
 
-    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    # setenv, not delenv: main sets it to "1", and monkeypatch then restores it (absent) after the
+    # test, so the session's later subprocesses (the quick demo) stay quiet.
+    monkeypatch.setenv(VERBOSE_ENV, "")
     smoke = str(PRESETS / "smoke.yaml")
     # an option between the files and the overrides; a sweep agent's --key=value override
     assert main(["config", "show", smoke, "--verbose", "data.root=/a", "--output_dir=/b"]) == 0

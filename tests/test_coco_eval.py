@@ -52,9 +52,15 @@ def _person_jittered() -> tuple[Any, Any]:
         "categories": data["categories"],
     }
     rng = np.random.default_rng(0)
+
+    def jitter(bbox: list[float]) -> list[float]:
+        # A valid detection (w, h > 0: the results check refuses negative sizes).
+        x, y, w, h = np.asarray(bbox, float) + rng.normal(0, 2, 4)
+        return [float(x), float(y), float(max(w, 0.5)), float(max(h, 0.5))]
+
     dets = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform()),
-         "bbox": [float(v) for v in np.asarray(a["bbox"]) + rng.normal(0, 2, 4)]}
+         "bbox": jitter(a["bbox"])}
         for a in data["annotations"] if rng.uniform() < 0.8
     ]  # fmt: skip
     gt = load_coco_gt(data)

@@ -298,7 +298,8 @@ def test_sod_mtgan_inference_picks_each_class_slot_and_drops_background() -> Non
 
     props, probs, deltas = _sod_case()
     img = torch.rand(3, 80, 80)
-    opts = InferenceOptions(lr_size=8, context=1.2, nms_iou=1.0, min_score=0.1)
+    # The papers' rule (D's own classes): class-aware re-scoring is tested in test_class_aware.py.
+    opts = InferenceOptions(lr_size=8, context=1.2, nms_iou=1.0, min_score=0.1, class_aware=False)
     det = refine_detections(_StubVariant(probs, deltas), img, props, opts)
     # Background slot dropped, labels are slot indices 1..C: 4 scores >= 0.1 remain, sorted.
     got = sorted(zip(det["scores"].tolist(), det["labels"].tolist(), strict=True), reverse=True)
@@ -325,7 +326,9 @@ def test_sod_mtgan_inference_geometric_mean_agnostic_deltas_and_no_refinement() 
 
     props, probs, deltas = _sod_case()
     img = torch.rand(3, 80, 80)
-    opts = InferenceOptions(lr_size=8, nms_iou=1.0, min_score=0.0, score_fusion="geometric_mean")
+    opts = InferenceOptions(
+        lr_size=8, nms_iou=1.0, min_score=0.0, score_fusion="geometric_mean", class_aware=False
+    )
     det = refine_detections(_StubVariant(probs, deltas), img, props, opts)
     # sqrt(D's class probability x the detector score), for each (proposal, class).
     want = torch.sqrt(probs[:, 1:] * props["scores"][:, None]).flatten().sort(descending=True)

@@ -460,7 +460,7 @@ def test_holdout_without_positives_fails_before_training(tmp_path: Path) -> None
 def test_moved_run_folder_is_read_at_its_new_place(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from gan_detect.app.cli import _split_args
+    from gan_detect.app.commands._common import config_files_and_overrides
     from gan_detect.config import PRESETS
     from gan_detect.config.load import MovedRunWarning, load_config
     from gan_detect.config.validate import to_container
@@ -490,7 +490,9 @@ def test_moved_run_folder_is_read_at_its_new_place(tmp_path: Path) -> None:
         OmegaConf.save(OmegaConf.create(to_container(cfg)), tmp_path / "plain" / "config.yaml")
         assert load_config([tmp_path / "plain" / "config.yaml"]).output_dir == str(old)
     # A config path with "=" in it is a file, not an override.
-    files, overrides = _split_args([str(new / "config.yaml"), "trainer.max_epochs=2"])
+    files, overrides = config_files_and_overrides(
+        [str(new / "config.yaml"), "trainer.max_epochs=2"]
+    )
     assert files == [str(new / "config.yaml")] and overrides == ["trainer.max_epochs=2"]
 
 

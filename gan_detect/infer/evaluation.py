@@ -215,7 +215,7 @@ def detect_methods(
             return
         images, props = [p[0] for p in pending], [p[2] for p in pending]
         per_model = {
-            key: discriminate_proposals(models[key], images, props, ms[0].opts)
+            key: discriminate_proposals(models[key], images, props, ms[0].opts, with_labels=True)
             for key, ms in by_model.items()
         }
         for n, (_, target, props_n, image_id) in enumerate(pending):
@@ -225,8 +225,10 @@ def detect_methods(
                     top_k = m.opts.top_k if m.baseline_top_k is None else m.baseline_top_k
                     outs[m.name] = proposals_as_detections(props_n, top_k)
                     continue
-                hw, boxes, det_scores, d_img = per_model[m.model][n]
-                d = postprocess_detections(models[m.model], boxes, det_scores, d_img, hw, m.opts)
+                hw, boxes, det_scores, d_img, labels = per_model[m.model][n]
+                d = postprocess_detections(
+                    models[m.model], boxes, det_scores, d_img, hw, m.opts, det_labels=labels
+                )
                 outs[m.name] = {k: v.cpu() for k, v in d.items()}
             for name, d in outs.items():
                 dets[name][image_id] = Proposals(

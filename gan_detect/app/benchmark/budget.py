@@ -158,12 +158,16 @@ def _run_folder_pass(
     for s in range(0, len(ds), 8):
         items = [ds[i] for i in range(s, min(s + 8, len(ds)))]
         raw = discriminate_proposals(
-            variant, [it.images[0] for it in items], [it.proposals[0] for it in items], opts
+            variant,
+            [it.images[0] for it in items],
+            [it.proposals[0] for it in items],
+            opts,
+            with_labels=True,
         )
-        for it, (hw, boxes, det, d_img) in zip(items, raw, strict=True):
+        for it, (hw, boxes, det, d_img, labels) in zip(items, raw, strict=True):
             for f in fusions:
                 o = dataclasses.replace(opts, score_fusion=f, fusion_params=fitted.get(f))
-                d = postprocess_detections(variant, boxes, det, d_img, hw, o)
+                d = postprocess_detections(variant, boxes, det, d_img, hw, o, det_labels=labels)
                 b = xyxy_to_xywh(d["boxes"].numpy().astype(np.float64))
                 out[f][it.image_ids[0]] = np.concatenate([b, d["scores"].numpy()[:, None]], 1)
     return out, time.perf_counter() - start
