@@ -3,8 +3,8 @@ weight errors, and on real COCO images that it finds the annotated objects.
 
 The real-data tests need ``coco/detectors/yolox_nano/yolox_nano.onnx`` and
 ``coco/val2017_person/`` in the shared data folder (``$GAN_DETECT_DATA`` or ``../shared/data``),
-with the images at ``<repo>/data/coco_val2017_person/images/`` (or ``$GAN_DETECT_COCO_IMAGES``,
-or ``/work/main/data/coco_val2017_person/images``); they skip otherwise.
+with the images at ``<repo>/data/coco_val2017_person/images/`` (or ``$GAN_DETECT_COCO_IMAGES``);
+they skip otherwise.
 """
 
 from __future__ import annotations
@@ -217,7 +217,6 @@ def coco() -> tuple[dict, Path]:
     candidates = [
         os.environ.get("GAN_DETECT_COCO_IMAGES"),
         repo / "data" / "coco_val2017_person" / "images",
-        "/work/main/data/coco_val2017_person/images",
     ]
     images = next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
     if images is None:

@@ -23,13 +23,14 @@ import torch
 
 from gan_detect.app.benchmark.common import SIZES, Recorder, median, warn
 
-# The real COCO val2017 person images, extracted in the main checkout (never copied here).
-COCO_IMAGES = Path("/work/main/data/coco_val2017_person/images")
+# The real COCO val2017 person images where experiments/fetch_coco_val2017_person.py puts them
+# (relative to the working directory, as the experiment files name them).
+COCO_IMAGES = Path("data/coco_val2017_person/images")
 
 
 def sr_sources(data: Path, coco_images: Path | None) -> dict[str, list[str]]:
     """Source name -> sorted JPEG paths: WIDER FACE val, and the COCO val2017 person images
-    (``coco_images``; else the main checkout's copy; else the shared coco128 subset)."""
+    (``coco_images``; else ``data/coco_val2017_person/images``; else the shared coco128 subset)."""
     wider = sorted(glob.glob(str(data / "widerface" / "WIDER_val" / "images" / "*" / "*.jpg")))
     coco_dir = coco_images or (
         COCO_IMAGES if COCO_IMAGES.is_dir() else data / "coco" / "coco128_train2017"
