@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -104,14 +103,11 @@ def quiet_coco(dataset: Mapping[str, Any]) -> Any:
 
 
 def read_coco_json(path: str | Path) -> Any:
-    """A COCO JSON file's content; a clear error naming the file when it is absent or not JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    """A COCO JSON file's content; a clear error naming the file when it is absent or not JSON
+    (:func:`~gan_detect.metrics.validate_results.read_json`)."""
+    from gan_detect.metrics.validate_results import read_json
+
+    return read_json(path, "COCO file")
 
 
 def load_coco_gt(instances: str | Path | Mapping[str, Any]) -> Any:
