@@ -31,23 +31,17 @@ DETECTOR_NAMES = {
 
 
 def build_proposer(arch: str, settings: dict[str, Any]) -> Any:
-    """A built-in detector by name with its keyword settings (one-line error for a bad key)."""
-    if arch == "retinaface":
-        from gan_detect.detector.retinaface import RetinaFaceDetector as cls
-    elif arch == "fastestdet":
-        from gan_detect.detector.fastestdet import FastestDetDetector as cls  # type: ignore[assignment]
-    elif arch == "yolox_nano":
-        from gan_detect.detector.yolox_nano import YoloxNanoDetector as cls  # type: ignore[assignment]
-    else:
-        from gan_detect.detector.builtin import BUILTIN_ARCHS, builtin_detector
+    """A built-in detector by name (the detector registry) with its keyword settings; one-line
+    error for an unknown name or a bad setting."""
+    from gan_detect.detector.builtin import DETECTORS
 
-        if arch not in BUILTIN_ARCHS:
-            raise InputError(
-                f"proposals.arch={arch!r} is not built in ({', '.join(BUILTIN_ARCHS)})"
-            )
-        return builtin_detector(arch, **settings)
+    factory = DETECTORS.lookup(arch)  # unknown: an InputError listing the built-ins
+    kw = dict(settings)
+    weights = kw.pop("weights", None)
+    tiles = tuple(kw.pop("tile_sizes", ()))
+    overlap = float(kw.pop("tile_overlap", 0.2))
     try:
-        return cls(**settings)
+        return factory(weights, tiles, overlap, **kw)
     except TypeError as err:
         raise InputError(f"proposals.settings for {arch}: {err}") from None
 
@@ -144,7 +138,6 @@ def run_experiment(
     log: Callable[[str], None] = lambda s: print(s, flush=True),
 ) -> dict[str, Any]:
     """Run every stage of ``spec`` into ``out``; returns what ``out/results.json`` holds."""
-    import numpy as np
     import torch
 
     from gan_detect.config.validate import to_experiment_config
@@ -278,7 +271,7 @@ def run_experiment(
         "note": hook.note(),
         "data": getattr(hook, "info", {}),
     }
-    _diagnostics(spec, res, models, cfgs, dm, scorer, dets_first, detector, records, out, log)
+    _diagnostics(spec, res, models, cfgs, dm, scorer, dets_first, detector, records, out)
     t_boot = time.perf_counter() - t0
 
     seconds = time.perf_counter() - start
@@ -302,7 +295,6 @@ def run_experiment(
     (out / "report.md").write_text(report)
     log(report)
     log(f"report: {out / 'report.md'}  ({seconds:.0f} s)")
-    del np
     return res
 
 
@@ -323,7 +315,6 @@ def _diagnostics(
     detector: str,
     records: list[Any],
     out: Path,
-    log: Callable[[str], None],
 ) -> None:
     from gan_detect.experiment import diagnostics as dg
 
@@ -383,7 +374,6 @@ def _diagnostics(
             for f in spec.fusions
             if f"{row} / {f}" in t and f"{without} / {f}" in t
         }
-    del log
 
 
 def render_report(spec: ExperimentSpec, res: dict[str, Any], hook: DatasetHook) -> str:
