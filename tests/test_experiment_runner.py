@@ -227,7 +227,14 @@ def test_quick_real_coco_experiment_runs_and_caches(tmp_path: Path) -> None:
     assert diff["low"] is not None and diff["low"] <= diff["point"] <= diff["high"]
     assert len(res["per_class"]["classes"]) == 10
     assert set(res["refinement_ap75"]) >= {"d_only", "geometric_mean"}
+    # D's class accuracy on the 32 test images' objects for both rows, beside the detector's.
+    acc = res["class_accuracy"]["rows"]
+    assert set(acc) == {"sod", "bicubic"}
+    everything = acc["sod"]["mean"]["all"]
+    assert everything["objects"] > 100 and 0.0 <= everything["d"] <= 100.0
+    assert everything["detector"] > everything["majority"]  # YOLOX-nano knows its classes
     report = (out / "report.md").read_text()
+    assert "Has D learned its classes?" in report
     assert "approximate the official" in report and "AP_tiny" in report
     assert "box refinement" in report
     # A rerun reuses the proposals, the trained rows and the evaluation (no pickle anywhere).

@@ -5,6 +5,8 @@ markdown section:
   D sees the real HR crop, G's SR output or the bicubic up-sampled LR crop, beside the detector's
   own score on the same ROIs, each with an image-bootstrap interval (and a bar plot ``auc.png``);
 * ``per_class``: per-class AP of the most frequent classes, the detector vs a row (first seed);
+* ``class_accuracy``: D's top-1 class accuracy on the val ground-truth objects per size bucket
+  (rows x seeds), beside the detector's class for the same objects and the majority-class line;
 * ``refinement_ap75``: AP75 of a row with and without D's box refinement at inference.
 """
 
@@ -253,3 +255,144 @@ def refinement_markdown(res: Mapping[str, Any]) -> list[str]:
         "|---|---|---|",
         *[f"| {f} | {cell(v['ap75_without'])} | {cell(v['ap75_with'])} |" for f, v in ref.items()],
     ]
+
+
+# --- class_accuracy: has D learned its classes? -------------------------------------------------
+
+
+def gt_roi_set(
+    dataset: Any, hr_size: int, context: float, scale: int, iou: float = 0.5
+) -> dict[str, Any]:
+    """The ground-truth objects of a full-image dataset as D's input, with the detector's class.
+
+    Each non-ignored ground-truth box is cropped as ROI mining crops it (HR ``hr_size`` px with
+    ``context``, antialiased bicubic down-sampling by ``scale``). The detector's class for a box
+    is the label of its highest-scoring proposal with IoU >= ``iou`` (-1: no such proposal), so
+    it is the class the detector would report for that object.
+
+    Returns:
+        ``lr`` (N, 3, hr/scale, hr/scale) in [-1, 1]; numpy ``label`` (N,), ``det_label`` (N,),
+        ``size`` (N,) sqrt(w h) px and ``image`` (N,) index into the dataset.
+    """
+    from torchvision.ops import box_iou
+
+    from gan_detect.data.roi import crop_hr, make_lr
+
+    lrs, labels, det, sizes, images = [], [], [], [], []
+    for idx in range(len(dataset)):
+        item = dataset[idx]
+        t = item.targets[0]
+        keep = ~t["ignore"]
+        boxes, lab = t["boxes"][keep].float(), t["labels"][keep]
+        if len(boxes) == 0:
+            continue
+        lrs.append(make_lr(crop_hr(item.images[0], boxes, hr_size, context), scale))
+        labels.append(lab.numpy())
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(0)
+        sizes.append(wh.prod(1).sqrt().numpy())
+        images.append(np.full(len(boxes), idx, np.int64))
+        d = np.full(len(boxes), -1, np.int64)
+        props = item.proposals[0] if item.proposals else None
+        if props is not None and len(props["boxes"]):
+            ov = box_iou(boxes, props["boxes"].float())  # (G, P)
+            score = torch.where(ov >= iou, props["scores"].float()[None, :], -1.0)
+            best, arg = score.max(1)
+            d = np.where(best.numpy() >= 0, props["labels"][arg].numpy(), -1)
+        det.append(d)
+    if not lrs:
+        raise ValueError("class_accuracy: the dataset has no ground-truth object")
+    return {
+        "lr": torch.cat(lrs),
+        "label": np.concatenate(labels).astype(np.int64),
+        "det_label": np.concatenate(det).astype(np.int64),
+        "size": np.concatenate(sizes),
+        "image": np.concatenate(images),
+    }
+
+
+@torch.no_grad()
+def d_class_predictions(variant: Any, lr: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """D's top-1 object class (1..K, background excluded) for each LR crop (N, 3, l, l), seen
+    through the row's generator (G's SR output, or bicubic for the control)."""
+    was = variant.training
+    variant.eval()
+    out = []
+    for i in range(0, len(lr), batch):
+        x = lr[i : i + batch]
+        sr = variant.generator(x).sr if variant.generator is not None else _bicubic(x, variant)
+        logits = variant.discriminator(sr).cls_logits
+        out.append((logits[:, 1:].argmax(1) + 1).numpy())
+    variant.train(was)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _bicubic(lr: torch.Tensor, variant: Any) -> torch.Tensor:
+    up = F.interpolate(lr, scale_factor=variant.scale, mode="bicubic", align_corners=False)
+    return up.clamp(-1, 1)
+
+
+def class_accuracy_table(
+    gt: Mapping[str, Any],
+    d_pred: np.ndarray,
+    buckets: Sequence[tuple[str, float, float]],
+    majority: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Top-1 class accuracy (%) per size bucket: D's (``d``), the detector's (``detector``: a
+    missed object counts as wrong; ``detector_found``: share with a proposal at IoU 0.5) and the
+    chance line ``majority`` (always answering the most frequent class: ``majority`` or the most
+    frequent label of ``gt``). ``objects``: how many ground-truth boxes the bucket holds."""
+    label, det, size = gt["label"], gt["det_label"], gt["size"]
+    if majority is None:
+        majority = int(np.bincount(label).argmax())
+    out: dict[str, dict[str, float]] = {}
+    for name, lo, hi in [*buckets, ("all", 0.0, 1e9)]:
+        m = (size >= lo) & (size < hi)
+        n = int(m.sum())
+        if n == 0:
+            continue
+        out[name] = {
+            "objects": n,
+            "d": 100.0 * float((d_pred[m] == label[m]).mean()),
+            "detector": 100.0 * float((det[m] == label[m]).mean()),
+            "detector_found": 100.0 * float((det[m] >= 0).mean()),
+            "majority": 100.0 * float((label[m] == majority).mean()),
+        }
+    return out
+
+
+def class_accuracy_markdown(res: Mapping[str, Any]) -> list[str]:
+    ca = res.get("class_accuracy")
+    if not ca:
+        return []
+    bands = list(next(iter(ca["rows"].values()))["mean"])
+    lines = [
+        "",
+        "**Has D learned its classes?** Top-1 class accuracy (%) on the test images' ground-truth "
+        "objects by size (sqrt wh, px), D's 80-way head on the row's SR crop (background "
+        f"excluded; mean over seeds {ca['seeds']}, range in brackets) beside {res['detector']}'s "
+        "class for the same object (its best proposal at IoU 0.5; a miss counts as wrong) and "
+        "the chance line of always answering the most frequent class:",
+        "",
+        "| classifier | " + " | ".join(f"{b} px" for b in bands) + " |",
+        "|---" * (len(bands) + 1) + "|",
+    ]
+    for key, r in ca["rows"].items():
+        cells = []
+        for b in bands:
+            v = r["per_seed"]
+            vals = [s[b]["d"] for s in v.values() if b in s]
+            rng = f" [{min(vals):.1f}, {max(vals):.1f}]" if len(vals) > 1 else ""
+            cells.append(f"{r['mean'][b]['d']:.1f}{rng}")
+        label = res.get("labels", {}).get(key, key)
+        lines.append(f"| D of {label} | " + " | ".join(cells) + " |")
+    first = next(iter(ca["rows"].values()))["mean"]
+    lines.append(
+        f"| {res['detector']} | " + " | ".join(f"{first[b]['detector']:.1f}" for b in bands) + " |"
+    )
+    lines.append(
+        "| always the most frequent class | "
+        + " | ".join(f"{first[b]['majority']:.1f}" for b in bands)
+        + " |"
+    )
+    lines.append("| objects | " + " | ".join(str(first[b]["objects"]) for b in bands) + " |")
+    return lines

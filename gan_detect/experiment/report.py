@@ -15,7 +15,7 @@ import numpy as np
 
 # Kinds of comparison an experiment file may ask for (see :func:`build_comparisons`).
 COMPARISON_KINDS = ("detector_vs_all", "row_vs_rows", "fusion_pairs", "pairs")
-DIAGNOSTICS = ("auc_by_size", "per_class", "refinement_ap75")
+DIAGNOSTICS = ("auc_by_size", "per_class", "class_accuracy", "refinement_ap75")
 
 # per seed -> method -> the method's per-image tables (one per protocol part)
 Tables = dict[int, dict[str, list[Any]]]

@@ -362,6 +362,11 @@ def _diagnostics(
                 n_boot,
                 seed,
             )
+    if "class_accuracy" in want:
+        opt = want["class_accuracy"] or {}
+        keys = [k for k in opt.get("rows", spec.core_rows) if k in models[seed]]
+        if keys:
+            _class_accuracy(spec, res, models, cfgs, dm, keys)
     if "refinement_ap75" in want:
         opt = want["refinement_ap75"]
         row, without = opt.get("row"), opt.get("without")
@@ -374,6 +379,49 @@ def _diagnostics(
             for f in spec.fusions
             if f"{row} / {f}" in t and f"{without} / {f}" in t
         }
+
+
+def _class_accuracy(
+    spec: ExperimentSpec,
+    res: dict[str, Any],
+    models: dict[int, dict[str, Trained]],
+    cfgs: dict[tuple[int, str], Any],
+    dm: Any,
+    keys: list[str],
+) -> None:
+    """D's top-1 class accuracy on the val ground truth per row and seed (``class_accuracy``)."""
+    import numpy as np
+
+    from gan_detect.experiment import diagnostics as dg
+
+    cfg = cfgs[(spec.seeds[0], keys[0])]
+    gt = dg.gt_roi_set(
+        dm.detection_dataset("val"), cfg.data.hr_size, cfg.data.context, cfg.variant.scale
+    )
+    buckets = DATASET_HOOKS[spec.dataset["hook"]](spec).buckets
+    rows: dict[str, Any] = {}
+    for key in keys:
+        per_seed = {
+            s: dg.class_accuracy_table(
+                gt, dg.d_class_predictions(models[s][key].variant, gt["lr"]), buckets
+            )
+            for s in spec.seeds
+            if key in models[s]
+        }
+        first = next(iter(per_seed.values()))
+        mean = {
+            b: {
+                k: (
+                    float(np.mean([t[b][k] for t in per_seed.values()]))
+                    if k != "objects"
+                    else first[b][k]
+                )
+                for k in first[b]
+            }
+            for b in first
+        }
+        rows[key] = {"per_seed": per_seed, "mean": mean}
+    res["class_accuracy"] = {"rows": rows, "seeds": list(spec.seeds)}
 
 
 def render_report(spec: ExperimentSpec, res: dict[str, Any], hook: DatasetHook) -> str:
@@ -389,7 +437,10 @@ def render_report(spec: ExperimentSpec, res: dict[str, Any], hook: DatasetHook) 
 
     body = markdown(res, hook.columns, hook.column_names, label_of, res.get("note", ""))
     extra = (
-        dg.auc_markdown(res) + dg.per_class_markdown(res, label_of) + dg.refinement_markdown(res)
+        dg.auc_markdown(res)
+        + dg.per_class_markdown(res, label_of)
+        + dg.class_accuracy_markdown(res)
+        + dg.refinement_markdown(res)
     )
     text = f"# {spec.title}\n\n{body}" + ("\n".join(extra) + "\n" if extra else "")
     if res.get("auc"):

@@ -65,6 +65,11 @@ KINDS: dict[str, tuple[str, str, str]] = {
         "run_detector_ap",
         "COCO AP of a built-in proposer via `propose`, independent check, rule variants",
     ),
+    "d_classes": (
+        "d_classes",
+        "run_d_classes",
+        "D's top-1 class accuracy on test objects by size against training steps",
+    ),
     "sr": ("sr", "run_sr", "x4 PSNR of CARN-M vs bicubic on real crops; ms per ROI of G, CARN-M"),
     "budget": (
         "budget",
@@ -97,6 +102,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "recall": {"rounds": 1, "warmup": 0, "batch": 1},
     "detector_ap": {"rounds": 1, "warmup": 0, "batch": 1},
     "sr": {"rounds": 10, "warmup": 1, "batch": 64},
+    "d_classes": {"rounds": 1, "warmup": 0, "batch": 1},
     "budget": {"rounds": 1, "warmup": 1, "batch": 1},
     "data": {"rounds": 20, "warmup": 2, "batch": 64},
     "under_load": {"rounds": 150, "warmup": 0, "batch": 1},
@@ -199,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sahi-images", type=int, default=40, help="0: skip sahi's own slicing")
     g.add_argument("--sahi-tile", type=int, default=256)
+    g = p.add_argument_group("d_classes (also --run-dir: the experiment's output folder)")
+    g.add_argument("--experiment", default="experiments/real_coco.yaml", help="experiment file")
+    g.add_argument("--row", default="sod", help="row key of the experiment file")
+    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument("--steps", nargs="+", type=int, default=[0, 100, 200, 400, 800, 1600, 2400])
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="experiment file override")
+    g.add_argument("--quick", action="store_true", help="the experiment file's quick section")
     g = p.add_argument_group("sr (also --images, --max-images, --weights, --batch, --rounds)")
     g.add_argument("--sr-parts", nargs="+", default=["psnr", "cost"], choices=["psnr", "cost"])
     g.add_argument("--crops", type=int, default=240, help="HR crops per source and size")
@@ -234,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--old", help="work tree of the old commit")
     g.add_argument("--new", default=".", help="work tree of the new commit")
     g.add_argument("--command", default=None, help="per tree: {tree} {out} {data} filled in")
-    g.add_argument("--run-dir", help="output folder of old_vs_new (default runs/old_vs_new)")
+    g.add_argument(
+        "--run-dir",
+        help="output folder of old_vs_new (default runs/old_vs_new); d_classes: the "
+        "experiment's (default runs/<name>)",
+    )
     return p
 
 
