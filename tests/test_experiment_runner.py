@@ -150,11 +150,13 @@ def test_quick_real_wider_experiment_runs_every_row_and_caches(tmp_path: Path) -
             assert d["low"] <= d["point"] + 1e-9 and d["point"] <= d["high"] + 1e-9
     auc = res["auc"]["all"]
     assert auc["positives"] > 0 and auc["negatives"] > 0
-    for src in ("hr", "sr", "bicubic", "detector"):  # D's three inputs and the reference row
+    # D's four inputs (HR, its G's SR, the pretrained CARN-M's SR, bicubic) and the reference row
+    for src in ("hr", "sr", "sr_carn", "bicubic", "detector"):
         assert 0.0 <= auc[src]["auc"] <= 1.0
     assert (out / "auc.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "RetinaFace alone" in report and "G's SR output" in report
+    assert "CARN-M, fine-tuned" in report and "pretrained CARN-M's SR" in report
     assert "detector's own score" in report and "CPU:" in report
     # predict: the built-in RetinaFace re-scored by a trained row's GAN (no pipeline file).
     image = next((root / "widerface" / "WIDER_val" / "images" / "19--Couple").glob("*.jpg"))

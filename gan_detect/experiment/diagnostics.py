@@ -2,8 +2,9 @@
 markdown section:
 
 * ``auc_by_size``: D's object / background ROC AUC per size bucket on the val proposals' ROIs when
-  D sees the real HR crop, G's SR output or the bicubic up-sampled LR crop, beside the detector's
-  own score on the same ROIs, each with an image-bootstrap interval (and a bar plot ``auc.png``);
+  D sees the real HR crop, G's SR output, (``sr_carn: true``) the pretrained CARN-M's SR output or
+  the bicubic up-sampled LR crop, beside the detector's own score on the same ROIs, each with an
+  image-bootstrap interval (and a bar plot ``auc.png``);
 * ``per_class``: per-class AP of the most frequent classes, the detector vs a row (first seed);
 * ``class_accuracy``: D's top-1 class accuracy on the val ground-truth objects per size bucket
   (rows x seeds), beside the detector's class for the same objects and the majority-class line;
@@ -25,6 +26,7 @@ from gan_detect.experiment.report import cell, compare, fmt_diff
 AUC_SOURCES = [
     ("hr", "D on real HR crop"),
     ("sr", "D on G's SR output"),
+    ("sr_carn", "D on pretrained CARN-M's SR"),
     ("bicubic", "D on bicubic LR"),
     ("detector", "detector's own score"),
 ]
@@ -32,10 +34,18 @@ AUC_SOURCES = [
 
 @torch.no_grad()
 def auc_rows(
-    variant: Any, val_store: Path, val_props: Mapping[str, Any], records: Sequence[Any]
+    variant: Any,
+    val_store: Path,
+    val_props: Mapping[str, Any],
+    records: Sequence[Any],
+    extra_sr: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per val ROI that is a detector proposal: label, size, image, D's probability on HR / SR /
-    bicubic input, and the detector's own score for that box (NaN for ground-truth ROIs)."""
+    bicubic input, and the detector's own score for that box (NaN for ground-truth ROIs).
+
+    ``extra_sr`` maps a source name (e.g. ``"sr_carn"``) to another generator whose SR output the
+    same D also scores: the same D on two SR inputs isolates what the SR network contributes.
+    """
     from torch.utils.data import DataLoader
 
     from gan_detect.data.batch import RoiBatch
@@ -50,7 +60,9 @@ def auc_rows(
         else None
     )
     loader = DataLoader(ds, batch_size=256, collate_fn=RoiBatch.collate)
+    extra = {k: g.eval() for k, g in (extra_sr or {}).items()}
     cols: dict[str, list[np.ndarray]] = {"hr": [], "sr": [], "bicubic": [], "label": [], "size": []}
+    cols.update({k: [] for k in extra})
     d = variant.discriminator
     for batch in loader:
         bicubic = F.interpolate(
@@ -62,6 +74,8 @@ def auc_rows(
         cols["hr"].append(_object_prob(d(batch.hr).cls_logits))
         cols["sr"].append(_object_prob(d(sr).cls_logits))
         cols["bicubic"].append(_object_prob(d(bicubic).cls_logits))
+        for k, g in extra.items():
+            cols[k].append(_object_prob(d(g(batch.lr).sr).cls_logits))
         cols["label"].append((batch.labels > 0).long().numpy())
         cols["size"].append(batch.src_sizes.prod(1).clamp_min(0).sqrt().numpy())
     rows = {k: np.concatenate(v) for k, v in cols.items()}
@@ -87,6 +101,12 @@ def _object_prob(logits: torch.Tensor) -> np.ndarray:
     return (1.0 - torch.softmax(logits.float(), dim=1)[:, 0]).numpy()
 
 
+def auc_sources(table: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The :data:`AUC_SOURCES` a row dict (from :func:`auc_rows`) or a bucket of
+    :func:`auc_table` holds, in table order."""
+    return [(src, label) for src, label in AUC_SOURCES if src in table]
+
+
 def auc_table(
     rows: Mapping[str, np.ndarray],
     buckets: Sequence[tuple[str, float, float]],
@@ -108,7 +128,7 @@ def auc_table(
         y = r["label"][m]
         row: dict[str, Any] = {"positives": int(y.sum()), "negatives": int((1 - y).sum())}
         ok = row["positives"] > 0 and row["negatives"] > 0
-        for src, _ in AUC_SOURCES:
+        for src, _ in auc_sources(rows):
             s = r[src][m]
             if not ok:
                 row[src] = {"auc": float("nan"), "low": None, "high": None}
@@ -137,14 +157,17 @@ def plot_auc(auc: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     names = [n for n in auc if n != "all"]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    width = 0.2
-    for k, (src, label) in enumerate(AUC_SOURCES):
+    sources = auc_sources(auc["all"])
+    width = 0.8 / len(sources)
+    for k, (src, label) in enumerate(sources):
         vals = [auc[n][src]["auc"] for n in names]
         err = [
             [v - (auc[n][src]["low"] or v) for n, v in zip(names, vals, strict=True)],
             [(auc[n][src]["high"] or v) - v for n, v in zip(names, vals, strict=True)],
         ]
-        ax.bar(x + (k - 1.5) * width, vals, width, yerr=err, capsize=2, label=label)
+        ax.bar(
+            x + (k - (len(sources) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=label
+        )
     ax.set_xticks(x, [f"{n} px\n({auc[n]['positives']}+/{auc[n]['negatives']}-)" for n in names])
     ax.set_ylim(0.4, 1.0)
     ax.set_ylabel("object / background ROC AUC")
@@ -168,7 +191,7 @@ def auc_markdown(res: Mapping[str, Any]) -> list[str]:
         "| score | " + " | ".join(f"{n} px" for n in auc) + " |",
         "|---" * (len(auc) + 1) + "|",
     ]
-    for src, label in AUC_SOURCES:
+    for src, label in auc_sources(auc["all"]):
         cells = []
         for n in auc:
             v = auc[n][src]

@@ -304,6 +304,22 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _pretrained_carn(cfg: Any) -> Any:
+    """CARN-M with its released weights (``variant.g_weights``, null: the shared copy), frozen:
+    the SR front end of the ``sr_carn`` AUC column, whatever generator the row itself trained."""
+    from gan_detect.variants.common import build_generator
+
+    v = cfg.variant
+    carn_cfg = dataclasses.replace(
+        v,
+        generator="carn_m",
+        g_pretrained=True,
+        g_frozen=True,
+        g_weights=v.g_weights if v.generator == "carn_m" else None,
+    )
+    return build_generator(carn_cfg)
+
+
 def _diagnostics(
     spec: ExperimentSpec,
     res: dict[str, Any],
@@ -332,8 +348,15 @@ def _diagnostics(
             dm_row.setup("validate")
             if dm_row.val_store is not None:
                 props = load_proposals(cfg.data.val_proposals, top_k=cfg.evaluate.top_k)
+                extra = (
+                    {"sr_carn": _pretrained_carn(cfg)} if want["auc_by_size"].get("sr_carn") else {}
+                )
                 rows = dg.auc_rows(
-                    models[seed][key].variant, dm_row.val_store, props, list(dm_row.records("val"))
+                    models[seed][key].variant,
+                    dm_row.val_store,
+                    props,
+                    list(dm_row.records("val")),
+                    extra_sr=extra,
                 )
                 hook_buckets = DATASET_HOOKS[spec.dataset["hook"]](spec).buckets
                 res["auc"] = dg.auc_table(rows, hook_buckets, min(n_boot, 500))
