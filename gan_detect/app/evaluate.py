@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning.pytorch.loggers import CSVLogger
 
 from gan_detect.config.validate import ExperimentConfig, check_checkpoint_fits, to_container
 from gan_detect.data import build_datamodule
+from gan_detect.utils.errors import InputError
+
+if TYPE_CHECKING:
+    from gan_detect.metrics.wider_gt import WiderGroundTruth
 
 
 def evaluate(
@@ -32,7 +37,6 @@ def evaluate(
     )
     from gan_detect.infer.fusion_fit import fusion_for_checkpoint
     from gan_detect.infer.inference import InferenceOptions, inference_options
-    from gan_detect.metrics import load_wider_ground_truth
     from gan_detect.train.loggers import build_logger
     from gan_detect.utils.device import resolve_device
     from gan_detect.variants import GANVariant
@@ -64,8 +68,7 @@ def evaluate(
     gt = None
     gt_dir = getattr(cfg.data, "gt_dir", None)
     if kind == "wider" and gt_dir:
-        ids = {r.image_id for r in ds.records}
-        gt = load_wider_ground_truth(gt_dir).subset(ids)
+        gt = _wider_gt(gt_dir, {r.image_id for r in ds.records})
     metrics, dets, curves = evaluate_baseline_vs_gan(
         variant, ds, kind, opts, gt=gt, progress=progress, coco_max_dets=e.coco_max_dets
     )
@@ -121,3 +124,24 @@ def evaluate(
         logger.log_metrics(flat)  # type: ignore[union-attr]
         logger.finalize("success")  # type: ignore[union-attr]
     return metrics
+
+
+_GT_HINT = (
+    "data.gt_dir is the folder of the official wider_{face,easy,medium,hard}_val.mat files; "
+    "for images outside the WIDER FACE val set give data.gt_dir=null (easy / medium / hard "
+    "by face height, not comparable with published numbers)"
+)
+
+
+def _wider_gt(gt_dir: str, image_ids: set[str]) -> WiderGroundTruth:
+    """``data.gt_dir``'s ground truth restricted to the evaluated images; a file it lacks, or an
+    image it does not hold (your own images), is one error naming the key and the way out."""
+    from gan_detect.metrics import load_wider_ground_truth
+    from gan_detect.metrics.wider_gt import UnknownImageIds
+
+    try:
+        return load_wider_ground_truth(gt_dir).subset(image_ids)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"data.gt_dir={gt_dir}: {err}; {_GT_HINT}") from None
+    except UnknownImageIds as err:
+        raise InputError(f"data.gt_dir={gt_dir}: {err}; {_GT_HINT}") from None

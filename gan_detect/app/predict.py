@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from gan_detect.data.paths import IMAGE_SUFFIXES
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:  # the pipeline imports torch: loaded in run_cli, after the paths are checked
+    from gan_detect.app.predict_formats import FormatWriter
     from gan_detect.infer.pipeline import Detections, Pipeline
 
 _GLOB_CHARS = set("*?[")
@@ -236,6 +237,8 @@ def run_predict(
     batch_size: int = 4,
     progress: bool = True,
     overwrite: bool = False,
+    write_json: bool = True,
+    on_image: Callable[[Path, Detections], None] | None = None,
 ) -> dict[str, Any]:
     """Predict every readable image; unreadable ones are reported and skipped.
 
@@ -243,7 +246,9 @@ def run_predict(
     ``OUT/<relative path>_boxes.png``, and ``OUT/summary.json`` (processed and failed images),
     which is written even when a batch fails or Ctrl-C stops the run (then with
     ``"interrupted": true``). Files under ``out_dir`` are never inputs; an ``out_dir`` holding
-    another run is refused unless ``overwrite`` (``check_out_dir``).
+    another run is refused unless ``overwrite`` (``check_out_dir``). ``write_json=False`` leaves
+    out the per-image JSON; ``on_image(path, detections)`` sees each predicted image (the other
+    formats of ``predict --format``: ``app.predict_formats``).
 
     Raises:
         FileNotFoundError: an input does not exist (``expand_inputs_with_base``).
@@ -282,20 +287,24 @@ def run_predict(
                     print(f"warning: skipping unreadable image {p}: {err}", file=sys.stderr)
             dets = pipeline.predict_batch(images) if images else []
             for p, rgb, d in zip(chunk, images, dets, strict=True):
-                json_path = out / names[p].with_name(names[p].name + ".json")
-                json_path.parent.mkdir(parents=True, exist_ok=True)
-                json_path.write_text(
-                    json.dumps(
-                        {
-                            "image": str(p),
-                            "width": rgb.width,
-                            "height": rgb.height,
-                            "detections": d.to_json(),
-                        },
-                        indent=1,
+                entry: dict[str, Any] = {"path": str(p), "num_detections": len(d.scores)}
+                if write_json:
+                    json_path = out / names[p].with_name(names[p].name + ".json")
+                    json_path.parent.mkdir(parents=True, exist_ok=True)
+                    json_path.write_text(
+                        json.dumps(
+                            {
+                                "image": str(p),
+                                "width": rgb.width,
+                                "height": rgb.height,
+                                "detections": d.to_json(),
+                            },
+                            indent=1,
+                        )
                     )
-                )
-                entry = {"path": str(p), "json": str(json_path), "num_detections": len(d.scores)}
+                    entry["json"] = str(json_path)
+                if on_image is not None:
+                    on_image(p, d)
                 if draw:
                     drawn = out / names[p].with_name(names[p].name + "_boxes.png")
                     entry["drawn"] = str(draw_detections(rgb, d, drawn))
@@ -347,8 +356,12 @@ def run_cli(ns: argparse.Namespace) -> int:
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1
+    from gan_detect.app.predict_formats import FormatWriter
+
+    writer = FormatWriter.for_args(ns)  # --format / --coco-gt checked before the networks load
     pipe = _load_pipeline(ns)
-    s = _run_keeping_partial(pipe, ns)
+    writer.start(pipe, ns.score_threshold)
+    s = _run_keeping_partial(pipe, ns, writer)
     if s is None:
         return 130
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
@@ -358,14 +371,20 @@ def run_cli(ns: argparse.Namespace) -> int:
     return 0 if s["processed"] else 1
 
 
-def _run_keeping_partial(pipe: Pipeline, ns: argparse.Namespace) -> dict[str, Any] | None:
+def _run_keeping_partial(
+    pipe: Pipeline, ns: argparse.Namespace, writer: FormatWriter
+) -> dict[str, Any] | None:
     """``run_predict`` for the CLI; on Ctrl-C say what was kept and return None (exit 130)."""
     try:
-        return run_predict(
+        s = run_predict(
             pipe, ns.inputs, ns.out, draw=ns.draw, batch_size=ns.batch_size,
-            overwrite=getattr(ns, "overwrite", False),
+            overwrite=getattr(ns, "overwrite", False), write_json=writer.json,
+            on_image=writer.add,
         )  # fmt: skip
+        writer.close()
+        return s
     except KeyboardInterrupt:
+        writer.close()  # the finished images' boxes, in every format asked for
         s = _previous_run(Path(ns.out)) or {}
         print(
             f"gan-detect predict: interrupted (Ctrl-C) after {len(s.get('processed', []))} of "

@@ -6,6 +6,7 @@ each other.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gan_detect.config.validate import ConfigError, ExperimentConfig, to_experiment_config
 
-__all__ = ["load_config", "load_raw_config", "preset_names", "resolve_config_path"]
+__all__ = [
+    "MovedDataRootWarning",
+    "MovedRunWarning",
+    "load_config",
+    "load_raw_config",
+    "preset_names",
+    "resolve_config_path",
+]
 
 
 def preset_names() -> list[str]:
@@ -92,6 +100,62 @@ def _rebase_moved_run(loaded: DictConfig, path: Path) -> None:
     )
 
 
+class MovedDataRootWarning(UserWarning):
+    """A ``data.root=`` override moved the config's other paths under the old root with it."""
+
+
+def _follow_data_root(base: DictConfig, overrides: Sequence[str]) -> None:
+    """A ``data.root=NEW`` override moves the ``data.*`` paths written under the old root.
+
+    A run's ``config.yaml`` holds resolved paths (``data.gt_dir``, ``data.val_annotation_file``,
+    ``data.val_image_dir``, ...), so without this, ``RUN/config.yaml data.root=OTHER`` would
+    silently read the old files. Paths that are themselves overridden, and interpolations
+    (``${data.root}/...``, which follow anyway), are left alone; one warning lists what moved.
+    """
+    given = dict(o.split("=", 1) for o in overrides)
+    new = given.get("data.root")
+    data = base.get("data") if "data" in base else None
+    if new is None or not isinstance(data, DictConfig) or "root" not in data:
+        return
+    old = data._get_node("root")._value()  # type: ignore[union-attr]  # raw: no interpolation
+    new = new.strip("'\"")
+    if not isinstance(old, str) or "${" in old or not old or not new:
+        return
+    old, new = old.rstrip("/") or "/", new.rstrip("/") or "/"
+    if os.path.normpath(old) == os.path.normpath(new):
+        return
+    # A relative root also matches the paths written with its absolute form.
+    prefixes = [old] if os.path.isabs(old) else [old, os.path.abspath(old)]
+    moved: list[tuple[str, str, str]] = []
+
+    def move(node: DictConfig, dotted: str) -> None:
+        for key in list(node.keys()):
+            name = f"{dotted}.{key!s}"
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                move(child, name)
+                continue
+            value = child._value() if child is not None else None  # type: ignore[union-attr]
+            if name in given or not isinstance(value, str) or "${" in value:
+                continue
+            for prefix in prefixes:
+                if value == prefix or value.startswith(prefix + "/"):
+                    node[key] = new + value[len(prefix) :]
+                    moved.append((name, value, str(node[key])))
+                    break
+
+    move(data, "data")
+    if moved:
+        name, was, now = moved[0]
+        warnings.warn(
+            f"data.root={new} replaces {old}, and the paths under it move too: "
+            f"{', '.join(m[0] for m in moved)} (e.g. {name}: {was} -> {now}); give them as "
+            "key=value to choose others",
+            MovedDataRootWarning,
+            stacklevel=3,
+        )
+
+
 def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
     """Merge YAML files (left to right) and ``key=value`` overrides, not yet validated; values of
     string-typed keys keep their literal text.
@@ -117,8 +181,9 @@ def load_raw_config(files: Sequence[str | Path], overrides: Sequence[str] = ()) 
     # Sweep agents may pass --key=value; accept the hyphens as a convenience.
     clean = [o[2:] if o.startswith("--") else o for o in overrides]
     try:
-        parts.append(OmegaConf.from_dotlist(clean))
-        raw = OmegaConf.merge(*parts) if parts else OmegaConf.create()
+        base = OmegaConf.merge(*parts) if parts else OmegaConf.create()
+        _follow_data_root(base, clean)  # type: ignore[arg-type]
+        raw = OmegaConf.merge(base, OmegaConf.from_dotlist(clean))
         _keep_string_overrides_literal(raw, clean)  # type: ignore[arg-type]
     except OmegaConfBaseException as err:
         raise ConfigError(f"bad override: {err}") from None

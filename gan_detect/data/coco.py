@@ -155,11 +155,47 @@ def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     Raises:
         FileNotFoundError: naming the missing file or folder.
     """
+    return coco_split_files(root, split)
+
+
+def coco_split_files(
+    root: str | Path,
+    split: str,
+    annotation_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    key: str | None = None,
+) -> tuple[Path, Path]:
+    """``(instances JSON, image folder)`` a split is read from: the given ones as given, the
+    official layout under ``root`` (:func:`coco_split_paths`) for what is not given. The file
+    and folder actually used are checked; errors name the key that chooses them
+    (``data.<key>_annotation_file`` / ``data.<key>_image_dir``, ``key`` defaulting to ``split``).
+
+    Raises:
+        FileNotFoundError: naming the missing file or folder and the key to set.
+    """
+    key = key or split
     root = Path(root)
-    ann = root / "annotations" / f"instances_{split}.json"
-    images = root / split
-    if not ann.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {ann}")
-    if not images.is_dir():
-        raise FileNotFoundError(f"COCO image folder not found: {images}")
+    layout = f" (the official layout under data.root={root}); give yours with "
+    if annotation_file is not None:
+        ann = Path(annotation_file)
+        if not ann.is_file():
+            raise FileNotFoundError(
+                f"data.{key}_annotation_file: COCO annotation file not found: {ann}"
+            )
+    else:
+        ann = root / "annotations" / f"instances_{split}.json"
+        if not ann.is_file():
+            raise FileNotFoundError(
+                f"COCO annotation file not found: {ann}{layout}data.{key}_annotation_file=PATH"
+            )
+    if image_dir is not None:
+        images = Path(image_dir)
+        if not images.is_dir():
+            raise FileNotFoundError(f"data.{key}_image_dir: COCO image folder not found: {images}")
+    else:
+        images = root / split
+        if not images.is_dir():
+            raise FileNotFoundError(
+                f"COCO image folder not found: {images}{layout}data.{key}_image_dir=PATH"
+            )
     return ann, images

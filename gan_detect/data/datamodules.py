@@ -311,18 +311,18 @@ class WiderFaceDataModule(RoiDataModule):
     Config = WiderFaceDataConfig
 
     def read_records(self, split: str) -> list[ImageRecord]:
-        from gan_detect.data.wider_face import read_wider_annotations, wider_split_paths
+        from gan_detect.data.wider_face import read_wider_annotations, wider_split_files
 
         c = self.cfg
         assert isinstance(c, WiderFaceDataConfig)
         official = c.train_split if split == "train" else c.val_split
-        ann = c.train_annotation_file if split == "train" else c.val_annotation_file
-        img_dir = c.train_image_dir if split == "train" else c.val_image_dir
-        if ann is None or img_dir is None:
-            txt, images = wider_split_paths(c.root, official)
-            ann = ann or str(txt)
-            img_dir = img_dir or str(images)
-        parsed = read_wider_annotations(ann, img_dir)
+        given = c.train_annotation_file if split == "train" else c.val_annotation_file
+        given_dir = c.train_image_dir if split == "train" else c.val_image_dir
+        # The given file and folder are the ones checked (the official layout only for what is
+        # not given), and a miss names the data.<split>_* key that chooses it.
+        txt, img_dir = wider_split_files(c.root, official, given, given_dir, key=split)
+        ann = str(txt)
+        parsed = read_wider_annotations(txt, img_dir)
         if parsed.num_zero_size:
             print(
                 f"{ann}: dropped {parsed.num_zero_size} of {parsed.num_rows} box rows with zero "
@@ -337,7 +337,9 @@ class WiderFaceDataModule(RoiDataModule):
             try:  # a typo must not train on 0 images: unknown names are an error
                 recs = filter_events(recs, include=events)
             except ValueError as err:
-                raise InputError(f"data.{split}_events: {err}") from None
+                raise InputError(
+                    f"data.{split}_events: {err} (data.{split}_events=null: every event)"
+                ) from None
         return recs
 
 
@@ -353,18 +355,16 @@ class CocoDataModule(RoiDataModule):
         self._coco_meta: dict[str, Any] = {}
 
     def _load(self, split: str) -> Any:
-        from gan_detect.data.coco import coco_split_paths, load_coco_records
+        from gan_detect.data.coco import coco_split_files, load_coco_records
 
         if split not in self._coco_meta:
             c = self.cfg
             official = c.train_split if split == "train" else c.val_split
             ann = c.train_annotation_file if split == "train" else c.val_annotation_file
             img_dir = c.train_image_dir if split == "train" else c.val_image_dir
-            if ann is None or img_dir is None:
-                a, i = coco_split_paths(c.root, official)
-                ann = ann or str(a)
-                img_dir = img_dir or str(i)
-            loaded = load_coco_records(ann, img_dir)
+            a, i = coco_split_files(c.root, official, ann, img_dir, key=split)
+            ann = str(a)
+            loaded = load_coco_records(a, i)
             if loaded.num_dropped or loaded.num_outside or loaded.num_clipped:
                 print(
                     f"{ann}: dropped {loaded.num_dropped} annotations with zero width or height "

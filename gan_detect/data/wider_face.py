@@ -231,24 +231,66 @@ def wider_split_paths(
         ValueError: ``split`` is not ``train`` or ``val`` (test annotations are not public).
         FileNotFoundError: naming the missing folder or file.
     """
-    if split not in _SPLITS:
-        raise InputError(
-            f"split must be one of {_SPLITS} (test has no public boxes), got {split!r}"
-        )
+    if annotation_file is not None and not Path(annotation_file).is_absolute():
+        annotation_file = Path(root) / annotation_file
+    return wider_split_files(root, split, annotation_file)
+
+
+def wider_split_files(
+    root: str | Path,
+    split: str,
+    annotation_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    key: str | None = None,
+) -> tuple[Path, Path]:
+    """``(txt_path, images_dir)`` a split is read from: ``annotation_file`` and ``image_dir`` as
+    given, the official layout under ``root`` (:func:`wider_split_paths`) for what is not given.
+
+    The file and folder actually used are the ones checked, and each error names the config key
+    that chooses it (``data.<key>_annotation_file`` / ``data.<key>_image_dir``; ``key``
+    defaults to ``split``), so the hint is something the user can type.
+
+    Raises:
+        InputError: ``split`` is needed (something not given) and is not ``train`` or ``val``.
+        FileNotFoundError: naming the missing file or folder and the key to set.
+    """
+    key = key or split
+    ann_key, img_key = f"data.{key}_annotation_file", f"data.{key}_image_dir"
     root = Path(root)
-    images_dir = root / f"WIDER_{split}" / "images"
+    if (annotation_file is None or image_dir is None) and split not in _SPLITS:
+        raise InputError(
+            f"split must be one of {_SPLITS} (test has no public boxes), got {split!r}; or "
+            f"give {ann_key} and {img_key}"
+        )
     if annotation_file is not None:
         txt = Path(annotation_file)
-        txt = txt if txt.is_absolute() else root / txt
+        if not txt.is_file():
+            raise FileNotFoundError(f"{ann_key}: WIDER FACE annotation file not found: {txt}")
     else:
         txt = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
-    if not txt.is_file():
-        subset = root / f"WIDER_{split}" / f"wider_face_{split}_bbx_gt.subset.txt"
-        hint = f"; a subset file exists, pass annotation_file={subset}" if subset.is_file() else ""
-        raise FileNotFoundError(f"WIDER FACE annotation file not found: {txt}{hint}")
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"WIDER FACE image folder not found: {images_dir}")
-    return txt, images_dir
+        if not txt.is_file():
+            subset = root / f"WIDER_{split}" / f"wider_face_{split}_bbx_gt.subset.txt"
+            hint = (
+                f"; a subset file exists: {ann_key}={subset}"
+                if subset.is_file()
+                else f"; give yours with {ann_key}=PATH"
+            )
+            raise FileNotFoundError(
+                f"WIDER FACE annotation file not found: {txt} (the official layout under "
+                f"data.root={root}){hint}"
+            )
+    if image_dir is not None:
+        images = Path(image_dir)
+        if not images.is_dir():
+            raise FileNotFoundError(f"{img_key}: WIDER FACE image folder not found: {images}")
+    else:
+        images = root / f"WIDER_{split}" / "images"
+        if not images.is_dir():
+            raise FileNotFoundError(
+                f"WIDER FACE image folder not found: {images} (the official layout under "
+                f"data.root={root}); give yours with {img_key}=PATH"
+            )
+    return txt, images
 
 
 def download_wider_face(root: str | Path, split: str) -> Path:

@@ -96,11 +96,22 @@ def _loadmat(path: Path) -> dict[str, np.ndarray]:
 def load_wider_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     """Read ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat`` from ``gt_dir``.
 
+    ``gt_dir`` may instead be an annotation ``.txt`` in the official ``bbx_gt`` format (your
+    own images): its boxes, with the settings split by face height (:func:`fallback_ground_truth`,
+    ``official=False``, not comparable with published numbers).
+
     Raises:
         FileNotFoundError: naming the first missing file.
         ValueError: when the four files disagree on events or images.
     """
     gt_dir = Path(gt_dir)
+    if gt_dir.suffix.lower() == ".txt" and gt_dir.is_file():
+        from gan_detect.data.wider_face import read_wider_annotations
+
+        records = read_wider_annotations(gt_dir).records
+        return fallback_ground_truth(
+            {r.image_id: r.boxes for r in records}, {r.image_id: r.ignore for r in records}
+        )
     face = _loadmat(gt_dir / "wider_face_val.mat")
     settings = {s: _loadmat(gt_dir / f"wider_{s}_val.mat") for s in SETTINGS}
     events = face["event_list"].reshape(-1)

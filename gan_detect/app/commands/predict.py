@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from gan_detect.app.commands._common import add_command_parser
+from gan_detect.app.predict_formats import parse_formats
 from gan_detect.config.sections import BUILTIN_DETECTORS
 
 NAME = "predict"
@@ -18,7 +19,8 @@ COCO classes (re-scored by --gan GAN.ckpt when given).
 
 inputs:  image files, folders (searched recursively) or globs.
 outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label names),
-         OUT/summary.json (processed and failed images), with --draw OUT/<relative path>_boxes.png.
+         OUT/summary.json (processed and failed images), with --draw OUT/<relative path>_boxes.png;
+         --format wider,coco: inputs of wider-eval and coco-eval (paths printed).
          Unreadable, corrupt or oversized images are reported and skipped.
 exit:    0 when at least one image was predicted; 1 when a folder or glob held no image, or
          none could be read; 2 when a path does not exist or an option is wrong.
@@ -73,6 +75,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--draw", action="store_true", help="also write each image with its boxes drawn"
+    )
+    ap.add_argument(
+        "--format",
+        type=parse_formats,
+        default=("json",),
+        metavar="LIST",
+        help="comma list of json (one file per image, the default), wider (OUT/wider_txt/ tree "
+        "+ OUT/wider_images.txt, for wider-eval), coco (OUT/coco_results.json, for coco-eval)",
+    )
+    ap.add_argument(
+        "--coco-gt",
+        default=None,
+        metavar="INSTANCES.json",
+        help="with --format ...,coco: take image ids (by file_name) and category ids (by class "
+        "name) from this COCO instances file; without it file names must be integer ids",
     )
     ap.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda, cuda:1 ...")
     ap.add_argument(

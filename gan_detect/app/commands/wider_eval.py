@@ -33,7 +33,13 @@ def add_compare_args(p: argparse.ArgumentParser, metavar: str, what: str) -> Non
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command_parser(subparsers, NAME, SUMMARY, DESCRIPTION)
     p.add_argument("pred_dir", type=Path, help="prediction tree: <event>/<name>.txt")
-    p.add_argument("--gt", type=Path, required=True, help="folder with the wider_*_val.mat files")
+    p.add_argument(
+        "--gt",
+        type=Path,
+        required=True,
+        help="folder with the wider_*_val.mat files (the official protocol), or your own "
+        "annotation .txt in the official format (settings by face height, not official)",
+    )
     p.add_argument(
         "--images",
         type=Path,
