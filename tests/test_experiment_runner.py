@@ -102,7 +102,7 @@ def test_detections_round_trip_without_pickle(tmp_path: Path) -> None:
     assert load_detections(path) is None
 
 
-def test_missing_coco_images_name_the_fetch_script(tmp_path: Path) -> None:
+def test_missing_coco_images_name_the_fetch_command(tmp_path: Path) -> None:
     from gan_detect.experiment.runner import run_experiment
 
     inst = tmp_path / "instances.json"
@@ -117,7 +117,7 @@ def test_missing_coco_images_name_the_fetch_script(tmp_path: Path) -> None:
             f"dataset.split={split}",
         ],
     )
-    with pytest.raises(InputError, match="fetch_coco_val2017_person.py"):
+    with pytest.raises(InputError, match="gan-detect fetch-coco"):
         run_experiment(spec, tmp_path / "out")
 
 

@@ -1,26 +1,21 @@
-"""experiments/fetch_coco_val2017_person.py on a made-up repository: git dir, archive, folder."""
+"""``gan-detect fetch-coco`` (``gan_detect.data.coco_fetch``) on a made-up repository: git dir,
+archive, folder."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "fetch_coco_val2017_person.py"
+from gan_detect.app.cli import main
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetch_coco", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def fetch_coco(*argv: str) -> int:
+    return main(["fetch-coco", *argv])
 
 
 @pytest.fixture
@@ -53,9 +48,7 @@ def test_archive_with_a_leading_folder(repo: tuple[Path, Path], tmp_path: Path) 
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(root, arcname="coco_yolo-abc123")
     out = tmp_path / "out"
-    assert (
-        _script().main(["--archive", str(archive), "--out", str(out), "--list", str(listing)]) == 0
-    )
+    assert fetch_coco("--archive", str(archive), "--out", str(out), "--list", str(listing)) == 0
     assert _names(out) == {"000000000001.jpg", "000000000002.jpg"}  # flat, unlisted file left out
 
 
@@ -73,7 +66,7 @@ def test_git_dir_at_a_commit(repo: tuple[Path, Path], tmp_path: Path) -> None:
     (root / "coco/images/train2017/000000000001.jpg").write_bytes(b"changed after the commit")
     out = tmp_path / "out"
     argv = ["--git-dir", str(root / ".git"), "--commit", commit, "--out", str(out)]
-    assert _script().main([*argv, "--list", str(listing)]) == 0
+    assert fetch_coco(*argv, "--list", str(listing)) == 0
     assert (out / "000000000001.jpg").read_bytes() == b"first image bytes"  # the commit's bytes
 
 
@@ -87,7 +80,17 @@ def test_md5_mismatch_and_missing_fail(
     flat.mkdir()
     shutil.copy(root / "coco/images/val2017/000000000002.jpg", flat)
     out = tmp_path / "out"
-    assert _script().main(["--folder", str(flat), "--out", str(out), "--list", str(listing)]) == 1
+    assert fetch_coco("--folder", str(flat), "--out", str(out), "--list", str(listing)) == 1
     err = capsys.readouterr().err
     assert "1 md5 mismatches, 1 missing" in err
     assert not (out / "000000000002.jpg").exists()  # a file failing its md5 is not written
+
+
+def test_without_a_list_or_shared_data_the_error_names_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gan_detect.data.paths as paths
+
+    monkeypatch.setattr(paths, "shared_data_dir", lambda: None)
+    assert fetch_coco("--folder", str(tmp_path), "--out", str(tmp_path / "out")) == 2
+    assert "give --list PATH/images.txt" in capsys.readouterr().err
