@@ -62,6 +62,27 @@ def test_table_renders_one_row_per_measurement_and_names_the_machine(tmp_path: P
         render([path])
 
 
+def test_detector_ap_rows_render_with_full_row_names(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["--bench", "detector_ap", "--detector", "retinaface", "--tile-sizes", "176", "256"]
+    )
+    assert args.detector == "retinaface" and args.tile_sizes == [176, 256]
+    row = "direct (whole image + 176-px tiles), NMS 0.45, 100 per image, person alone"
+    recs = [
+        {"bench": "detector_ap", "what": "coco", "detector": "fastestdet", "tile_sizes": [176],
+         "row": row, "classes": "person", "per_image_cap": 100, "images": 655,
+         "ap": {"AP": 0.2341, "AP50": 0.462, "AP_tiny": 0.0066}},
+        {"bench": "detector_ap", "what": "wider", "detector": "retinaface", "row": "published",
+         "images": 276, "ap": {"easy": 0.917744, "medium": 0.907692, "hard": 0.764608}},
+    ]  # fmt: skip
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    md = render([path])
+    assert "### detector_ap (coco)" in md and "### detector_ap (wider)" in md
+    assert f"| fastestdet | 176 | {row} | person | 100 | 655 | 0.2341 | 0.462 | - |" in md
+    assert "| retinaface | published | 276 | 0.9177 | 0.9077 | 0.7646 |" in md
+
+
 def test_mode_grid_from_the_shared_options() -> None:
     args = build_parser().parse_args(
         ["--precision", "fp32", "bf16", "--channels-last", "both", "--fold-bn", "--compile"]
