@@ -1,4 +1,5 @@
-"""Every subcommand's --help is fast (no torch import), says what it does, and `config show`."""
+"""Every subcommand's --help is light (no torch import: what made it slow), says what it does,
+and `config show`."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Runs every command's --help in one fresh interpreter and reports what got imported.
 _PROBE = """
-import contextlib, io, json, sys, time
+import contextlib, io, json, sys
 from gan_detect.app.cli import COMMANDS, main
-t0 = time.perf_counter()
 out = {}
 for name in [None, *COMMANDS]:
     buf = io.StringIO()
@@ -27,7 +27,7 @@ for name in [None, *COMMANDS]:
         rc = main(["--help"] if name is None else [name, "--help"])
     out[str(name)] = {"rc": rc, "text": buf.getvalue()}
 heavy = [m for m in ("torch", "lightning", "torchvision", "timm") if m in sys.modules]
-print(json.dumps({"help": out, "heavy": heavy, "seconds": time.perf_counter() - t0}))
+print(json.dumps({"help": out, "heavy": heavy}))
 """
 
 
@@ -41,8 +41,9 @@ def helps() -> dict:
 
 
 def test_help_of_every_command_imports_no_torch(helps: dict) -> None:
+    # The import check, not a wall-clock bound (a loaded machine breaks those): torch, Lightning,
+    # torchvision and timm are what took --help from well under a second to several seconds.
     assert helps["heavy"] == []
-    assert helps["seconds"] < 5.0  # well under a second each on an idle machine
     assert set(helps["help"]) == {"None", *COMMANDS}
     for name, h in helps["help"].items():
         assert h["rc"] == 0, name
