@@ -1,6 +1,6 @@
 """gan-detect: GAN-based small-object detection (Bai et al. CVPR 2018; Zhang et al. ECCV 2018).
 
-Layers (each imports only those before it; ``tests/test_layers.py`` holds the order):
+Layers (each imports only those before it; ``tests/integration/test_layers.py`` holds the order):
 ``utils``, ``config`` -> ``data``, ``models``, ``metrics`` -> ``variants``, ``detector`` ->
 ``infer`` -> ``train`` -> ``app``. ``Pipeline`` is re-exported lazily (it imports torch).
 """

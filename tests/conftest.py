@@ -1,4 +1,11 @@
-"""Shared fixtures: offline W&B, seeding, and one quick demo run per session."""
+"""Shared fixtures: offline W&B, seeding, and one quick demo run per session.
+
+The tests mirror the package: ``tests/<name>/`` holds the tests of ``gan_detect/<name>/`` (what a
+test mainly exercises decides), ``tests/integration/`` the end-to-end ones. This folder is put on
+``sys.path`` so the shared helpers next to this file (``from _synth import ...``) import from any
+of them; a test module imports another's helpers by package (``from tests.train.test_distributed
+import faces``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 # Tests never talk to W&B servers.
 os.environ.setdefault("WANDB_MODE", "disabled")

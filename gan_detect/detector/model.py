@@ -126,7 +126,7 @@ def build_detector(
     project's convention (0 = background), for all three architectures. Faster R-CNN needs the
     background class; FCOS and RetinaNet use one sigmoid per class, so their class-0 output is
     only ever a negative and their predictions keep the dataset's label values. (Checked in
-    ``tests/test_detector.py``.)
+    ``tests/detector/test_detector.py``.)
 
     Ignore regions: torchvision detectors have no ignore support, so callers drop ignored boxes
     (WIDER "invalid" faces, COCO crowds) from training targets (:func:`training_targets`); anchors

@@ -196,8 +196,8 @@ class CocoHook(DatasetHook):
         if not images.is_dir():
             raise InputError(
                 f"no image folder {images} (dataset.images): extract the val2017 person images "
-                "with `python experiments/fetch_coco_val2017_person.py --out "
-                "data/coco_val2017_person/images ...` (see its --help), or pass --set "
+                "with `gan-detect fetch-coco --out data/coco_val2017_person/images ...` (see "
+                "its --help), or pass --set "
                 "dataset.images=DIR (e.g. the official val2017/ folder)"
             )
         self.options = {**opts, "images": str(images)}
@@ -238,7 +238,7 @@ class CocoHook(DatasetHook):
             raise InputError(
                 f"{len(absent)} of the {len(records)} {split} images are missing from "
                 f"{self.options['images']} (e.g. {absent[0]}); extract them with "
-                "experiments/fetch_coco_val2017_person.py"
+                "`gan-detect fetch-coco`"
             )
 
     def scorer(self, records: Sequence[Any], max_dets: int) -> Scorer:

@@ -22,7 +22,7 @@ proposal keeps the detector's class, D's probability is that of the detector's c
 ``learned`` combiner also sees ``logit(D's background probability)`` and whether D's top class
 agrees with the detector's (``"features": "class_aware"``, 5 weights per band). With an
 uninformative class head those inputs carry nothing and the fit falls back on the detector's
-score, so the detector's AP is kept (tests/test_class_aware.py).
+score, so the detector's AP is kept (tests/infer/test_class_aware.py).
 
 A fitted combiner is a plain dict (JSON in ``<run>/score_fusion.json``, and inside
 ``InferenceOptions.fusion_params``, so pipeline files carry it).

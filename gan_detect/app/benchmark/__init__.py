@@ -63,7 +63,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "detector_ap": (
         "detector_ap",
         "run_detector_ap",
-        "COCO AP of a built-in proposer via `propose`, independent check, rule variants",
+        "AP of a built-in proposer via `propose`: COCO (+ direct, independent check), WIDER val",
     ),
     "d_classes": (
         "d_classes",
@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detector-sizes", nargs="+", default=["small"], choices=["small", "large"])
     g.add_argument(
         "--detector",
-        choices=["fastestdet", "yolox_nano"],
-        help="built-in proposer (recall: fastestdet, detector_ap: yolox_nano by default)",
+        choices=["fastestdet", "yolox_nano", "retinaface"],
+        help="built-in proposer (recall: fastestdet, detector_ap: yolox_nano by default; "
+        "retinaface: detector_ap on WIDER val)",
     )
     g.add_argument(
         "--ap",
@@ -199,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="native,full+352,full+256,full+176,full+128,full+256+176,176",
         help="recall: native | full+T[+T2] | T, a ':drop' suffix: tile_drop_cut",
     )
-    g.add_argument("--overlap", type=float, default=0.2)
+    g.add_argument("--overlap", type=float, default=0.2, help="tile overlap (recall, detector_ap)")
+    g.add_argument(
+        "--tile-sizes",
+        nargs="*",
+        type=int,
+        default=[],
+        help="detector_ap (COCO): the whole image plus tiles of these sides, px (sliced inference)",
+    )
     g.add_argument(
         "--weights", type=Path, help="detector ONNX / CARN-M weights (default: the shared ones)"
     )
@@ -250,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--run-dir",
         help="output folder of old_vs_new (default runs/old_vs_new); d_classes: the "
-        "experiment's (default runs/<name>)",
+        "experiment's (default runs/<name>); detector_ap --detector retinaface: proposals kept "
+        "and reused (default: a temporary folder)",
     )
     return p
 

@@ -23,7 +23,7 @@ import torch
 
 from gan_detect.app.benchmark.common import SIZES, Recorder, median, warn
 
-# The real COCO val2017 person images where experiments/fetch_coco_val2017_person.py puts them
+# The real COCO val2017 person images where `gan-detect fetch-coco --out` puts them by default
 # (relative to the working directory, as the experiment files name them).
 COCO_IMAGES = Path("data/coco_val2017_person/images")
 

@@ -47,6 +47,28 @@ COLUMNS: dict[str, list[str]] = {
         "recall.1000.all",
         "s_per_image",
     ],
+    "detector_ap (coco)": [
+        "detector",
+        "tile_sizes",
+        "row",
+        "classes",
+        "per_image_cap",
+        "images",
+        *(f"ap.{k}" for k in ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L", "AP_tiny")),
+        "dets_per_image",
+        "s_per_image",
+        "propose_s_per_image",
+    ],
+    "detector_ap (wider)": [
+        "detector",
+        "row",
+        "images",
+        "ap.easy",
+        "ap.medium",
+        "ap.hard",
+        "official_gt_list",
+        "s_per_image",
+    ],
     "bootstrap": [
         "protocol",
         "images",
@@ -59,9 +81,11 @@ COLUMNS: dict[str, list[str]] = {
     ],
 }
 MAX_CELL = 32
+# Columns that name the row: never shortened.
+FULL_CELL = {"row"}
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, limit: int | None = MAX_CELL) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
@@ -71,7 +95,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, list):
         return " ".join(_cell(x) for x in v)
     s = str(v)
-    return s if len(s) <= MAX_CELL else s[: MAX_CELL - 1] + "…"
+    return s if limit is None or len(s) <= limit else s[: limit - 1] + "…"
 
 
 def _get(rec: dict[str, Any], path: str) -> Any:
@@ -143,6 +167,7 @@ def render(paths: list[Path]) -> str:
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "---|" * len(cols))
         for r in recs:
-            out.append("| " + " | ".join(_cell(_get(r, c)) for c in cols) + " |")
+            cells = (_cell(_get(r, c), None if c in FULL_CELL else MAX_CELL) for c in cols)
+            out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "predict",
     "wider_eval",
     "coco_eval",
+    "fetch_coco",
     "config",
     "experiment",
 ]

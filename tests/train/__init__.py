@@ -1,0 +1,1 @@
+"""Tests of gan_detect/train/."""
