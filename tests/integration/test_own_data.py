@@ -26,7 +26,7 @@ from gan_detect.data.paths import shared_data_dir
 
 DATA = shared_data_dir()
 WIDER = None if DATA is None else DATA / "widerface"
-USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
+USAGE = Path(__file__).resolve().parents[2] / "docs" / "usage.md"
 
 # Train: small Handshaking scenes; own images: other events, so nothing is shared with the run.
 TRAIN = [f"1--Handshaking/1_Handshaking_Handshaking_1_{n}" for n in (409, 389, 288, 924, 866, 164)]
