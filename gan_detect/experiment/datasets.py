@@ -160,6 +160,7 @@ class CocoScorer(Scorer):
         if c not in self._class_gt:
             one = [
                 replace(r, boxes=r.boxes[r.labels == c], ignore=r.ignore[r.labels == c],
+                        areas=r.areas[r.labels == c],
                         labels=np.ones(int((r.labels == c).sum()), np.int64))
                 for r in self.records
             ]  # fmt: skip

@@ -41,6 +41,7 @@ from gan_detect.metrics.coco_eval import (
     TINY_AREA,
     coco_results_to_dt,
     load_coco_gt,
+    object_areas,
 )
 from gan_detect.metrics.resampling import LEVEL, paired_bootstrap, seed_bootstrap
 from gan_detect.metrics.validate_results import check_wider_predictions, coverage_notice
@@ -376,16 +377,19 @@ __all__ = [
 
 
 def records_to_coco_gt(records: Sequence[Any], num_classes: int) -> tuple[Any, dict[str, int]]:
-    """In-memory ground truth (``ImageRecord`` list: xyxy boxes, labels 1..C, ignore -> crowd)
-    as a pycocotools ``COCO``, and image id -> its integer COCO id."""
+    """In-memory ground truth (``ImageRecord`` list: xyxy boxes, labels 1..C, ignore -> crowd,
+    annotated areas, else w * h: ``object_areas``) as a pycocotools ``COCO``, and image id -> its
+    integer COCO id."""
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for n, r in enumerate(records):
         index[r.image_id] = n
         images.append({"id": n, "width": int(r.width), "height": int(r.height)})
-        for (x0, y0, w, h), lab, ign in zip(
-            xyxy_to_xywh(r.boxes).tolist(), r.labels.tolist(), r.ignore.tolist(), strict=True
+        xywh = xyxy_to_xywh(r.boxes)
+        areas = object_areas(xywh, getattr(r, "areas", None))
+        for (x0, y0, w, h), lab, ign, area in zip(
+            xywh.tolist(), r.labels.tolist(), r.ignore.tolist(), areas.tolist(), strict=True
         ):
             anns.append(
                 {
@@ -393,7 +397,7 @@ def records_to_coco_gt(records: Sequence[Any], num_classes: int) -> tuple[Any, d
                     "image_id": n,
                     "category_id": int(lab),
                     "bbox": [x0, y0, w, h],
-                    "area": w * h,
+                    "area": area,
                     "iscrowd": int(ign),
                 }
             )
