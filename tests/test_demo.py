@@ -63,6 +63,14 @@ def test_demo_report_has_every_section_and_its_table_equals_the_metrics_files(de
     assert checked == 6  # baseline and gan rows: faces in both tables, objects in the COCO one
 
 
+def test_demo_log_has_no_progress_bar_redraws_and_its_time_counts_start_up(demo: Path) -> None:
+    """Redirected stderr (here: captured) gets the stage messages, not tqdm's carriage returns."""
+    err = (demo / "demo_stderr.txt").read_text()
+    assert "\r" not in err and "it/s]" not in err
+    timings = json.loads((demo / "timings.json").read_text())
+    assert timings["total_s"] > timings["stages_s"] > 0  # start-up and imports included
+
+
 def test_compare_cli_on_two_runs_writes_the_report(demo: Path, tmp_path: Path) -> None:
     res = subprocess.run(
         [

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gan_detect.data.image_io import read_image
 from gan_detect.data.paths import IMAGE_SUFFIXES
+from gan_detect.utils.console import show_progress
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:  # the pipeline imports torch: loaded in run_cli, after the paths are checked
@@ -262,7 +263,7 @@ def run_predict(
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     interrupted = False
-    bar = tqdm(total=len(paths), desc="predict", disable=not progress)
+    bar = tqdm(total=len(paths), desc="predict", disable=not show_progress(progress))
     try:
         for start in range(0, len(paths), batch_size):
             chunk: list[Path] = []

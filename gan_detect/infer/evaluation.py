@@ -33,6 +33,7 @@ from gan_detect.metrics import (
     coco_metric_inputs,
     summarize_coco,
 )
+from gan_detect.utils.console import show_progress
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -242,7 +243,7 @@ def detect_methods(
         v.eval()
     top_k = max((m.opts.top_k for m in methods if m.model is not None), default=0)
     queued_rois = 0
-    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not show_progress(progress)):
         item: DetectionBatch = dataset[idx]
         if item.proposals is None:
             raise InputError(
