@@ -186,9 +186,10 @@ def test_demo_summary_and_report_judge_by_the_same_metric(
     _summary(runs, tmp_path / "report.md", {"total_s": 12.0})
     out = capsys.readouterr().out
     # Without the run's paired bootstrap (comparison.json) no verdict: "not resolved".
-    assert "on ap_hard: +0.00 (no interval: not resolved) (16 images)" in out
+    assert "on ap_hard: +0.00 (no interval: not resolved)" in out
     assert "on map_small: +0.00 (no interval: not resolved)" in out
     assert out.count("wall time") == 1 and "total time" not in out
+    assert "over the 16 evaluation images only" in out and "training noise" in out
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
