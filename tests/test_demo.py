@@ -90,6 +90,10 @@ def test_compare_cli_on_two_runs_writes_the_report(demo: Path, tmp_path: Path) -
     text = (tmp_path / "report.md").read_text()
     assert all(s in text for s in SECTIONS)
     assert "tiny_face (wider_face)" in text and "sod_mtgan (coco)" in text
+    # The table and the verdicts on stdout too, the same rows as report.md's.
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and " | baseline | " in ln]
+    assert len(rows) == 3 and all(r in text for r in rows)  # faces twice, objects once
+    assert res.stdout.count("the baseline on ") == 2 and "training noise" in res.stdout
 
 
 def test_compare_names_a_run_without_evaluation(tmp_path: Path) -> None:
