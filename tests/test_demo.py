@@ -154,6 +154,30 @@ def test_predict_skips_a_corrupt_file_and_draws_at_input_size(demo: Path, tmp_pa
     np.testing.assert_allclose(det_np.scores, det.scores, atol=1e-5)
 
 
+def test_predict_with_a_demo_pipeline_warns_it_learnt_generated_data(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ckpt runs/demo/faces`` on photos: the pipeline's detector and GAN both learnt
+    generated faces, so its confident boxes on a real photo mean little; one warning says so."""
+    from gan_detect.app.cli import main
+
+    photo = sorted((demo / "data" / "faces" / "WIDER_val").rglob("*.jpg"))[0]
+    Image.open(photo).save(tmp_path / "photo.png")  # a copy outside the generated folder
+    args = ["predict", "--ckpt", str(demo / "faces"), str(tmp_path / "photo.png")]
+    assert main([*args, "--out", str(tmp_path / "out"), "--score-threshold", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "trained on generated faces" in ln]
+    assert len(lines) == 1 and lines[0].startswith("gan-detect predict: warning:")
+    # --top-k bounds what is re-scored, and the cut is said (the quick detector proposes many).
+    assert (
+        main([*args, "--out", str(tmp_path / "k2"), "--score-threshold", "0", "--top-k", "2"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "only the detector's best 2 per image are kept" in err
+    det = json.loads((tmp_path / "k2" / "photo.json").read_text())["detections"]
+    assert len(det) <= 2
+
+
 def test_pipeline_file_loads_with_weights_only(demo: Path) -> None:
     import torch
 

@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gan_detect.data.image_io import read_image
 from gan_detect.data.paths import IMAGE_SUFFIXES
-from gan_detect.utils.console import show_progress
+from gan_detect.utils.console import plural, show_progress
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:  # the pipeline imports torch: loaded in run_cli, after the paths are checked
@@ -201,7 +202,7 @@ def draw_detections(
         max_labels = int(min(20, max(3, round(canvas.width * canvas.height / 20000))))
     for b in det.boxes:
         draw.rectangle([float(v) for v in b], outline=BOX_COLOUR, width=lw)
-    legend = f"{len(det.scores)} boxes; labels: top {{}} by score"
+    legend = f"{plural(len(det.scores), 'box')}; labels: top {{}} by score"
     left, top, right, bottom = font.getbbox(legend.format(max_labels))
     legend_rect = (
         0.0,
@@ -297,6 +298,8 @@ def run_predict(
                     )
                 )
                 entry = {"path": str(p), "json": str(json_path), "num_detections": len(d.scores)}
+                if d.cut_by_top_k:
+                    entry["cut_by_top_k"] = d.cut_by_top_k
                 if draw:
                     drawn = out / names[p].with_name(names[p].name + "_boxes.png")
                     entry["drawn"] = str(draw_detections(rgb, d, drawn))
@@ -316,7 +319,7 @@ def run_predict(
 
 def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
     """The pipeline ``predict``'s options name; its warnings become one ``warning:`` line each."""
-    from gan_detect.infer.pipeline import Pipeline
+    from gan_detect.infer.pipeline import GeneratedDataWarning, Pipeline
 
     kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
     fusion = getattr(ns, "fusion", None)
@@ -336,8 +339,22 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
             pipe = Pipeline.load(
                 ns.ckpt, device=ns.device, refine=not ns.no_refine, fusion=fusion, **kw
             )
+    if getattr(ns, "top_k", None) is not None:
+        pipe.opts = replace(pipe.opts, top_k=ns.top_k)
     for w in caught:
         print(f"gan-detect predict: warning: {w.message}", file=sys.stderr)
+    origin = pipe.trained_on or {}
+    flagged = any(issubclass(w.category, GeneratedDataWarning) for w in caught)
+    if ns.ckpt is not None and origin.get("generated") and not flagged:
+        # Pipeline.load warns only where a built-in detector meets real photos; a demo pipeline's
+        # own detector and GAN both learnt generated data, whatever images come next.
+        kind = origin.get("kind") or "data"
+        print(
+            f"gan-detect predict: warning: {ns.ckpt} was trained on generated {kind} (the demo's "
+            "data), not real photos: on real photos its boxes and scores mean little; for real "
+            "faces run predict without --ckpt (the built-in RetinaFace)",
+            file=sys.stderr,
+        )
     if pipe.fusion is not None:
         print(f"re-scoring: score fusion {pipe.fusion}", file=sys.stderr)
     return pipe
@@ -353,6 +370,14 @@ def run_cli(ns: argparse.Namespace) -> int:
     if s is None:
         return 130
     print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
+    cut = [e["cut_by_top_k"] for e in s["processed"] if e.get("cut_by_top_k")]
+    if cut:
+        print(
+            f"gan-detect predict: {plural(sum(cut), 'box')} scoring >= {ns.score_threshold} in "
+            f"{plural(len(cut), 'image')} left out: only the detector's best {pipe.opts.top_k} per "
+            "image are kept for re-scoring; --top-k raises it",
+            file=sys.stderr,
+        )
     if not s["found"]:
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
     # Non-zero when nothing was predicted: no image found, or none could be read.
