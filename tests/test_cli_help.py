@@ -67,6 +67,23 @@ def test_compare_help_is_help_and_demo_help_explains_seed(helps: dict) -> None:
     demo = " ".join(helps["help"]["demo"]["text"].split())
     assert "--seed N seed of the generated data and of every training run" in demo
     assert "outputs:" in helps["help"]["predict"]["text"]
+    top = " ".join(helps["help"]["None"]["text"].split())
+    assert "--seeds N..." in top  # the top-level list names it too
+
+
+def test_fit_help_names_every_score_fusion(helps: dict) -> None:
+    from gan_detect.config.schema import SCORE_FUSIONS
+
+    text = helps["help"]["fit"]["text"]
+    line = next(ln for ln in text.splitlines() if "evaluate.score_fusion" in ln)
+    assert len(SCORE_FUSIONS) == 4 and all(f in line for f in SCORE_FUSIONS), line
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from gan_detect import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gan-detect {__version__}"
 
 
 def test_python_m_gan_detect_help_imports_no_torch() -> None:
