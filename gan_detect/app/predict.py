@@ -111,6 +111,21 @@ def _previous_run(out: Path) -> dict[str, Any] | None:
         return None
 
 
+DEFAULT_OUT = "predictions"
+
+
+def default_out_dir(base: str = DEFAULT_OUT) -> Path:
+    """``predictions``, else the first of ``predictions_2``, ``_3``, ... that holds no earlier
+    predict run: without ``--out`` a second run (the README's blocks in order) never meets
+    the first's ``summary.json`` and is refused."""
+    n = 1
+    while True:
+        out = Path(base if n == 1 else f"{base}_{n}")
+        if not out.exists() or (out.is_dir() and _previous_run(out) is None):
+            return out
+        n += 1
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an ``out`` holding another predict run (it would be half overwritten, and its
     summary.json lost) unless ``overwrite``, which deletes that run's files first (only those
@@ -362,6 +377,8 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
 
 def run_cli(ns: argparse.Namespace) -> int:
     """``gan-detect predict`` on parsed arguments (``gan_detect.app.commands.predict``)."""
+    if ns.out is None:  # --overwrite means the default folder itself
+        ns.out = Path(DEFAULT_OUT) if getattr(ns, "overwrite", False) else default_out_dir()
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1

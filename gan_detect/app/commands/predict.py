@@ -69,7 +69,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "shared data's copy)",
     )
     ap.add_argument(
-        "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default predictions/, or predictions_2/, _3/ ... when it holds an "
+        "earlier run)",
     )
     ap.add_argument(
         "--draw", action="store_true", help="also write each image with its boxes drawn"
