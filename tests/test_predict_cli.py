@@ -136,7 +136,8 @@ def test_without_out_a_second_run_takes_the_next_free_folder(
     (tmp_path / "predictions_2").write_text("a file, not a folder: skipped")
     for want in ("predictions", "predictions_3", "predictions_4"):
         assert main(["predict", str(img)]) == 0
-        assert f"results in {want}\n" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"1 image processed, 0 failed; results in {want}\n" in out
         assert (tmp_path / want / "photo.json").is_file()
     # --overwrite without --out replaces the default folder's run.
     assert main(["predict", str(img), "--overwrite"]) == 0

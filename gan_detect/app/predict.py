@@ -142,7 +142,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise InputError(
             f"--out {out} holds another predict run ({SUMMARY_FILE}, "
-            f"{len(old.get('processed', []))} images): choose another --out, or --overwrite to "
+            f"{plural(len(old.get('processed', [])), 'image')}): choose another --out, or "
+            "--overwrite to "
             "replace it"
         )
     root = out.resolve()
@@ -386,7 +387,8 @@ def run_cli(ns: argparse.Namespace) -> int:
     s = _run_keeping_partial(pipe, ns)
     if s is None:
         return 130
-    print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
+    done = plural(len(s["processed"]), "image")
+    print(f"{done} processed, {len(s['failed'])} failed; results in {ns.out}")
     cut = [e["cut_by_top_k"] for e in s["processed"] if e.get("cut_by_top_k")]
     if cut:
         print(

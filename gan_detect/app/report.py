@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gan_detect.metrics.bootstrap import COCO_METRICS  # noqa: E402
 from gan_detect.metrics.resampling import RESOLUTION, interval_scope, is_resolved  # noqa: E402
+from gan_detect.utils.console import plural  # noqa: E402
 
 SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
 WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
@@ -213,6 +214,11 @@ def verdict(
     )
 
 
+def _images(n: Any) -> str:
+    """``"16 images"``, ``"1 image"``; ``"? images"`` when the count is unknown."""
+    return plural(n, "image") if isinstance(n, int) else "? images"
+
+
 def _legend(ax: Any) -> None:
     """A legend only where something was drawn (matplotlib warns on an empty one)."""
     if ax.get_legend_handles_labels()[0]:
@@ -325,7 +331,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         fusion = run_fusion(r)
         how = f", score fusion `{fusion}`" if fusion else ""
         parts.append(
-            f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
+            f"- {r['name']}: {_images(e.get('num_images'))}, split `{e.get('split')}`, "
             f"checkpoint `{e.get('checkpoint')}`{how}. "
             f"{verdict(e['metrics'], r.get('comparison'), e.get('num_images'))}"
         )
