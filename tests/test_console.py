@@ -6,6 +6,9 @@ import io
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from gan_detect.utils.console import plural, process_start_time, show_progress
 
@@ -38,3 +41,20 @@ def test_process_start_time_is_when_the_interpreter_started() -> None:
     # time is whole seconds). The sleep is not counted against it: it comes after t.
     assert 0 <= float(out.stdout) < 5
     assert process_start_time() <= time.time()
+
+
+def test_lightning_bar_only_when_stdout_is_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning's bar draws on stdout: a fit with stdout in a file logs no redraws."""
+    from _synth import tiny_config
+
+    from gan_detect.config.validate import to_experiment_config
+    from gan_detect.train.trainer import build_trainer
+
+    raw = tiny_config("tiny_face", **{"trainer.enable_progress_bar": True})
+    cfg = to_experiment_config({**raw, "output_dir": str(tmp_path)})
+    monkeypatch.setattr(sys, "stdout", _Tty())
+    assert build_trainer(cfg).progress_bar_callback is not None
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert build_trainer(cfg).progress_bar_callback is None
