@@ -103,3 +103,14 @@ def test_records_carry_the_annotated_area_into_the_in_memory_ground_truth(tmp_pa
     with pytest.warns(UserWarning, match="outside"):
         small = r.clipped_to(10, 10)
     assert len(small.areas) == len(small.boxes) < len(r.boxes)
+
+
+def test_size_labels_and_bands_come_from_the_one_definition() -> None:
+    from gan_detect.app.report import SIZE_KEYS, SIZE_TICKS
+    from gan_detect.metrics.coco_eval import side_bands
+
+    assert [t.split("\n")[0] for t in SIZE_TICKS] == [k.removeprefix("map_") for k in SIZE_KEYS]
+    assert SIZE_TICKS[0] == "tiny\n<16" and SIZE_TICKS[-1] == "large"
+    assert side_bands() == [
+        ("<16", 0.0, 16.0), ("16-32", 16.0, 32.0), ("32-96", 32.0, 96.0), (">96", 96.0, 1e5)
+    ]  # fmt: skip

@@ -19,10 +19,16 @@ matplotlib.use("Agg")  # headless: reports are written on clusters and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gan_detect.metrics.bootstrap import COCO_METRICS  # noqa: E402
+from gan_detect.metrics.coco_eval import MAX_AREA, area_ranges  # noqa: E402
 from gan_detect.metrics.resampling import RESOLUTION, interval_scope, is_resolved  # noqa: E402
 from gan_detect.utils.console import plural  # noqa: E402
 
 SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
+# "tiny\n<16", ...: each bucket's upper side length, from the one definition in coco_eval.
+SIZE_TICKS = [
+    f"{name}\n<{hi**0.5:g}" if hi < MAX_AREA else name
+    for name, _, hi in sorted(area_ranges()[1:], key=lambda r: r[2])
+]
 WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
 COCO_KEYS = COCO_METRICS
 # The bars are percent already: the unit is said once, here.
@@ -243,7 +249,7 @@ def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
                 if v < 0:
                     ax.text(x, 0.02 * top, "n/a", ha="center", va="bottom", fontsize=7)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SIZE_KEYS))])
-        ax.set_xticklabels(["tiny\n<16", "small\n<32", "medium\n<96", "large"])
+        ax.set_xticklabels(SIZE_TICKS)
         ax.set_ylabel(SIZE_AXIS_LABEL)
         ax.set_ylim(0, 1.15 * top)
         ax.set_title(r["name"], fontsize=8)

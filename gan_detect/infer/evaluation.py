@@ -45,7 +45,9 @@ MAX_IMAGES_PER_BATCH = 16
 class DetectionEvaluator:
     """Accumulates WIDER FACE AP (kind ``wider``) or COCO AP (kind ``coco``) plus size-bucket AP.
 
-    Size buckets use COCO areas for both kinds: tiny < 16^2, small < 32^2, medium < 96^2, large.
+    Size buckets use COCO areas for both kinds (``metrics.coco_eval``: tiny < 16^2, small < 32^2,
+    medium < 96^2, large), an object's area being its annotated one when the target carries
+    ``area``, else its box's w * h, as ``coco-eval`` does.
     WIDER settings come from the official ``gt_list`` when ``gt`` is given (an image missing from
     it gets the height fallback, flagged ``official = 0``).
     """

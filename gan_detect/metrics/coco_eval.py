@@ -66,6 +66,21 @@ def area_ranges(tiny_area: float = TINY_AREA) -> tuple[tuple[str, float, float],
     return (*COCO_AREAS, ("tiny", 0.0, float(tiny_area)))
 
 
+def side_bands(tiny_area: float = TINY_AREA) -> list[tuple[str, float, float]]:
+    """The same size buckets as side lengths ``sqrt(area)`` in px, disjoint and smallest first
+    (``<16``, ``16-32``, ``32-96``, ``>96``), for diagnostics that bin objects by
+    ``sqrt(w * h)``; derived from :data:`COCO_AREAS` and ``tiny_area``, not written twice."""
+    tiny = float(np.sqrt(tiny_area))
+    edges = [0.0, tiny] + [float(np.sqrt(hi)) for label, _, hi in COCO_AREAS[1:]]
+    bands = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        label = (
+            f"<{hi:g}" if lo == 0 else (f">{lo:g}" if hi >= np.sqrt(MAX_AREA) else f"{lo:g}-{hi:g}")
+        )
+        bands.append((label, lo, hi))
+    return bands
+
+
 def object_areas(boxes_xywh: Any, areas: Any = None) -> np.ndarray:
     """Ground-truth areas as COCO buckets them: ``areas[i]`` where it is positive (an annotated
     ``area``, e.g. a mask's), else the box's ``w * h``.
@@ -341,6 +356,7 @@ __all__ = [
     "quiet_coco",
     "read_coco_json",
     "resolve_backend",
+    "side_bands",
     "summarize_ap",
     "summarize_ar",
     "with_object_areas",
