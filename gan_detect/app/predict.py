@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from gan_detect.data.image_io import read_image
 from gan_detect.data.paths import IMAGE_SUFFIXES
+from gan_detect.utils.console import plural, show_progress
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:  # the pipeline imports torch: loaded in run_cli, after the paths are checked
@@ -110,6 +112,21 @@ def _previous_run(out: Path) -> dict[str, Any] | None:
         return None
 
 
+DEFAULT_OUT = "predictions"
+
+
+def default_out_dir(base: str = DEFAULT_OUT) -> Path:
+    """``predictions``, else the first of ``predictions_2``, ``_3``, ... that holds no earlier
+    predict run: without ``--out`` a second run (the README's blocks in order) never meets
+    the first's ``summary.json`` and is refused."""
+    n = 1
+    while True:
+        out = Path(base if n == 1 else f"{base}_{n}")
+        if not out.exists() or (out.is_dir() and _previous_run(out) is None):
+            return out
+        n += 1
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an ``out`` holding another predict run (it would be half overwritten, and its
     summary.json lost) unless ``overwrite``, which deletes that run's files first (only those
@@ -126,7 +143,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise InputError(
             f"--out {out} holds another predict run ({SUMMARY_FILE}, "
-            f"{len(old.get('processed', []))} images): choose another --out, or --overwrite to "
+            f"{plural(len(old.get('processed', [])), 'image')}): choose another --out, or "
+            "--overwrite to "
             "replace it"
         )
     root = out.resolve()
@@ -201,7 +219,7 @@ def draw_detections(
         max_labels = int(min(20, max(3, round(canvas.width * canvas.height / 20000))))
     for b in det.boxes:
         draw.rectangle([float(v) for v in b], outline=BOX_COLOUR, width=lw)
-    legend = f"{len(det.scores)} boxes; labels: top {{}} by score"
+    legend = f"{plural(len(det.scores), 'box')}; labels: top {{}} by score"
     left, top, right, bottom = font.getbbox(legend.format(max_labels))
     legend_rect = (
         0.0,
@@ -267,7 +285,7 @@ def run_predict(
     done: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     interrupted = False
-    bar = tqdm(total=len(paths), desc="predict", disable=not progress)
+    bar = tqdm(total=len(paths), desc="predict", disable=not show_progress(progress))
     try:
         for start in range(0, len(paths), batch_size):
             chunk: list[Path] = []
@@ -303,6 +321,8 @@ def run_predict(
                         )
                     )
                     entry["json"] = str(json_path)
+                if d.cut_by_top_k:
+                    entry["cut_by_top_k"] = d.cut_by_top_k
                 if on_image is not None:
                     on_image(p, d)
                 if draw:
@@ -324,7 +344,7 @@ def run_predict(
 
 def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
     """The pipeline ``predict``'s options name; its warnings become one ``warning:`` line each."""
-    from gan_detect.infer.pipeline import Pipeline
+    from gan_detect.infer.pipeline import GeneratedDataWarning, Pipeline
 
     kw: dict[str, Any] = dict(score_threshold=ns.score_threshold, max_detections=ns.max_detections)
     fusion = getattr(ns, "fusion", None)
@@ -344,8 +364,22 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
             pipe = Pipeline.load(
                 ns.ckpt, device=ns.device, refine=not ns.no_refine, fusion=fusion, **kw
             )
+    if getattr(ns, "top_k", None) is not None:
+        pipe.opts = replace(pipe.opts, top_k=ns.top_k)
     for w in caught:
         print(f"gan-detect predict: warning: {w.message}", file=sys.stderr)
+    origin = pipe.trained_on or {}
+    flagged = any(issubclass(w.category, GeneratedDataWarning) for w in caught)
+    if ns.ckpt is not None and origin.get("generated") and not flagged:
+        # Pipeline.load warns only where a built-in detector meets real photos; a demo pipeline's
+        # own detector and GAN both learnt generated data, whatever images come next.
+        kind = origin.get("kind") or "data"
+        print(
+            f"gan-detect predict: warning: {ns.ckpt} was trained on generated {kind} (the demo's "
+            "data), not real photos: on real photos its boxes and scores mean little; for real "
+            "faces run predict without --ckpt (the built-in RetinaFace)",
+            file=sys.stderr,
+        )
     if pipe.fusion is not None:
         print(f"re-scoring: score fusion {pipe.fusion}", file=sys.stderr)
     return pipe
@@ -353,6 +387,8 @@ def _load_pipeline(ns: argparse.Namespace) -> Pipeline:
 
 def run_cli(ns: argparse.Namespace) -> int:
     """``gan-detect predict`` on parsed arguments (``gan_detect.app.commands.predict``)."""
+    if ns.out is None:  # --overwrite means the default folder itself
+        ns.out = Path(DEFAULT_OUT) if getattr(ns, "overwrite", False) else default_out_dir()
     if not expand_inputs(ns.inputs):  # before loading the networks; missing paths raise
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
         return 1
@@ -364,7 +400,16 @@ def run_cli(ns: argparse.Namespace) -> int:
     s = _run_keeping_partial(pipe, ns, writer)
     if s is None:
         return 130
-    print(f"{len(s['processed'])} images processed, {len(s['failed'])} failed; results in {ns.out}")
+    done = plural(len(s["processed"]), "image")
+    print(f"{done} processed, {len(s['failed'])} failed; results in {ns.out}")
+    cut = [e["cut_by_top_k"] for e in s["processed"] if e.get("cut_by_top_k")]
+    if cut:
+        print(
+            f"gan-detect predict: {plural(sum(cut), 'box')} scoring >= {ns.score_threshold} in "
+            f"{plural(len(cut), 'image')} left out: only the detector's best {pipe.opts.top_k} per "
+            "image are kept for re-scoring; --top-k raises it",
+            file=sys.stderr,
+        )
     if not s["found"]:
         print(f"gan-detect predict: error: no image found in {ns.inputs}", file=sys.stderr)
     # Non-zero when nothing was predicted: no image found, or none could be read.

@@ -19,8 +19,16 @@ matplotlib.use("Agg")  # headless: reports are written on clusters and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gan_detect.metrics.bootstrap import COCO_METRICS  # noqa: E402
+from gan_detect.metrics.coco_eval import MAX_AREA, area_ranges  # noqa: E402
+from gan_detect.metrics.resampling import RESOLUTION, interval_scope, is_resolved  # noqa: E402
+from gan_detect.utils.console import plural  # noqa: E402
 
 SIZE_KEYS = ("map_tiny", "map_small", "map_medium", "map_large")
+# "tiny\n<16", ...: each bucket's upper side length, from the one definition in coco_eval.
+SIZE_TICKS = [
+    f"{name}\n<{hi**0.5:g}" if hi < MAX_AREA else name
+    for name, _, hi in sorted(area_ranges()[1:], key=lambda r: r[2])
+]
 WIDER_KEYS = ("ap_easy", "ap_medium", "ap_hard")
 COCO_KEYS = COCO_METRICS
 # The bars are percent already: the unit is said once, here.
@@ -136,10 +144,13 @@ def metric_table(runs: list[dict[str, Any]]) -> str:
                     cells = " | ".join(_interval(diffs.get(_cmp_key(k))) for k in keys)
                     lines.append(f"| {r['name']} | 95 % interval | {fusion} | {cells} |")
         if any(r.get("comparison") for r in rows):
+            sizes = {r["eval"].get("num_images") for r in rows}
+            scope = interval_scope(sizes.pop() if len(sizes) == 1 else None)
             lines += [
                 "",
-                "95 % interval: paired bootstrap over the evaluation images of GAN - baseline; "
-                "**bold** where it excludes 0 (a resolved difference), otherwise not resolved.",
+                f"95 % interval: paired bootstrap of GAN - baseline {scope}. **Bold** where it "
+                f"clears 0 by more than {RESOLUTION:g} (a resolved difference), otherwise not "
+                "resolved.",
             ]
         if kind == "WIDER FACE" and any(not r["eval"].get("official_wider_settings") for r in rows):
             lines += [
@@ -160,7 +171,7 @@ def _interval(d: dict[str, Any] | None) -> str:
     if not d or d.get("low") is None:
         return "n/a"
     text = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
-    return f"**{text}**" if d["low"] > 0 or d["high"] < 0 else text
+    return f"**{text}**" if is_resolved(d["low"], d["high"]) else text
 
 
 def _panels(n: int) -> tuple[Any, list[Any]]:
@@ -176,9 +187,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def verdict(metrics: dict[str, dict[str, float]], comparison: dict[str, Any] | None = None) -> str:
+def verdict(
+    metrics: dict[str, dict[str, float]],
+    comparison: dict[str, Any] | None = None,
+    n_images: int | None = None,
+) -> str:
     """One sentence: does the GAN beat its baseline on the primary small-object metric? With the
-    run's paired bootstrap (``comparison.json``) it says so only when the interval excludes 0."""
+    run's paired bootstrap (``comparison.json``) it says so only when the interval clears 0 by
+    more than the printed precision (``is_resolved``), and then for these images only."""
     if "gan" not in metrics:
         return "No GAN evaluated (baseline only)."
     key = headline_key(metrics["baseline"])
@@ -186,21 +202,27 @@ def verdict(metrics: dict[str, dict[str, float]], comparison: dict[str, Any] | N
     part = "wider" if key.startswith("ap_") else "coco"
     d = ((comparison or {}).get(part) or {}).get("difference", {}).get(_cmp_key(key))
     if d is None or d.get("low") is None:
-        word = "beats" if g > b else "does NOT beat"
-        return f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}."
+        return (
+            f"GAN re-scoring vs the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}, "
+            "no interval: not resolved."
+        )
     span = f"{d['point']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
-    if d["low"] > 0:
-        word = "beats"
-    elif d["high"] < 0:
-        word = "is worse than"
-    else:
+    where = f"these {n_images} images" if n_images else "these images"
+    if not is_resolved(d["low"], d["high"]):
         return (
             f"The GAN re-scoring vs the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}, "
-            f"difference {span}: not resolved (the 95 % interval holds 0)."
+            f"difference {span}: not resolved on {where}."
         )
+    word = "beats" if d["low"] > 0 else "is worse than"
     return (
-        f"The GAN re-scoring {word} the baseline on {key}: {100 * g:.2f} vs {100 * b:.2f}, {span}."
+        f"The GAN re-scoring {word} the baseline on {key} on {where} only: {100 * g:.2f} vs "
+        f"{100 * b:.2f}, {span}."
     )
+
+
+def _images(n: Any) -> str:
+    """``"16 images"``, ``"1 image"``; ``"? images"`` when the count is unknown."""
+    return plural(n, "image") if isinstance(n, int) else "? images"
 
 
 def _legend(ax: Any) -> None:
@@ -227,7 +249,7 @@ def plot_size_buckets(runs: list[dict[str, Any]], path: Path) -> Path:
                 if v < 0:
                     ax.text(x, 0.02 * top, "n/a", ha="center", va="bottom", fontsize=7)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(SIZE_KEYS))])
-        ax.set_xticklabels(["tiny\n<16", "small\n<32", "medium\n<96", "large"])
+        ax.set_xticklabels(SIZE_TICKS)
         ax.set_ylabel(SIZE_AXIS_LABEL)
         ax.set_ylim(0, 1.15 * top)
         ax.set_title(r["name"], fontsize=8)
@@ -315,8 +337,9 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         fusion = run_fusion(r)
         how = f", score fusion `{fusion}`" if fusion else ""
         parts.append(
-            f"- {r['name']}: {e.get('num_images', '?')} images, split `{e.get('split')}`, "
-            f"checkpoint `{e.get('checkpoint')}`{how}. {verdict(e['metrics'], r.get('comparison'))}"
+            f"- {r['name']}: {_images(e.get('num_images'))}, split `{e.get('split')}`, "
+            f"checkpoint `{e.get('checkpoint')}`{how}. "
+            f"{verdict(e['metrics'], r.get('comparison'), e.get('num_images'))}"
         )
     plot_size_buckets(runs, out / "ap_by_size.png")
     plot_pr_curves(runs, out / "pr_curves.png")

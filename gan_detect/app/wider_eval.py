@@ -18,6 +18,7 @@ from typing import Any
 from gan_detect.metrics.compare import read_wider_predictions
 from gan_detect.metrics.wider_face_ap import wider_face_ap
 from gan_detect.metrics.wider_gt import SETTINGS, UnknownImageIds, load_wider_ground_truth
+from gan_detect.utils.console import plural
 from gan_detect.utils.errors import InputError
 
 
@@ -141,8 +142,9 @@ def run_cli(args: argparse.Namespace) -> int:
         else "NOT official: settings from face heights (no gt_list), not comparable"
     )
     print(
-        f"{r['num_images']} images, {r['num_predictions']} boxes, {r['missing']} missing files, "
-        f"{r['extra']} extra files, {r['seconds']:.1f} s\nsettings: {gt_kind}"
+        f"{plural(r['num_images'], 'image')}, {plural(r['num_predictions'], 'box')}, "
+        f"{plural(r['missing'], 'missing file')}, "
+        f"{plural(r['extra'], 'extra file')}, {r['seconds']:.1f} s\nsettings: {gt_kind}"
     )
     if args.json is not None:
         # "official" is a number in the metric's output (it is synchronised like one under DDP);

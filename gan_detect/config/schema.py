@@ -100,7 +100,8 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where metrics go. W&B runs offline unless ``mode=online``."""
+    """Where metrics go. W&B runs offline unless ``mode=online``; ``$WANDB_MODE``, when set, wins
+    (``disabled`` writes nothing)."""
 
     kind: Literal["wandb", "csv", "tensorboard", "none"] = "csv"
     project: str = "gan-detect"

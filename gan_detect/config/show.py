@@ -16,16 +16,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_detect.config.load import load_raw_config
 from gan_detect.config.schema import ExperimentConfig
-from gan_detect.config.validate import merge_with_schema
+from gan_detect.config.validate import merge_with_schema, to_experiment_config
 
 # Without files `config show` describes the tiny-face GAN on WIDER FACE; override to see others.
 DEFAULT_NAMES = {"variant": {"name": "tiny_face"}, "data": {"name": "wider_face"}}
 
 
 def resolved(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> DictConfig:
-    """Files + overrides merged onto the schema (validated; mandatory keys may stay ``???``)."""
+    """Files + overrides merged onto the schema and validated as ``fit`` validates them
+    (``evaluate.split=tset`` fails here too); mandatory keys may stay ``???``."""
     raw = OmegaConf.merge(OmegaConf.create(DEFAULT_NAMES), load_raw_config(files, overrides))
-    return merge_with_schema(raw)  # type: ignore[arg-type]
+    cfg = merge_with_schema(raw)  # type: ignore[arg-type]
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """``fit``'s value checks (``to_experiment_config``) on a copy whose unset mandatory keys
+    hold a placeholder: ``config show`` answers before ``data.root`` is known, ``fit`` not."""
+    probe = cfg.copy()
+    for key in OmegaConf.missing_keys(probe):
+        OmegaConf.update(probe, key, "<unset>", merge=False)
+    to_experiment_config(probe)
 
 
 def resolved_yaml(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> str:

@@ -144,9 +144,16 @@ def load_coco_records(ann_json: str | Path, image_dir: str | Path) -> CocoRecord
                 ignore=np.array([bool(a.get("iscrowd", 0)) for a in kept], bool),
                 width=int(info["width"]),
                 height=int(info["height"]),
+                areas=np.array([_area(a) for a in kept], np.float32),
             )
         )
     return CocoRecords(records, class_names, category_ids, to_label, dropped, outside, clipped)
+
+
+def _area(ann: dict[str, Any]) -> float:
+    """The annotation's ``area`` (0 when absent or not a number: the box's w * h is used)."""
+    v = ann.get("area")
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
 
 
 def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:

@@ -45,6 +45,8 @@ class FullImageDataset(Dataset[DetectionBatch]):
             "boxes": torch.from_numpy(rec.boxes.copy()),
             "labels": torch.from_numpy(rec.labels.copy()),
             "ignore": torch.from_numpy(rec.ignore.copy()),
+            # Annotated areas (0: none), so AP's size buckets are COCO's (coco_metric_inputs).
+            "area": torch.from_numpy(rec.areas.copy()),
         }
         props = None
         if self.proposals is not None:

@@ -23,6 +23,9 @@ class ImageRecord:
         ignore: (M,) bool, True for boxes that are neither positives nor negatives
             (WIDER FACE "invalid" faces, COCO crowd regions).
         width, height: image size in pixels when the annotation file states it, else 0.
+        areas: (M,) float32 annotated object areas in px^2 (COCO's ``area``: the mask's), 0
+            where the annotation states none; the size buckets of every AP use it, else the
+            box's w * h (``metrics.coco_eval.object_areas``, COCO's rule). Empty: all 0.
     """
 
     image_id: str
@@ -32,15 +35,20 @@ class ImageRecord:
     ignore: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     width: int = 0
     height: int = 0
+    areas: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
-        if not (len(self.boxes) == len(self.labels) == len(self.ignore)):
+        self.areas = np.asarray(self.areas, dtype=np.float32).reshape(-1)
+        if len(self.areas) == 0:
+            self.areas = np.zeros(len(self.boxes), np.float32)  # none annotated: w * h
+        if not (len(self.boxes) == len(self.labels) == len(self.ignore) == len(self.areas)):
             raise InputError(
-                f"{self.image_id}: boxes ({len(self.boxes)}), labels ({len(self.labels)}) and "
-                f"ignore ({len(self.ignore)}) must have the same length"
+                f"{self.image_id}: boxes ({len(self.boxes)}), labels ({len(self.labels)}), "
+                f"ignore ({len(self.ignore)}) and areas ({len(self.areas)}) must have the same "
+                "length"
             )
 
     def clipped_to(self, height: int, width: int) -> ImageRecord:
@@ -69,7 +77,7 @@ class ImageRecord:
             )
         return dataclasses.replace(
             self, boxes=clipped[keep], labels=self.labels[keep], ignore=self.ignore[keep],
-            width=width, height=height,
+            areas=self.areas[keep], width=width, height=height,
         )  # fmt: skip
 
 

@@ -43,6 +43,7 @@ from gan_detect.data.roi import (
     make_lr,
     mine_rois,
 )
+from gan_detect.utils.console import show_progress
 from gan_detect.utils.errors import InputError
 from gan_detect.utils.locks import hold_lock
 
@@ -232,7 +233,7 @@ def _mine_into(
             buf, buffered = [hr[n:]], len(hr) - n
 
     given = usable = 0  # proposal boxes read / left after clipping to their image
-    for i, rec in enumerate(tqdm(records, desc="mining ROIs", disable=not progress)):
+    for i, rec in enumerate(tqdm(records, desc="mining ROIs", disable=not show_progress(progress))):
         image = load_image(rec.path)
         rec = rec.clipped_to(int(image.shape[1]), int(image.shape[2]))
         props = proposals.get(rec.image_id) if proposals is not None else None

@@ -24,6 +24,7 @@ from gan_detect.data.records import ImageRecord, Proposals
 from gan_detect.detector.model import get_postprocess, set_postprocess
 from gan_detect.detector.module import DetectorModule, detections_to_proposals
 from gan_detect.models.fusion import checked_inference_copy, is_compiled
+from gan_detect.utils.console import show_progress
 from gan_detect.utils.errors import InputError
 
 FORMATS = ("coco", "wider")
@@ -97,7 +98,9 @@ def run_proposals(
     out: dict[str, Proposals] = {}
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc="proposals", unit="batch", disable=not progress):
+            for batch in tqdm(
+                loader, desc="proposals", unit="batch", disable=not show_progress(progress)
+            ):
                 if batch is None:  # every image of the batch was unreadable (and reported)
                     continue
                 dets = runner([im.to(device) for im in batch.images])

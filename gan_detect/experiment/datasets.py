@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gan_detect.data.records import Proposals, xyxy_to_xywh
+from gan_detect.metrics.coco_eval import side_bands
 from gan_detect.utils.errors import InputError
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class CocoScorer(Scorer):
         if c not in self._class_gt:
             one = [
                 replace(r, boxes=r.boxes[r.labels == c], ignore=r.ignore[r.labels == c],
+                        areas=r.areas[r.labels == c],
                         labels=np.ones(int((r.labels == c).sum()), np.int64))
                 for r in self.records
             ]  # fmt: skip
@@ -185,7 +187,7 @@ class CocoHook(DatasetHook):
         "map_large": "AP_L*",
         "map_tiny": "AP_tiny*",
     }
-    buckets = [("<16", 0.0, 16.0), ("16-32", 16.0, 32.0), ("32-96", 32.0, 96.0), (">96", 96.0, 1e5)]
+    buckets = side_bands()  # COCO's size buckets as sqrt(area) bands: <16, 16-32, 32-96, >96
 
     def prepare(self, out: Path) -> dict[str, Any]:
         opts = self.options

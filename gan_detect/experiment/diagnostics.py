@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gan_detect.experiment.report import cell, compare, fmt_diff
+from gan_detect.metrics.resampling import interval_scope
 
 AUC_SOURCES = [
     ("hr", "D on real HR crop"),
@@ -252,7 +253,7 @@ def per_class_markdown(res: Mapping[str, Any], label_of: Callable[[str], str]) -
     lines = [
         "",
         f"**Per-class AP** of the most frequent test classes: {det} vs {label_of(pc['method'])} "
-        f"(seed {pc['seed']}; B − A with its 95 % interval over images; * = resolved)",
+        f"(seed {pc['seed']}; B − A with its 95 % interval {interval_scope()}; * = resolved)",
         "",
         f"| class | test boxes | {det} AP | {label_of(pc['method'])} AP | B − A |",
         "|---|---|---|---|---|",

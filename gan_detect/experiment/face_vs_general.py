@@ -86,7 +86,8 @@ def markdown(wider: dict[str, Any], coco: dict[str, Any], fusions: list[str]) ->
         f"FACE val images (seeds {wider.get('seeds')}). General: SOD-MTGAN re-scoring FastestDet "
         f"on {coco.get('num_val_images', coco.get('num_test_images', '?'))} COCO test images (seeds {coco.get('seeds')}).",
         "Gain = variant − its own detector in AP points, with the 95 % interval of its own "
-        "experiment (seeds and images resampled; * = excludes 0). WIDER's size columns are AP@0.5 "
+        "experiment (seeds and images resampled, not machines; * = resolved: it clears 0 by more "
+        "than 0.01). WIDER's size columns are AP@0.5 "
         "per face-size bucket; COCO's are AP@[.5:.95] per area range and approximate the official "
         "AP_S/M/L (integer-truncated boxes, crowd not flagged). The two sides measure different "
         "things on different data: read the sign and the trend over sizes, not the values.",

@@ -3,7 +3,7 @@
 Every difference is B - A in AP points with a 95 % interval: over images (paired bootstrap) for
 one seed, and over seeds and images together for several (:func:`gan_detect.metrics.bootstrap.
 seed_bootstrap`). An interval covers the evaluation images (and the seeds when there are
-several), not the machine or other data.
+several), not the machine or other data; every table says so (``interval_scope``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from gan_detect.metrics.resampling import RESOLUTION, interval_scope, is_resolved
 
 # Kinds of comparison an experiment file may ask for (see :func:`build_comparisons`).
 COMPARISON_KINDS = ("detector_vs_all", "row_vs_rows", "fusion_pairs", "pairs")
@@ -22,12 +24,12 @@ Tables = dict[int, dict[str, list[Any]]]
 
 
 def fmt_diff(d: Mapping[str, Any]) -> str:
-    """``+1.23 [-0.40, +2.90]`` with a ``*`` when the interval excludes 0."""
+    """``+1.23 [-0.40, +2.90]`` with a ``*`` when the interval clears 0 (``is_resolved``)."""
     if d.get("point") is None:
         return "n/a"
     if d.get("low") is None or d.get("high") is None:
         return f"{d['point']:+.2f}"
-    mark = "*" if (d["low"] > 0 or d["high"] < 0) else ""
+    mark = "*" if is_resolved(d["low"], d["high"]) else ""
     return f"{d['point']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
 
 
@@ -133,7 +135,7 @@ def markdown(
 ) -> str:
     """The tables of a results.json as markdown."""
     names = [column_names.get(c, c) for c in columns]
-    covers = "seeds and images" if len(res["seeds"]) > 1 else "the evaluation images of one seed"
+    covers = interval_scope(res["num_val_images"], len(res["seeds"]))
     lines = [
         f"AP (%) on {res['num_val_images']} evaluation images, mean over seeds {res['seeds']} "
         f"(± between-seed std; one value: one seed); CPU: {res['cpu']}."
@@ -150,7 +152,8 @@ def markdown(
             continue
         lines += [
             "",
-            f"**{title}** (B − A in AP points, 95 % interval over {covers}; * = resolved)",
+            f"**{title}** (B − A in AP points, 95 % interval {covers}; * = resolved: it "
+            f"clears 0 by more than {RESOLUTION:g})",
             "",
             "| A → B | " + " | ".join(names) + " |",
             "|---" * (len(columns) + 1) + "|",

@@ -20,6 +20,7 @@ from gan_detect.experiment.cache import Stage, digest, load_detections, save_det
 from gan_detect.experiment.datasets import DATASET_HOOKS, DatasetHook
 from gan_detect.experiment.rows import Trained, train_row
 from gan_detect.experiment.spec import ExperimentSpec
+from gan_detect.utils.console import plural
 from gan_detect.utils.errors import InputError
 
 # Display names of the built-in proposers ("<name> alone" is the detector's row).
@@ -115,7 +116,7 @@ def cached_proposals(
     n = sum(len(d) for d in dets.values())
     secs = time.perf_counter() - start
     stage.finish(num_images=len(records), num_boxes=n, seconds=secs)
-    log(f"proposals: {len(records)} images, {n} boxes, {secs:.0f} s -> {folder}")
+    log(f"proposals: {plural(len(records), 'image')}, {plural(n, 'box')}, {secs:.0f} s -> {folder}")
     return secs
 
 

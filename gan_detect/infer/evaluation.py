@@ -33,6 +33,7 @@ from gan_detect.metrics import (
     coco_metric_inputs,
     summarize_coco,
 )
+from gan_detect.utils.console import show_progress
 from gan_detect.utils.errors import InputError
 from gan_detect.variants import GANVariant
 
@@ -44,7 +45,9 @@ MAX_IMAGES_PER_BATCH = 16
 class DetectionEvaluator:
     """Accumulates WIDER FACE AP (kind ``wider``) or COCO AP (kind ``coco``) plus size-bucket AP.
 
-    Size buckets use COCO areas for both kinds: tiny < 16^2, small < 32^2, medium < 96^2, large.
+    Size buckets use COCO areas for both kinds (``metrics.coco_eval``: tiny < 16^2, small < 32^2,
+    medium < 96^2, large), an object's area being its annotated one when the target carries
+    ``area``, else its box's w * h, as ``coco-eval`` does.
     WIDER settings come from the official ``gt_list`` when ``gt`` is given (an image missing from
     it gets the height fallback, flagged ``official = 0``).
     """
@@ -242,7 +245,7 @@ def detect_methods(
         v.eval()
     top_k = max((m.opts.top_k for m in methods if m.model is not None), default=0)
     queued_rois = 0
-    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+    for idx in tqdm(range(len(dataset)), desc="evaluate", disable=not show_progress(progress)):
         item: DetectionBatch = dataset[idx]
         if item.proposals is None:
             raise InputError(

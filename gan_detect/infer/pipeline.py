@@ -99,6 +99,9 @@ class Detections:
     scores: np.ndarray  # (D,) float32
     labels: np.ndarray  # (D,) int64, 1..C
     label_names: list[str]
+    # Proposals scoring >= the score threshold that were left out because only the best
+    # ``opts.top_k`` are re-scored (or kept, without a GAN): boxes the detector alone would keep.
+    cut_by_top_k: int = 0
 
     def to_json(self) -> list[dict[str, Any]]:
         return [
@@ -216,6 +219,8 @@ class Pipeline:
         self.opts = opts
         self.score_threshold = score_threshold
         self.max_detections = max_detections
+        # What the GAN of a pipeline file was trained on (``trained_on``), when the file says.
+        self.trained_on: dict[str, Any] | None = None
 
     @classmethod
     def load(
@@ -249,11 +254,12 @@ class Pipeline:
             else:
                 det = DetectorModule(bundle["detector"]["config"])
                 det.load_state_dict(bundle["detector"]["state_dict"])  # a bundle, not a ckpt
-            gan = None
+            gan, origin = None, None
+            if bundle["gan"] is not None:
+                origin = trained_on(bundle["gan"], bundle["gan"]["config"])
             if refine and bundle["gan"] is not None:
                 gan = GANVariant.from_state(bundle["gan"]["config"], bundle["gan"]["state_dict"])
                 if isinstance(det, RetinaFaceDetector | TiledOnnxDetector):  # real photos ahead
-                    origin = trained_on(bundle["gan"], bundle["gan"]["config"])
                     warn_if_generated(origin, str(path))
         fitted = bundle.get("score_fusion")
         if fitted is not None:
@@ -261,7 +267,9 @@ class Pipeline:
         with building_from(path):
             inference = InferenceOptions(**bundle["inference"])
         opts = with_fusion(inference, fusion, fitted)
-        return cls(det, gan, bundle["class_names"], opts, device, **kw)
+        pipe = cls(det, gan, bundle["class_names"], opts, device, **kw)
+        pipe.trained_on = origin
+        return pipe
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[Any]) -> list[Detections]:
@@ -269,6 +277,7 @@ class Pipeline:
         batched G + D pass over all the images' ROIs)."""
         tensors = [to_image_tensor(im) for im in images]
         proposals = self.detector.predict([t.to(self.device) for t in tensors])
+        cut = [self._cut_by_top_k(p.scores) for p in proposals]
         props_list = [
             {
                 "boxes": torch.from_numpy(p.boxes),
@@ -285,7 +294,7 @@ class Pipeline:
                 order = torch.argsort(props["scores"], descending=True)[: self.opts.top_k]
                 dets.append({k: v[order] for k, v in props.items()})
         out = []
-        for d in dets:
+        for d, n_cut in zip(dets, cut, strict=True):
             keep = d["scores"] >= self.score_threshold
             d = {k: v[keep][: self.max_detections].cpu() for k, v in d.items()}
             labels = d["labels"].long().numpy()
@@ -295,9 +304,17 @@ class Pipeline:
                     d["scores"].float().numpy(),
                     labels,
                     [self._name(int(lab)) for lab in labels],
+                    n_cut,
                 )
             )
         return out
+
+    def _cut_by_top_k(self, scores: np.ndarray) -> int:
+        """Proposals past the best ``opts.top_k`` that pass the score threshold on their own."""
+        if len(scores) <= self.opts.top_k:
+            return 0
+        rest = np.sort(np.asarray(scores))[::-1][self.opts.top_k :]
+        return int((rest >= self.score_threshold).sum())
 
     @classmethod
     def retinaface(

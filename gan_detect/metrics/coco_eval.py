@@ -27,6 +27,10 @@ BACKENDS: tuple[Backend, ...] = ("faster_coco_eval", "pycocotools")
 # faster backend when two numbers disagree).
 BACKEND_ENV = "GAN_DETECT_COCO_BACKEND"
 
+# Size buckets, in px^2 of an object's area, for every COCO AP of the package (``evaluate``,
+# ``coco-eval``, the bootstrap tables, the experiments). The area of a ground-truth object is
+# COCO's: the annotation's ``area`` (the mask's, for real COCO) when it has a positive one, else
+# the box's w * h (:func:`object_areas`); a detection's is its box's w * h (as ``loadRes``).
 TINY_AREA = 16.0**2
 MAX_AREA = 1e5**2  # COCOeval's own upper bound for "all" and "large"
 # (label, low, high) in px^2, COCOeval's default ranges; an object counts when low <= area < high.
@@ -60,6 +64,58 @@ def area_ranges(tiny_area: float = TINY_AREA) -> tuple[tuple[str, float, float],
     if tiny_area <= 0:
         raise ValueError(f"tiny_area must be positive, got {tiny_area}")
     return (*COCO_AREAS, ("tiny", 0.0, float(tiny_area)))
+
+
+def side_bands(tiny_area: float = TINY_AREA) -> list[tuple[str, float, float]]:
+    """The same size buckets as side lengths ``sqrt(area)`` in px, disjoint and smallest first
+    (``<16``, ``16-32``, ``32-96``, ``>96``), for diagnostics that bin objects by
+    ``sqrt(w * h)``; derived from :data:`COCO_AREAS` and ``tiny_area``, not written twice."""
+    tiny = float(np.sqrt(tiny_area))
+    edges = [0.0, tiny] + [float(np.sqrt(hi)) for label, _, hi in COCO_AREAS[1:]]
+    bands = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        label = (
+            f"<{hi:g}" if lo == 0 else (f">{lo:g}" if hi >= np.sqrt(MAX_AREA) else f"{lo:g}-{hi:g}")
+        )
+        bands.append((label, lo, hi))
+    return bands
+
+
+def object_areas(boxes_xywh: Any, areas: Any = None) -> np.ndarray:
+    """Ground-truth areas as COCO buckets them: ``areas[i]`` where it is positive (an annotated
+    ``area``, e.g. a mask's), else the box's ``w * h``.
+
+    Args:
+        boxes_xywh: (M, 4) boxes x, y, w, h in px.
+        areas: (M,) annotated areas, 0 (or None: all) where the annotation has none.
+    """
+    b = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+    box = b[:, 2] * b[:, 3]
+    if areas is None:
+        return box
+    a = np.asarray(areas, np.float64).reshape(-1)
+    if len(a) != len(box):
+        raise ValueError(f"{len(a)} areas for {len(box)} boxes")
+    return np.where(a > 0, a, box)
+
+
+def with_object_areas(dataset: Mapping[str, Any]) -> dict[str, Any]:
+    """An instances dict whose annotations all carry ``area`` (:func:`object_areas`: an absent
+    or non-positive one becomes w * h); the input is not changed."""
+    anns = list(dataset.get("annotations", []))
+    if all(_positive_number(a.get("area")) for a in anns):
+        return dict(dataset)
+    fixed = []
+    for a in anns:
+        if not _positive_number(a.get("area")):
+            w, h = (float(v) for v in a["bbox"][2:4])
+            a = {**a, "area": w * h}
+        fixed.append(a)
+    return {**dataset, "annotations": fixed}
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
 
 
 def resolve_backend(backend: str | None = None) -> Backend:
@@ -115,8 +171,11 @@ def load_coco_gt(instances: str | Path | Mapping[str, Any]) -> Any:
     from gan_detect.metrics.validate_results import check_coco_gt, read_json
 
     if isinstance(instances, str | Path):  # a user's file: checked, one line naming it
-        return quiet_coco(check_coco_gt(read_json(instances, "COCO instances file"), instances))
-    return quiet_coco(dict(instances))
+        data = check_coco_gt(read_json(instances, "COCO instances file"), instances)
+    else:
+        data = dict(instances)
+    # COCOeval reads every annotation's area (a KeyError without one): COCO's rule fills it.
+    return quiet_coco(with_object_areas(data))
 
 
 def coco_results_to_dt(gt: Any, results: str | Path | Sequence[Mapping[str, Any]]) -> Any:
@@ -293,9 +352,12 @@ __all__ = [
     "coco_stats",
     "evaluate_coco",
     "load_coco_gt",
+    "object_areas",
     "quiet_coco",
     "read_coco_json",
     "resolve_backend",
+    "side_bands",
     "summarize_ap",
     "summarize_ar",
+    "with_object_areas",
 ]

@@ -210,7 +210,9 @@ def coco_metric_inputs(
     """Detections and targets (xyxy px) -> the ``(preds, target)`` lists ``CocoMeanAP`` takes.
 
     Ignored objects (``ignore`` in a target) become COCO crowd regions, so a detection on one is
-    neither a true nor a false positive. Boxes and scores are float32, labels int64.
+    neither a true nor a false positive. An ``area`` in a target (annotated areas, 0 where none)
+    is passed on: the metric buckets by it where positive, else by the box's w * h, COCO's rule
+    (``coco_eval.object_areas``). Boxes and scores are float32, labels int64.
     """
     coco_p = [
         {
@@ -227,6 +229,7 @@ def coco_metric_inputs(
             "iscrowd": t["ignore"].long()
             if "ignore" in t
             else torch.zeros_like(t["labels"], dtype=torch.int64),
+            **({"area": t["area"].float()} if "area" in t else {}),
         }
         for t in targets
     ]

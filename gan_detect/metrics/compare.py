@@ -41,8 +41,16 @@ from gan_detect.metrics.coco_eval import (
     TINY_AREA,
     coco_results_to_dt,
     load_coco_gt,
+    object_areas,
 )
-from gan_detect.metrics.resampling import LEVEL, paired_bootstrap, seed_bootstrap
+from gan_detect.metrics.resampling import (
+    LEVEL,
+    RESOLUTION,
+    interval_scope,
+    is_resolved,
+    paired_bootstrap,
+    seed_bootstrap,
+)
 from gan_detect.metrics.validate_results import check_wider_predictions, coverage_notice
 from gan_detect.metrics.wider_bootstrap import (
     WIDER_APPROXIMATION,
@@ -288,23 +296,31 @@ def compare_coco_seeds(
 def _fmt(x: float | None, sign: bool = False) -> str:
     if x is None or not np.isfinite(x):
         return "-"
+    if sign and 0 < abs(x) < 5e-4:
+        # Three decimals would print it as +0.000: two significant digits say what it is.
+        return f"{x:+.2g}"
     return f"{x:+.3f}" if sign else f"{x:.3f}"
 
 
-def _verdict(diff: Mapping[str, Any]) -> str:
-    """'B better' / 'A better' when the interval excludes 0, else 'not resolved'."""
-    if diff.get("low") is None or diff.get("high") is None:
+def _verdict(diff: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
+    """'B better' / 'A better' when the interval clears 0 by more than ``RESOLUTION``; 'not
+    resolved' otherwise, with '(< 0.01)' when it excludes 0 by less (rounding, not a result)."""
+    low, high = diff.get("low"), diff.get("high")
+    if low is None or high is None:
         return "-"
-    if not diff["resolved"]:
-        return "not resolved"
-    return "B better" if diff["low"] > 0 else "A better"
+    if is_resolved(low, high):
+        return f"{name_b} better" if low > 0 else f"{name_a} better"
+    if low > 0 or high < 0:
+        return f"not resolved (< {RESOLUTION:g})"
+    return "not resolved"
 
 
 def format_comparison_table(result: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
     """Text table of :func:`compare_wider` / :func:`compare_coco` (or the ``*_seeds``) output.
 
     One row per metric: both APs, B - A, its interval, p(B <= A) and whether the difference is
-    resolved (the interval excludes 0); a footer states the bootstrap settings.
+    resolved (the interval clears 0 by more than ``RESOLUTION``); a footer states the bootstrap
+    settings and what the interval covers (``interval_scope``).
     """
     boot = result["bootstrap"]
     level = int(round(100 * boot.get("level", LEVEL)))
@@ -337,7 +353,8 @@ def format_comparison_table(result: Mapping[str, Any], name_a: str = "A", name_b
         point = _fmt(d["point"], True)
         if seeds:  # the between-seed spread of the per-seed differences beside their mean
             point += f" (sd {_fmt(result['per_metric'][m]['std_diff'])})"
-        rows.append((m, _fmt(va), _fmt(vb), point, span, _fmt(d.get("p_not_better")), _verdict(d)))
+        verdict = _verdict(d, name_a, name_b)
+        rows.append((m, _fmt(va), _fmt(vb), point, span, _fmt(d.get("p_not_better")), verdict))
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     lines = [
         "  ".join(
@@ -347,15 +364,14 @@ def format_comparison_table(result: Mapping[str, Any], name_a: str = "A", name_b
         for r in rows
     ]
     if boot["n_boot"] > 0:
-        what = (
-            f"{boot['n_boot']} resamples of the {boot['n_images']} images"
-            if not seeds
-            else f"{boot['n_boot']} resamples of the {boot['n_seeds']} seeds and the "
-            f"{boot['n_images']} images"
+        scope = interval_scope(boot["n_images"], boot["n_seeds"] if seeds else 1)
+        lines.append(
+            f"{name_b} - {name_a} in AP points; {level} % percentile interval ({boot['n_boot']} "
+            f"paired resamples, seed {boot['seed']}) {scope}."
         )
         lines.append(
-            f"{name_b} - {name_a} in AP points; {level} % percentile interval over {what} "
-            f"(paired, seed {boot['seed']}); resolved: the interval excludes 0."
+            f"resolved: the interval clears 0 by more than {RESOLUTION:g} AP points (less is "
+            "float and file rounding, not a difference)."
         )
     else:
         lines.append(f"{name_b} - {name_a} in AP points; no bootstrap (n_boot = 0).")
@@ -376,16 +392,19 @@ __all__ = [
 
 
 def records_to_coco_gt(records: Sequence[Any], num_classes: int) -> tuple[Any, dict[str, int]]:
-    """In-memory ground truth (``ImageRecord`` list: xyxy boxes, labels 1..C, ignore -> crowd)
-    as a pycocotools ``COCO``, and image id -> its integer COCO id."""
+    """In-memory ground truth (``ImageRecord`` list: xyxy boxes, labels 1..C, ignore -> crowd,
+    annotated areas, else w * h: ``object_areas``) as a pycocotools ``COCO``, and image id -> its
+    integer COCO id."""
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for n, r in enumerate(records):
         index[r.image_id] = n
         images.append({"id": n, "width": int(r.width), "height": int(r.height)})
-        for (x0, y0, w, h), lab, ign in zip(
-            xyxy_to_xywh(r.boxes).tolist(), r.labels.tolist(), r.ignore.tolist(), strict=True
+        xywh = xyxy_to_xywh(r.boxes)
+        areas = object_areas(xywh, getattr(r, "areas", None))
+        for (x0, y0, w, h), lab, ign, area in zip(
+            xywh.tolist(), r.labels.tolist(), r.ignore.tolist(), areas.tolist(), strict=True
         ):
             anns.append(
                 {
@@ -393,7 +412,7 @@ def records_to_coco_gt(records: Sequence[Any], num_classes: int) -> tuple[Any, d
                     "image_id": n,
                     "category_id": int(lab),
                     "bbox": [x0, y0, w, h],
-                    "area": w * h,
+                    "area": area,
                     "iscrowd": int(ign),
                 }
             )

@@ -16,6 +16,37 @@ from typing import Any, Protocol
 import numpy as np
 
 LEVEL = 0.95
+# AP differences are printed to 0.01 points. An interval that clears 0 by no more than that is
+# not called resolved: differences that small are float summation order and the rounding of
+# boxes and scores in results files (a JSON round trip moved a WIDER AP by 0.0004 points), and
+# an interval printed as [+0.00, +0.00] must not read "better".
+RESOLUTION = 0.01
+
+
+def is_resolved(low: float | None, high: float | None, resolution: float = RESOLUTION) -> bool:
+    """True when the interval [low, high] (AP points) clears 0 by more than ``resolution``."""
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return False
+    return bool(low > resolution or high < -resolution)
+
+
+def interval_scope(n_images: int | str | None = None, n_seeds: int = 1) -> str:
+    """What a bootstrap interval covers, in words printed beside every interval.
+
+    One seed: resampling the evaluation images of one trained model, nothing else (another
+    seed or another machine trains another model, whose predictions differ by more than this
+    interval can say). Several seeds: the seeds and the images, not the machine.
+    """
+    images = f"the {n_images} evaluation images" if n_images else "the evaluation images"
+    if n_seeds > 1:
+        return (
+            f"over {n_seeds} training seeds and {images}; it does not cover another machine "
+            "or other data"
+        )
+    return (
+        f"over {images} only, for these predictions; it does not cover training noise "
+        "(another seed or machine trains other models)"
+    )
 
 
 class ImageTables(Protocol):
@@ -61,7 +92,7 @@ class Difference:
         low, high: the ``level`` percentile interval of B - A over the resamples (NaN when
             ``n_boot`` is 0 or the metric is undefined).
         p_not_better: fraction of resamples with B - A <= 0 (one-sided p of "B is not better").
-        resolved: the interval excludes 0.
+        resolved: the interval clears 0 by more than :data:`RESOLUTION` (:func:`is_resolved`).
         n_valid: resamples where both APs were defined (a resample can lack every face of a
             setting on a tiny set).
     """
@@ -120,6 +151,8 @@ class PairedBootstrap:
                 "resampled": "images, with replacement, the same draw for A and B",
                 "n_images": self.n_images,
                 "unit": "AP points (percent)",
+                "resolution": RESOLUTION,
+                "covers": interval_scope(self.n_images),
                 "approximation": self.approximation,
             },
         }
@@ -137,7 +170,7 @@ def _difference(point: float, diffs: np.ndarray, level: float) -> Difference:
     alpha = (1.0 - level) / 2.0
     low, high = (float(v) for v in np.percentile(d, [100 * alpha, 100 * (1 - alpha)]))
     return Difference(
-        float(point), low, high, float(np.mean(d <= 0)), bool(low > 0 or high < 0), int(d.size)
+        float(point), low, high, float(np.mean(d <= 0)), is_resolved(low, high), int(d.size)
     )
 
 
@@ -259,6 +292,8 @@ class SeedBootstrap:
                 "n_seeds": self.n_seeds,
                 "n_images": self.n_images,
                 "unit": "AP points (percent)",
+                "resolution": RESOLUTION,
+                "covers": interval_scope(self.n_images, self.n_seeds),
                 "approximation": self.approximation,
             },
         }
@@ -384,6 +419,7 @@ def nested_seed_bootstrap(
 
 __all__ = [
     "LEVEL",
+    "RESOLUTION",
     "Difference",
     "ImageTables",
     "MetricComparison",
@@ -391,6 +427,8 @@ __all__ = [
     "SeedBootstrap",
     "SeedMetric",
     "bootstrap_weights",
+    "interval_scope",
+    "is_resolved",
     "nested_seed_bootstrap",
     "paired_bootstrap",
     "seed_bootstrap",

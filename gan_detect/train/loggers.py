@@ -77,6 +77,14 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def wandb_mode(configured: str) -> str:
+    """``$WANDB_MODE`` when set (``disabled`` in the tests, a cluster's ``offline``), else the
+    config's ``logger.mode``: a ``mode=`` argument would override W&B's own reading of the
+    variable, so a preset's ``offline`` wrote runs where the user had disabled W&B."""
+    env = os.environ.get("WANDB_MODE", "").strip()
+    return env or configured
+
+
 def build_logger(cfg: ExperimentConfig) -> Logger | bool:
     """CSV, W&B (offline unless ``logger.mode=online``; rank 0 only), TensorBoard or none."""
     lc = cfg.logger
@@ -93,7 +101,7 @@ def build_logger(cfg: ExperimentConfig) -> Logger | bool:
     return WandbLogger(
         project=lc.project,
         entity=lc.entity,
-        mode=lc.mode,
+        mode=wandb_mode(lc.mode),
         tags=list(lc.tags),
         save_dir=str(out),
         config=to_container(cfg),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from typing import Any
 
 import lightning as L
@@ -14,6 +15,7 @@ from gan_detect.train.callbacks import build_callbacks
 from gan_detect.train.gan_module import GANDetectionModule
 from gan_detect.train.loggers import build_logger
 from gan_detect.utils.checkpoints import SafeCheckpointIO
+from gan_detect.utils.console import show_progress
 
 
 def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
@@ -37,7 +39,8 @@ def build_trainer(cfg: ExperimentConfig, **overrides: Any) -> L.Trainer:
         val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar,
+        # Lightning draws on stdout: only on a terminal, not redraws into a redirected log.
+        enable_progress_bar=show_progress(t.enable_progress_bar, sys.stdout),
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
         default_root_dir=cfg.output_dir,

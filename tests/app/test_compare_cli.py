@@ -82,18 +82,64 @@ def test_wider_eval_compare_of_a_prediction_set_with_itself_is_zero(
         assert abs(res["a"][s] - {"easy": 90.708, "medium": 88.165, "hard": 73.827}[s]) < 0.01
 
 
-def test_verdicts_say_better_only_when_the_interval_excludes_zero(tmp_path: Path) -> None:
+def _hard(low: float, high: float, point: float = 5.0) -> dict:
+    return {"wider": {"difference": {"hard": {"point": point, "low": low, "high": high}}}}
+
+
+def test_verdicts_say_better_only_when_the_interval_clears_zero(tmp_path: Path) -> None:
     m = {"baseline": {"ap_hard": 0.20}, "gan": {"ap_hard": 0.25}}
-    resolved = {"wider": {"difference": {"hard": {"point": 5.0, "low": 1.0, "high": 9.0}}}}
-    unresolved = {"wider": {"difference": {"hard": {"point": 5.0, "low": -2.0, "high": 9.0}}}}
-    assert "beats" in verdict(m, resolved)
+    resolved, unresolved = _hard(1.0, 9.0), _hard(-2.0, 9.0)
+    assert "beats" in verdict(m, resolved, 16) and "on these 16 images only" in verdict(
+        m, resolved, 16
+    )
     assert "not resolved" in verdict(m, unresolved) and "beats" not in verdict(m, unresolved)
     (tmp_path / "comparison.json").write_text(json.dumps(unresolved))
     assert "not resolved" in verdict_line(tmp_path, "ap_hard", m)
     (tmp_path / "comparison.json").write_text(json.dumps(resolved))
-    assert "is better than the baseline on ap_hard: +5.00 [+1.00, +9.00]" in verdict_line(
-        tmp_path, "ap_hard", m
+    line = verdict_line(tmp_path, "ap_hard", m, 16)
+    assert (
+        line
+        == "GAN - baseline on ap_hard: +5.00 [+1.00, +9.00]: GAN better on these 16 images only"
     )
+    # Clearing 0 by no more than the printed precision (0.01) is not a result: it would print
+    # as [+0.00, ...] or [+0.01, ...] and is rounding.
+    for low in (0.004, 0.01):
+        (tmp_path / "comparison.json").write_text(json.dumps(_hard(low, 9.0)))
+        assert "not resolved on these 16 images" in verdict_line(tmp_path, "ap_hard", m, 16)
+        assert "not resolved" in verdict(m, _hard(low, 9.0), 16)
+    (tmp_path / "comparison.json").write_text(json.dumps(_hard(-9.0, -0.02, -4.0)))
+    assert verdict_line(tmp_path, "ap_hard", m, 16).endswith("GAN worse on these 16 images only")
+
+
+def test_a_difference_within_rounding_is_printed_and_not_resolved() -> None:
+    """wider-eval --compare once called B - A = 0.0004 AP points (a JSON round trip of the
+    scores) "B better" with [+0.000, +0.001]."""
+    from gan_detect.metrics.compare import format_comparison_table
+    from gan_detect.metrics.resampling import paired_bootstrap
+
+    class Tables:
+        metrics = ("hard",)
+        n_images = 50
+
+        def __init__(self, offset: float) -> None:
+            self.offset = offset
+
+        def ap(self, weights: np.ndarray) -> np.ndarray:
+            # A per-image effect, so the resamples spread a little: 4e-6 = 0.0004 AP points.
+            share = weights @ np.linspace(0.5, 1.5, self.n_images) / weights.sum(1)
+            return (0.7 + self.offset * share)[:, None]
+
+    res = paired_bootstrap(Tables(0.0), Tables(4e-6), n_boot=200, seed=0)
+    d = res.metrics["hard"].difference
+    assert 0 < d.low < d.high < 0.01  # the interval excludes 0 ...
+    assert not d.resolved  # ... but not by more than the printed precision
+    layout = {"metrics": ["hard"], "a": {"hard": res.metrics["hard"].a},
+              "b": {"hard": res.metrics["hard"].b}, "difference": res.to_dict()["difference"],
+              "bootstrap": res.to_dict()["bootstrap"]}  # fmt: skip
+    table = format_comparison_table(layout)
+    assert "B better" not in table and "not resolved (< 0.01)" in table
+    assert "+0.0004" in table  # the difference itself, not +0.000
+    assert "over the 50 evaluation images only" in table and "training noise" in table
 
 
 def test_nested_seed_bootstrap_and_the_demo_seeds_summary(

@@ -116,6 +116,39 @@ def test_predict_cli_prints_the_warning_in_one_line_and_takes_fusion(
     assert "unknown score fusion 'nope'" in capsys.readouterr().err
 
 
+def test_predict_gan_says_when_top_k_cut_boxes_and_takes_top_k(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``predict --gan`` re-scores only the GAN run's evaluate.top_k best proposals; it once cut
+    RetinaFace's 218 boxes on a crowd photo to 40 without a word."""
+    _need_retinaface()
+    from gan_detect.data.paths import shared_data_dir
+
+    data = shared_data_dir()
+    photos = sorted((data / "widerface" / "WIDER_val").rglob("*Parade*.jpg"))[:1] if data else []
+    if not photos:
+        pytest.skip("no WIDER FACE val photo in the shared data")
+    (tmp_path / "real").mkdir()
+    ckpt = _gan_ckpt(tmp_path, tmp_path / "real")
+    base = ["predict", str(photos[0]), "--score-threshold", "0.02"]
+    assert main([*base, "--no-refine", "--out", str(tmp_path / "alone")]) == 0
+    alone = json.loads((tmp_path / "alone" / f"{photos[0].stem}.json").read_text())["detections"]
+    assert len(alone) > 5  # RetinaFace keeps boxes down to 0.02: a crowd photo has many
+    capsys.readouterr()
+    assert main([*base, "--gan", str(ckpt), "--top-k", "5", "--out", str(tmp_path / "k5")]) == 0
+    err = capsys.readouterr().err
+    cut = [ln for ln in err.splitlines() if "--top-k raises it" in ln]
+    assert len(cut) == 1 and f"{len(alone) - 5} boxes scoring >= 0.02 in 1 image left out" in cut[0]
+    summary = json.loads((tmp_path / "k5" / "summary.json").read_text())
+    assert summary["processed"][0]["cut_by_top_k"] == len(alone) - 5
+    k5 = json.loads((tmp_path / "k5" / f"{photos[0].stem}.json").read_text())["detections"]
+    assert len(k5) <= 5
+    # A top-k above the proposal count cuts nothing, and says nothing.
+    top = str(len(alone) + 10)
+    assert main([*base, "--gan", str(ckpt), "--top-k", top, "--out", str(tmp_path / "all")]) == 0
+    assert "--top-k raises it" not in capsys.readouterr().err
+
+
 def _fake_run(folder: Path, fusion: str, with_config: bool) -> Path:
     keys = (*report.WIDER_KEYS, *report.COCO_KEYS)
     m = {k: 0.25 for k in keys} | {"map_large": -1.0}
@@ -186,9 +219,10 @@ def test_demo_summary_and_report_judge_by_the_same_metric(
     _summary(runs, tmp_path / "report.md", {"total_s": 12.0})
     out = capsys.readouterr().out
     # Without the run's paired bootstrap (comparison.json) no verdict: "not resolved".
-    assert "on ap_hard: +0.00 (no interval: not resolved) (16 images)" in out
+    assert "on ap_hard: +0.00 (no interval: not resolved)" in out
     assert "on map_small: +0.00 (no interval: not resolved)" in out
     assert out.count("wall time") == 1 and "total time" not in out
+    assert "over the 16 evaluation images only" in out and "training noise" in out
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

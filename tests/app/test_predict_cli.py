@@ -121,3 +121,25 @@ def test_read_only_arrays_give_no_warning() -> None:
         t = to_image_tensor(arr)
         t2 = to_image_tensor(Image.new("RGB", (8, 8)))
     assert t.shape == t2.shape == (3, 8, 8)
+
+
+def test_without_out_a_second_run_takes_the_next_free_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's predict blocks run in order: the second once met the first's predictions/
+    and was refused."""
+    import gan_detect.app.predict as predict
+
+    monkeypatch.setattr(predict, "_load_pipeline", lambda ns: FakePipeline())
+    monkeypatch.chdir(tmp_path)
+    img = _img(tmp_path / "photo.jpg")
+    (tmp_path / "predictions_2").write_text("a file, not a folder: skipped")
+    for want in ("predictions", "predictions_3", "predictions_4"):
+        assert main(["predict", str(img)]) == 0
+        out = capsys.readouterr().out
+        assert f"1 image processed, 0 failed; results in {want}\n" in out
+        assert (tmp_path / want / "photo.json").is_file()
+    # --overwrite without --out replaces the default folder's run.
+    assert main(["predict", str(img), "--overwrite"]) == 0
+    assert "results in predictions\n" in capsys.readouterr().out
+    assert not (tmp_path / "predictions_5").exists()

@@ -76,5 +76,5 @@ def test_empty_size_bucket_is_marked_na(figures: list[Any], tmp_path: Path) -> N
 
 def test_quick_demo_says_its_zero_aps_are_expected(demo: Path) -> None:
     out = (demo / "demo_stdout.txt").read_text()
-    assert "'NOT better' are expected at this size" in out
+    assert "'not resolved' are expected at this size" in out
     assert out.index("expected at this size") < out.index("report: ")

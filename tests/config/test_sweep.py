@@ -114,3 +114,24 @@ def test_wandb_summary_is_max_and_declared_on_rank_zero_only(global_zero: bool) 
     WandbSummaryCallback().setup(trainer, None, "fit")  # type: ignore[arg-type]
     expected = [("val/ap_hard", "max"), ("val/map_small", "max")] if global_zero else []
     assert fake.calls == expected
+
+
+def test_wandb_mode_in_the_environment_wins_over_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preset's ``logger.mode: offline`` once wrote offline runs with WANDB_MODE=disabled: the
+    logger passed ``mode=`` to wandb.init, which overrides W&B's own reading of the variable."""
+    from _synth import tiny_config
+
+    from gan_detect.config.validate import to_experiment_config
+    from gan_detect.train.loggers import build_logger
+
+    over = {"logger.kind": "wandb", "logger.mode": "offline", "output_dir": str(tmp_path)}
+    cfg = to_experiment_config(tiny_config("tiny_face", **over))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = build_logger(cfg)
+    assert logger._wandb_init["mode"] == "disabled"  # type: ignore[union-attr]
+    assert logger.experiment is not None  # type: ignore[union-attr]  # the run: a disabled one
+    assert not list(tmp_path.rglob("offline-run-*"))
+    monkeypatch.delenv("WANDB_MODE")
+    assert build_logger(cfg)._wandb_init["mode"] == "offline"  # type: ignore[union-attr]

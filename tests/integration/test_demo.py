@@ -63,6 +63,14 @@ def test_demo_report_has_every_section_and_its_table_equals_the_metrics_files(de
     assert checked == 6  # baseline and gan rows: faces in both tables, objects in the COCO one
 
 
+def test_demo_log_has_no_progress_bar_redraws_and_its_time_counts_start_up(demo: Path) -> None:
+    """Redirected stderr (here: captured) gets the stage messages, not tqdm's carriage returns."""
+    err = (demo / "demo_stderr.txt").read_text()
+    assert "\r" not in err and "it/s]" not in err
+    timings = json.loads((demo / "timings.json").read_text())
+    assert timings["total_s"] > timings["stages_s"] > 0  # start-up and imports included
+
+
 def test_compare_cli_on_two_runs_writes_the_report(demo: Path, tmp_path: Path) -> None:
     res = subprocess.run(
         [
@@ -82,6 +90,10 @@ def test_compare_cli_on_two_runs_writes_the_report(demo: Path, tmp_path: Path) -
     text = (tmp_path / "report.md").read_text()
     assert all(s in text for s in SECTIONS)
     assert "tiny_face (wider_face)" in text and "sod_mtgan (coco)" in text
+    # The table and the verdicts on stdout too, the same rows as report.md's.
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and " | baseline | " in ln]
+    assert len(rows) == 3 and all(r in text for r in rows)  # faces twice, objects once
+    assert res.stdout.count("the baseline on ") == 2 and "training noise" in res.stdout
 
 
 def test_compare_names_a_run_without_evaluation(tmp_path: Path) -> None:
@@ -140,6 +152,30 @@ def test_predict_skips_a_corrupt_file_and_draws_at_input_size(demo: Path, tmp_pa
     arr = np.asarray(Image.open(inputs / imgs[0].name).convert("RGB"))
     det_np = pipe(arr)
     np.testing.assert_allclose(det_np.scores, det.scores, atol=1e-5)
+
+
+def test_predict_with_a_demo_pipeline_warns_it_learnt_generated_data(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ckpt runs/demo/faces`` on photos: the pipeline's detector and GAN both learnt
+    generated faces, so its confident boxes on a real photo mean little; one warning says so."""
+    from gan_detect.app.cli import main
+
+    photo = sorted((demo / "data" / "faces" / "WIDER_val").rglob("*.jpg"))[0]
+    Image.open(photo).save(tmp_path / "photo.png")  # a copy outside the generated folder
+    args = ["predict", "--ckpt", str(demo / "faces"), str(tmp_path / "photo.png")]
+    assert main([*args, "--out", str(tmp_path / "out"), "--score-threshold", "0"]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "trained on generated faces" in ln]
+    assert len(lines) == 1 and lines[0].startswith("gan-detect predict: warning:")
+    # --top-k bounds what is re-scored, and the cut is said (the quick detector proposes many).
+    assert (
+        main([*args, "--out", str(tmp_path / "k2"), "--score-threshold", "0", "--top-k", "2"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "only the detector's best 2 per image are kept" in err
+    det = json.loads((tmp_path / "k2" / "photo.json").read_text())["detections"]
+    assert len(det) <= 2
 
 
 def test_pipeline_file_loads_with_weights_only(demo: Path) -> None:

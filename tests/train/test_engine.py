@@ -82,16 +82,19 @@ class _SpyModule(GANDetectionModule):
     def configure_optimizers(self):
         opts, scheds = super().configure_optimizers()
         self.events: list[tuple[str, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+        # Step hooks, not a replaced opt.step: the LR scheduler wraps step when it is built and
+        # warns ("optimizer.step() has been overridden") if it is replaced afterwards.
         for tag, opt in zip(self._roles(), opts, strict=True):
-            orig = opt.step
+            before: dict[str, dict[str, torch.Tensor]] = {}
 
-            def step(*a, _orig=orig, _tag=tag, **k):
-                before = self._snap()
-                out = _orig(*a, **k)
-                self.events.append((_tag, before, self._snap()))
-                return out
+            def pre(opt, args, kwargs, _before=before):
+                _before["snap"] = self._snap()
 
-            opt.step = step
+            def post(opt, args, kwargs, _before=before, _tag=tag):
+                self.events.append((_tag, _before["snap"], self._snap()))
+
+            opt.register_step_pre_hook(pre)
+            opt.register_step_post_hook(post)
         return opts, scheds
 
     def _snap(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -314,14 +317,11 @@ class _GStepSpy(GANDetectionModule):
         (opt_g, opt_d), scheds = super().configure_optimizers()
         self.before_g: dict[str, torch.Tensor] = {}
         self.changed: list[str] = []
-        orig = opt_d.step
 
-        def step(*a, **k):
-            out = orig(*a, **k)
+        def after_d_step(opt, args, kwargs):  # a hook: see _SpyModule
             self.before_g = self._d_state()
-            return out
 
-        opt_d.step = step
+        opt_d.register_step_post_hook(after_d_step)
         return [opt_g, opt_d], scheds
 
     def _d_state(self) -> dict[str, torch.Tensor]:
@@ -365,14 +365,12 @@ class _GGradSpy(GANDetectionModule):
     def configure_optimizers(self):
         (opt_g, opt_d), scheds = super().configure_optimizers()
         self.g_grad: list[float] = []
-        orig = opt_g.step
 
-        def step(*a, **k):
+        def before_g_step(opt, args, kwargs):  # a hook: see _SpyModule
             grads = [p.grad for p in self.variant.generator.parameters() if p.grad is not None]
             self.g_grad.append(float(sum(g.abs().sum() for g in grads)) if grads else 0.0)
-            return orig(*a, **k)
 
-        opt_g.step = step
+        opt_g.register_step_pre_hook(before_g_step)
         return [opt_g, opt_d], scheds
 
 

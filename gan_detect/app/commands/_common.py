@@ -16,6 +16,7 @@ from typing import Any
 
 from gan_detect.config import PRESETS, ExperimentConfig
 from gan_detect.config.load import load_config
+from gan_detect.config.schema import SCORE_FUSIONS
 
 __all__ = [
     "IntermixedParser",
@@ -145,7 +146,7 @@ COMMON_KEYS = [
     ("logger.kind", "csv, wandb, tensorboard or none"),
     ("resume", "auto or a checkpoint path"),
     ("ckpt", "checkpoint for validate / evaluate / propose"),
-    ("evaluate.split / evaluate.score_fusion", "split to evaluate; d_only or geometric_mean"),
+    ("evaluate.split / evaluate.score_fusion", "split to evaluate; {fusions}"),
     ("plugins", "your own files/modules that register a variant, fusion, ..."),
 ]
 
@@ -198,7 +199,9 @@ def config_epilog() -> str:
     lines += ["", "config groups (set any key as group.key=value):"]
     lines += [f"  {g:10s} {d}" for g, d in _groups()]
     lines += ["", "common keys:"]
-    lines += [f"  {k:42s} {d}" for k, d in COMMON_KEYS]
+    # Every registered fusion (built-ins and plugins'), not a copy of the names that can go stale.
+    fusions = " | ".join(SCORE_FUSIONS)
+    lines += [f"  {k:42s} {d.format(fusions=fusions)}" for k, d in COMMON_KEYS]
     lines += [
         "",
         "every key with its type and default:  gan-detect config show CONFIG.yaml... --keys",

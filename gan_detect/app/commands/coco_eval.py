@@ -13,8 +13,10 @@ NAME = "coco-eval"
 SUMMARY = "COCO AP of a results JSON: coco-eval RESULTS.json --gt INSTANCES.json [--compare B.json]"
 DESCRIPTION = """\
 COCO AP (AP, AP50, AP75, AP_S/M/L and AP_tiny, area < 16 px squared) of a COCO results JSON
-against an instances JSON (pycocotools). With --compare RESULTS_B.json: both methods, B - A and
-its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed seed)."""
+against an instances JSON (pycocotools). An object's area is its annotation's "area" (else the
+box's w * h), as COCO and `gan-detect evaluate` bucket it. With --compare RESULTS_B.json: both
+methods, B - A and its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed
+seed); it covers the choice of images, not the training noise of the models behind the files."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ Side-by-side report of finished runs (each evaluated with `gan-detect evaluate`)
 AP by object size, PR curves, SR samples and training curves.
 
 inputs:  run folders holding eval/metrics.json.
-outputs: OUT/report.md and its figures."""
+outputs: OUT/report.md and its figures; the metric table and verdicts also on stdout."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,7 +30,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gan_detect.app.report import write_report
+    from gan_detect.app.report import load_run, metric_table, verdict, write_report
 
-    print(f"report: {write_report(args.runs, args.out)}")
+    report = write_report(args.runs, args.out)
+    # The report's metric table and verdicts on stdout too: the numbers without opening a file.
+    runs = [load_run(d) for d in args.runs]
+    print(metric_table(runs).rstrip())
+    for r in runs:
+        e = r["eval"]
+        print(f"{r['name']}: {verdict(e['metrics'], r.get('comparison'), e.get('num_images'))}")
+    print(f"report: {report}")
     return 0

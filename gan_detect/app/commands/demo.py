@@ -8,7 +8,7 @@ from typing import Any
 from gan_detect.app.commands._common import add_command_parser
 
 NAME = "demo"
-SUMMARY = "the whole chain on generated data: demo [--out DIR] [--quick] [--seed N]"
+SUMMARY = "the whole chain on generated data: demo [--out DIR] [--quick] [--seed N | --seeds N...]"
 DESCRIPTION = """\
 The whole chain on generated data, with the same code and configs as a real run: generated faces
 (WIDER layout) and shapes (COCO layout) -> baseline detector -> proposals -> ROI stores ->

@@ -24,8 +24,8 @@ outputs: OUT/<relative path>.json per image (boxes xyxy in pixels, scores, label
          Unreadable, corrupt or oversized images are reported and skipped.
 exit:    0 when at least one image was predicted; 1 when a folder or glob held no image, or
          none could be read; 2 when a path does not exist or an option is wrong.
-warning: a GAN trained on generated data (the demo's) re-scoring the built-in RetinaFace on
-         real photos is flagged: it can drop real faces (try --fusion geometric_mean)."""
+warning: a GAN or pipeline trained on generated data (the demo's) is flagged: on real photos
+         its boxes and scores mean little (it can also drop real faces RetinaFace finds)."""
 
 
 def _at_least_one(text: str) -> int:
@@ -71,7 +71,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "shared data's copy)",
     )
     ap.add_argument(
-        "--out", default="predictions", metavar="DIR", help="output folder (default predictions/)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default predictions/, or predictions_2/, _3/ ... when it holds an "
+        "earlier run)",
     )
     ap.add_argument(
         "--draw", action="store_true", help="also write each image with its boxes drawn"
@@ -105,6 +109,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=750,
         metavar="N",
         help="per image (default 750)",
+    )
+    ap.add_argument(
+        "--top-k",
+        type=_at_least_one,
+        default=None,
+        metavar="K",
+        help="re-score (or, with --no-refine, keep) the detector's best K boxes per image "
+        "(default: the pipeline's or GAN run's evaluate.top_k); a line says when boxes were cut",
     )
     ap.add_argument(
         "--batch-size",

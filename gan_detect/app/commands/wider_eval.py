@@ -13,7 +13,9 @@ SUMMARY = "official WIDER FACE AP of a prediction tree: wider-eval PRED --gt GT 
 DESCRIPTION = """\
 Official WIDER FACE easy / medium / hard AP (the eval_tools protocol) of a prediction txt tree
 <event>/<name>.txt against the ground-truth .mat files. With --compare PRED_B: both methods, B - A
-and its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed seed)."""
+and its 95 % paired-bootstrap interval over images (--bootstrap resamples, fixed seed). The
+interval covers the choice of evaluation images for these two prediction sets, not the training
+noise of the models that made them; "B better" needs it to clear 0 by more than 0.01 AP points."""
 
 
 def add_compare_args(p: argparse.ArgumentParser, metavar: str, what: str) -> None:
