@@ -26,8 +26,8 @@ Score fusion, class-aware candidates and NMS stay outside the graph: they are a 
 these outputs and depend on the detector's scores and labels.
 
 Two exporters: ``dynamo`` (``torch.onnx.export(dynamo=True)``, torch's maintained path, needs
-onnxscript) and ``torchscript`` (the older tracer, deprecated by torch, about 15x faster to
-export). The tracer has no ONNX mapping for ``aten::atanh`` (the generator's bicubic skip in
+onnxscript) and ``torchscript`` (the older tracer, deprecated by torch; 0.3-1.1 s to export
+against dynamo's 15-25 s at the real experiment's size, benchmarks/README.md). The tracer has no ONNX mapping for ``aten::atanh`` (the generator's bicubic skip in
 pre-tanh space); it gets one here, to ONNX's own ``Atanh`` op, so the numerics are the same
 function, not a rewrite through logarithms.
 """
@@ -214,8 +214,9 @@ def check_export_options(opset: int, exporter: str) -> None:
     """One line for an exporter name or an opset this graph cannot have (before any work).
 
     Raises:
-        InputError: unknown ``exporter``, or ``opset`` < 11 (ONNX's Resize, which carries G's
-            bicubic up-sampling, takes its sizes as inputs from opset 11).
+        InputError: unknown ``exporter``, or ``opset`` < 11 (ONNX's Resize, which carries the
+            bicubic up-sampling of G's skip and of the bicubic control, has a cubic mode from
+            opset 11 on).
     """
     if exporter not in EXPORTERS:
         raise InputError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
@@ -484,7 +485,7 @@ def _sidecar(
             "context": context,
             "crop": "RGB; the proposal squared on its longer side and enlarged by context, cut "
             "at hr_size and down-sampled by scale with antialiased bicubic "
-            "(gan_detect.data.roi.crop_lr_for_inference); pixels outside the image are 0",
+            "(gan_detect.data.roi.crop_lr_for_inference); pixels outside the image are 0 (mid-grey)",
         },
         "outputs": outputs,
         "opset": opset,
