@@ -35,11 +35,12 @@ LOCK_FILE = ".gan-detect.lock"
 # deletes only these names, and only in a folder holding the marker.
 RUN_MARKER = ".gan-detect-run.json"
 MARKER_FORMAT = "gan-detect-run/1"
-# What a fit, and evaluate / propose / export_pipeline into the run folder, write there (the data
-# cache may live there too: it is not a run's output). "hpc_ckpt_*.ckpt": SLURM requeue saves.
+# What a fit, and evaluate / propose / export_pipeline / export into the run folder, write there
+# (the data cache may live there too: it is not a run's output). "hpc_ckpt_*.ckpt": SLURM
+# requeue saves.
 RUN_OUTPUTS = (
     "config.yaml", "checkpoints", "logs", "tb", "wandb", "val_images", "eval", "proposals",
-    "pipeline.pt", "hpc_ckpt_*.ckpt", "run_modes.json", "score_fusion.json",
+    "pipeline.pt", "hpc_ckpt_*.ckpt", "run_modes.json", "score_fusion.json", "export",
 )  # fmt: skip
 # Names whose presence means "a run (perhaps of an older version, without a marker) is here".
 _RUN_SIGNS = ("config.yaml", "checkpoints", "logs", "tb", "wandb")

@@ -187,6 +187,30 @@ def test_sr_rows_psnr_and_cost_on_generated_images(tmp_path: Path) -> None:
     assert all(c["ms_per_roi"] > 0 for c in cost)
 
 
+def test_export_kind_times_pytorch_and_onnxruntime_per_roi(tmp_path: Path) -> None:
+    """``export``: one JSONL line per variant x LR side x exporter, both runtimes timed on the
+    same crops, and their outputs agree (seeded random weights, BatchNorm statistics moved)."""
+    out = tmp_path / "export.jsonl"
+    argv = ["--bench", "export", "--sizes", "tiny", "--variants", "tiny_face", "sod_mtgan",
+            "--lr-sizes", "8", "--rois", "4", "--rounds", "2", "--warmup", "1",
+            "--exporters", "torchscript", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["variant"], r["lr"], r["exporter"]) for r in lines] == [
+        ("tiny_face", 8, "torchscript"),
+        ("sod_mtgan", 8, "torchscript"),
+    ]
+    for r in lines:
+        assert r["bench"] == "export" and r["rois"] == 4 and r["rounds"] == 2
+        assert r["threads"] == 1 and r["opset"] == 18 and r["onnx_mb"] > 0
+        assert r["torch_ms_per_roi"] > 0 and r["ort_ms_per_roi"] > 0
+        assert r["ort_speedup"] == pytest.approx(
+            r["torch_ms_per_roi"] / r["ort_ms_per_roi"], rel=0.02
+        )
+        assert r["max_abs_diff"] < 1e-4
+        assert r["machine"]["cpu"] == cpu_model()
+
+
 def test_benchmarks_folder_holds_the_tool_without_path_hacks() -> None:
     scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
     assert scripts == ["benchmark.py", "gpu_suite.py"]

@@ -71,6 +71,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
         "D's top-1 class accuracy on test objects by size against training steps",
     ),
     "sr": ("sr", "run_sr", "x4 PSNR of CARN-M vs bicubic on real crops; ms per ROI of G, CARN-M"),
+    "export": ("export", "run_export", "ms per ROI of the re-scorer: PyTorch vs onnxruntime, CPU"),
     "budget": (
         "budget",
         "run_budget",
@@ -102,6 +103,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "recall": {"rounds": 1, "warmup": 0, "batch": 1},
     "detector_ap": {"rounds": 1, "warmup": 0, "batch": 1},
     "sr": {"rounds": 10, "warmup": 1, "batch": 64},
+    "export": {"rounds": 20, "warmup": 2, "batch": 1},
     "d_classes": {"rounds": 1, "warmup": 0, "batch": 1},
     "budget": {"rounds": 1, "warmup": 1, "batch": 1},
     "data": {"rounds": 20, "warmup": 2, "batch": 64},
@@ -224,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sr-parts", nargs="+", default=["psnr", "cost"], choices=["psnr", "cost"])
     g.add_argument("--crops", type=int, default=240, help="HR crops per source and size")
     g.add_argument("--hr-sizes", nargs="+", type=int, default=[32, 64, 128], help="PSNR, px")
-    g.add_argument("--lr-sizes", nargs="+", type=int, default=[8, 16, 32], help="cost, px")
+    g.add_argument(
+        "--lr-sizes", nargs="+", type=int, default=[8, 16, 32], help="cost (sr, export), px"
+    )
+    g = p.add_argument_group("export (also --sizes, --variants, --lr-sizes, --rois, --rounds)")
+    g.add_argument("--exporters", nargs="+", default=["dynamo"], choices=["dynamo", "torchscript"])
+    g.add_argument("--opset", type=int, default=18, help="ONNX opset (export)")
     g = p.add_argument_group("budget")
     g.add_argument("--run", help="a trained WIDER run folder (checkpoints/last.ckpt)")
     g.add_argument("--demo-dir", help="a finished `gan-detect demo` folder")

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "propose",
     "compare",
     "predict",
+    "export",
     "wider_eval",
     "coco_eval",
     "fetch_coco",
