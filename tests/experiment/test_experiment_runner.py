@@ -30,7 +30,8 @@ def test_the_shipped_files_load_with_their_rows_and_budget() -> None:
     assert quick.budget["max_train_images"] == 10 and quick.bootstrap == 20
     # Core rows for every seed first, then the ablations for the first seed only.
     order = [(s, r.key) for s, r in quick.schedule()]
-    assert order[:4] == [(0, "gan"), (0, "bicubic"), (1, "gan"), (1, "bicubic")]
+    core = ["gan", "bicubic", "carn_ft", "carn_frozen"]
+    assert order[:8] == [(s, k) for s in (0, 1) for k in core]
     assert (1, "no_adversarial") not in order and (0, "no_adversarial") in order
     coco = load_experiment(COCO, quick=True, overrides=["budget.epochs=2"])
     assert coco.budget["epochs"] == 2 and coco.dataset["split"] == "every_fourth"
