@@ -74,7 +74,7 @@ def check_images(images: Sequence[str] | None, n: int = DEFAULT_CHECK_IMAGES) ->
     Raises:
         InputError: no images given and no shared data folder; or none found.
     """
-    from gan_detect.app.predict import expand_inputs
+    from gan_detect.app.image_inputs import expand_inputs
     from gan_detect.data.paths import shared_data_dir
 
     if images:

@@ -54,7 +54,7 @@ def wider_image_id(path: Path) -> str:
 def _input_images(inputs: Sequence[str], out: Path) -> tuple[list[Path], list[Path]]:
     """The images ``run_predict`` will read (its rule: never files under ``out``) and their
     output names (``predict.output_names``)."""
-    from gan_detect.app.predict import expand_inputs_with_base, output_names
+    from gan_detect.app.image_inputs import expand_inputs_with_base, output_names
 
     paths, base = expand_inputs_with_base(inputs)
     inside = Path(os.path.abspath(out))
