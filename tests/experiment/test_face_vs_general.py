@@ -84,6 +84,19 @@ def test_gains_side_by_side_by_size(tmp_path: Path) -> None:
     assert "+2.00 [+1.00, +3.00]*" in all_sizes and "-2.00 [-3.00, -1.00]*" in all_sizes
     assert "-40.00" not in text  # the control row was not taken for the GAN
     assert "approximate the official" in text
+    assert "SOD-MTGAN re-scoring FastestDet" in text and "| FastestDet | SOD-MTGAN |" in text
+
+
+def test_the_general_side_names_the_detector_its_results_carry(tmp_path: Path) -> None:
+    w, c = _files(tmp_path)
+    raw = c.read_text().replace("FastestDet", "YOLOX-nano")
+    c.write_text(raw)
+    out = tmp_path / "report.md"
+    assert _run(["--wider", str(w), "--coco", str(c), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "SOD-MTGAN re-scoring YOLOX-nano" in text and "| YOLOX-nano | SOD-MTGAN |" in text
+    assert "FastestDet" not in text
+    assert "-5.00 [-7.00, -3.00]*" in text  # its gains found under the new name
 
 
 def test_missing_results_file_is_a_clear_error(tmp_path: Path) -> None:
