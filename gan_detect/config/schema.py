@@ -126,7 +126,13 @@ class EvalConfig:
     nms_iou: float = 0.4
     max_detections: int = 750
     chunk_size: int = 256
-    refine_boxes: bool = True
+    # Apply D's box-regression deltas (variants with a box head): true (the papers), false, or
+    # auto: decided when the score fusion is fit, on the held-out train images, by whether the
+    # refined boxes overlap their ground truth better than the detector's own boxes (mean IoU of
+    # the proposals at IoU >= 0.5); a run without held-out images refines. Why: on real COCO a
+    # box head trained ~780 steps moved YOLOX-nano's boxes away from the objects (AP75 19.8 ->
+    # 7.7, docs/results.md), and the held-out images can tell before the test set does.
+    refine_boxes: bool | str = "auto"
     # Multi-class variants: keep each proposal's detector class and score it by D's probability
     # of that class (the learned fusion also sees D's background probability and whether D's top
     # class agrees); false: the papers' rule, D's own top classes. No effect for faces.

@@ -211,6 +211,9 @@ def _check_generator(v: GANVariantConfig) -> None:
         )
 
 
+REFINE_CHOICES = (True, False, "auto")
+
+
 def _check_choices(cfg: ExperimentConfig) -> None:
     """Enumerated string values (those not typed as a Literal), so a typo fails at load, not
     after a silent fallback (``evaluate.split=test`` evaluated val and said "test")."""
@@ -223,6 +226,11 @@ def _check_choices(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'evaluate.score_fusion': must be one of {', '.join(SCORE_FUSIONS)}, "
             f"got {e.score_fusion!r}"
+        )
+    if e.refine_boxes not in REFINE_CHOICES or not isinstance(e.refine_boxes, (bool, str)):
+        raise ConfigError(
+            "config key 'evaluate.refine_boxes': must be true, false or auto (decided on the "
+            f"held-out train images when the score fusion is fit), got {e.refine_boxes!r}"
         )
     _check_ranges(cfg)
     if not str(cfg.output_dir).strip():

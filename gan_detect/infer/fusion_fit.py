@@ -65,6 +65,114 @@ def label_candidates(
     return out
 
 
+def _image_rows(
+    variant: GANVariant,
+    hw: tuple[int, int],
+    boxes: torch.Tensor,
+    det_scores: torch.Tensor,
+    d_out: Any,
+    det_labels: torch.Tensor | None,
+    rec: ImageRecord,
+    opts: InferenceOptions,
+    refine: bool,
+) -> dict[str, np.ndarray]:
+    """One image's candidate rows (see :func:`collect_candidates`) with D's boxes applied or not."""
+    cand_boxes, cand_scores, cand_labels = variant.candidates(
+        d_out, boxes, hw, refine, opts.context
+    )
+    if opts.class_aware and cand_scores.shape[1] > 1 and det_labels is not None:
+        b3, s2, l2, extra = class_aware_candidates(cand_boxes, cand_scores, det_labels)
+        b, s, lab = b3[:, 0], s2[:, 0].float(), l2[:, 0]
+        y = label_candidates(b, lab, rec)
+        keep = y >= 0
+        out = {
+            "det": det_scores.float()[keep].cpu().numpy(),
+            "d": s[keep].cpu().numpy(),
+            "size": proposal_sizes(boxes)[keep].cpu().numpy(),
+            "label": y[keep].numpy(),
+        }
+        for name in ("bg", "agree"):
+            out[name] = extra[name][keep].cpu().numpy()
+        return out
+    k = min(CANDIDATES_PER_PROPOSAL, cand_scores.shape[1])
+    top = torch.topk(cand_scores.float(), k, dim=1).indices  # (K, k)
+    rows = torch.arange(len(boxes), device=top.device)[:, None].expand_as(top)
+    b = cand_boxes[rows, top].reshape(-1, 4)
+    s = cand_scores.float()[rows, top].reshape(-1)
+    lab = cand_labels[rows, top].reshape(-1)
+    y = label_candidates(b, lab, rec)
+    keep = y >= 0
+    return {
+        "det": det_scores.float()[:, None].expand_as(top).reshape(-1)[keep].cpu().numpy(),
+        "d": s[keep].cpu().numpy(),
+        "size": proposal_sizes(boxes)[:, None].expand_as(top).reshape(-1)[keep].cpu().numpy(),
+        "label": y[keep].numpy(),
+    }
+
+
+def refinement_ious(
+    refined: torch.Tensor,
+    kept: torch.Tensor,
+    labels: torch.Tensor,
+    record: ImageRecord,
+    iou: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """IoU with its ground truth of each proposal's refined box and of the proposal itself.
+
+    A proposal is matched to the non-ignored ground-truth object of its class that its own box
+    overlaps most, and counts when that overlap is >= ``iou`` (the box head's training
+    positives); both boxes are then measured against that same object.
+
+    Args:
+        refined, kept: (K, 4) xyxy; labels: (K,) classes 1..C.
+
+    Returns:
+        ``(iou_refined, iou_kept)``, each (M,) for the M matched proposals.
+    """
+    gt = torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+    gl = torch.as_tensor(record.labels, dtype=torch.int64).reshape(-1)
+    ign = torch.as_tensor(record.ignore, dtype=torch.bool).reshape(-1)
+    gt, gl = gt[~ign], gl[~ign]
+    if len(kept) == 0 or len(gt) == 0:
+        return np.zeros(0), np.zeros(0)
+    ov = box_iou(kept.float().cpu(), gt)
+    ov[labels.cpu()[:, None] != gl[None, :]] = -1.0
+    best, j = ov.max(1)
+    m = best >= iou
+    if not bool(m.any()):
+        return np.zeros(0), np.zeros(0)
+    after = box_iou(refined.float().cpu()[m], gt[j[m]]).diagonal()
+    return after.numpy().astype(np.float64), best[m].numpy().astype(np.float64)
+
+
+# Fewer matched held-out proposals than this: too few to tell, keep the papers' default.
+MIN_REFINE_MATCHES = 30
+
+
+def decide_refinement(iou_refined: np.ndarray, iou_kept: np.ndarray) -> dict[str, Any]:
+    """Apply D's box deltas or not, from the held-out proposals' IoU with their objects.
+
+    ``use`` is whether the refined boxes' mean IoU is higher; with fewer than
+    :data:`MIN_REFINE_MATCHES` matches it is True (the papers' default) and ``reason`` says so.
+    Mean IoU rather than AP@0.5: COCO AP averages IoU 0.5-0.95, so a box head that keeps boxes
+    above 0.5 but moves them off the object still costs AP (AP75 first).
+    """
+    n = int(len(iou_kept))
+    out: dict[str, Any] = {"matched": n}
+    if n < MIN_REFINE_MATCHES:
+        out.update(use=True, reason=f"{n} matched held-out proposals (< {MIN_REFINE_MATCHES})")
+        return out
+    mr, mk = float(np.mean(iou_refined)), float(np.mean(iou_kept))
+    out.update(
+        use=mr > mk,
+        mean_iou_refined=round(mr, 4),
+        mean_iou_detector=round(mk, 4),
+        share_improved=round(float(np.mean(iou_refined > iou_kept)), 4),
+        reason="mean IoU with the matched object, refined vs the detector's box",
+    )
+    return out
+
+
 @torch.no_grad()
 def collect_candidates(
     variant: GANVariant,
@@ -72,48 +180,43 @@ def collect_candidates(
     proposals: Sequence[dict[str, torch.Tensor]],
     records: Sequence[ImageRecord],
     opts: InferenceOptions,
+    both_boxes: bool = False,
 ) -> dict[str, np.ndarray]:
     """Rows ``det``, ``d``, ``size``, ``label`` (N,) of the images' candidates (ignored ones
     dropped), for :func:`fit_fusions`; class-aware (a multi-class D with
     ``opts.class_aware``): one candidate per proposal, of the detector's class, plus ``bg`` and
-    ``agree``."""
+    ``agree``.
+
+    ``both_boxes`` (for ``evaluate.refine_boxes=auto``; only a D with a box head): the rows with
+    D's boxes applied and, prefixed ``kept:``, with the detector's boxes, plus ``iou_refined``
+    and ``iou_kept`` (:func:`refinement_ious`, (M,)) from one G + D pass."""
     plain = replace(opts, score_fusion="d_only", fusion_params=None)
     raw = discriminate_proposals(variant, list(images), list(proposals), plain, with_labels=True)
     cols: dict[str, list[np.ndarray]] = {"det": [], "d": [], "size": [], "label": []}
     for (hw, boxes, det_scores, d_out, det_labels), rec in zip(raw, records, strict=True):
         if d_out is None:
             continue
-        cand_boxes, cand_scores, cand_labels = variant.candidates(
-            d_out, boxes, hw, opts.refine_boxes, opts.context
-        )
-        if opts.class_aware and cand_scores.shape[1] > 1:
-            b3, s2, l2, extra = class_aware_candidates(cand_boxes, cand_scores, det_labels)
-            b, s, lab = b3[:, 0], s2[:, 0].float(), l2[:, 0]
-            y = label_candidates(b, lab, rec)
-            keep = y >= 0
-            cols["det"].append(det_scores.float()[keep].cpu().numpy())
-            cols["d"].append(s[keep].cpu().numpy())
-            cols["size"].append(proposal_sizes(boxes)[keep].cpu().numpy())
-            cols["label"].append(y[keep].numpy())
-            for name in ("bg", "agree"):
-                cols.setdefault(name, []).append(extra[name][keep].cpu().numpy())
+        if not (both_boxes and d_out.box_deltas is not None):
+            for k, v in _image_rows(
+                variant, hw, boxes, det_scores, d_out, det_labels, rec, opts, opts.refine_boxes
+            ).items():
+                cols.setdefault(k, []).append(v)
             continue
-        k = min(CANDIDATES_PER_PROPOSAL, cand_scores.shape[1])
-        top = torch.topk(cand_scores.float(), k, dim=1).indices  # (K, k)
-        rows = torch.arange(len(boxes), device=top.device)[:, None].expand_as(top)
-        b = cand_boxes[rows, top].reshape(-1, 4)
-        s = cand_scores.float()[rows, top].reshape(-1)
-        lab = cand_labels[rows, top].reshape(-1)
-        y = label_candidates(b, lab, rec)
-        keep = y >= 0
-        cols["det"].append(
-            det_scores.float()[:, None].expand_as(top).reshape(-1)[keep].cpu().numpy()
-        )
-        cols["d"].append(s[keep].cpu().numpy())
-        cols["size"].append(
-            proposal_sizes(boxes)[:, None].expand_as(top).reshape(-1)[keep].cpu().numpy()
-        )
-        cols["label"].append(y[keep].numpy())
+        for refine, prefix in ((True, ""), (False, "kept:")):
+            for k, v in _image_rows(
+                variant, hw, boxes, det_scores, d_out, det_labels, rec, opts, refine
+            ).items():
+                cols.setdefault(prefix + k, []).append(v)
+        # The box each proposal would take: of the detector's class (class-aware) or D's top one.
+        cb, cs, cl = variant.candidates(d_out, boxes, hw, True, opts.context)
+        if opts.class_aware and cs.shape[1] > 1 and det_labels is not None:
+            lab = det_labels.long().to(cs.device)
+        else:
+            lab = cl[torch.arange(len(cs)), cs.argmax(1)]
+        refined = cb[torch.arange(len(cb)), (lab - cl[:, 0]).clamp(min=0)]
+        after, before = refinement_ious(refined, boxes, lab, rec)
+        cols.setdefault("iou_refined", []).append(after)
+        cols.setdefault("iou_kept", []).append(before)
     return {
         k: (np.concatenate(v) if v else np.zeros(0)).astype(np.float64) for k, v in cols.items()
     }
@@ -179,10 +282,18 @@ def check_holdout_can_fit(dm: Any, fraction: float) -> None:
 
 
 def fit_run_fusion(
-    variant: GANVariant, dataset: Any, opts: InferenceOptions, batch_images: int = 8
+    variant: GANVariant,
+    dataset: Any,
+    opts: InferenceOptions,
+    batch_images: int = 8,
+    refine: bool | str | None = None,
 ) -> dict[str, Any]:
     """Fit both combiners on a :class:`~gan_detect.data.full_image.FullImageDataset` of the
-    held-out images (its records and proposals)."""
+    held-out images (its records and proposals).
+
+    ``refine="auto"`` (``evaluate.refine_boxes``) with a D that has a box head: also decide
+    whether to apply D's boxes (:func:`decide_refinement`, written as ``refine_boxes``) and fit
+    the combiners on the boxes chosen; otherwise ``opts.refine_boxes`` is used as it is."""
     if getattr(dataset, "proposals", None) is None:
         raise ValueError(
             "score fusion is fit on the held-out images' detector proposals: set "
@@ -197,11 +308,20 @@ def fit_run_fusion(
         images = [it.images[0].to(device) for it in items]
         props = [it.proposals[0] for it in items]
         recs = [dataset.records[i] for i in range(start, start + len(items))]
-        parts.append(collect_candidates(variant, images, props, recs, opts))
+        parts.append(
+            collect_candidates(variant, images, props, recs, opts, both_boxes=refine == "auto")
+        )
     # A batch whose images had no proposal has no class-aware columns: it holds no rows either.
     names = dict.fromkeys(k for part in parts for k in part)
     rows = {k: np.concatenate([part.get(k, np.zeros(0)) for part in parts]) for k in names}
-    return fit_fusions(rows)
+    if "iou_kept" not in rows:  # no box head (or refine given): the boxes as opts says
+        return fit_fusions(rows)
+    decision = decide_refinement(rows["iou_refined"], rows["iou_kept"])
+    prefix = "" if decision["use"] else "kept:"
+    chosen = {k[len(prefix) :]: v for k, v in rows.items() if k.startswith(prefix)}
+    if prefix == "":
+        chosen = {k: v for k, v in chosen.items() if not k.startswith(("kept:", "iou_"))}
+    return {**fit_fusions(chosen), "refine_boxes": decision}
 
 
 def save_fusion(params: dict[str, Any], run_dir: str | Path) -> Path:

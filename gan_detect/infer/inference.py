@@ -373,6 +373,17 @@ def postprocess_detections(
     return {"boxes": flat_boxes[keep], "scores": flat_scores[keep], "labels": flat_labels[keep]}
 
 
+def resolve_refine(setting: bool | str, fusion: dict[str, Any] | None) -> bool:
+    """``evaluate.refine_boxes`` as a bool: ``auto`` reads the decision the fusion fit wrote
+    (``score_fusion.json``'s ``refine_boxes.use``, :func:`~gan_detect.infer.fusion_fit.
+    decide_refinement`); without one (no held-out images, or a file from before the option)
+    the papers' default, refine."""
+    if setting == "auto":
+        decision = (fusion or {}).get("refine_boxes")
+        return bool(decision.get("use", True)) if isinstance(decision, dict) else True
+    return bool(setting)
+
+
 def inference_options(
     cfg: ExperimentConfig,
     eval_cfg: EvalConfig | None = None,
@@ -394,7 +405,7 @@ def inference_options(
         fusion_params=(fusion or {}).get(e.score_fusion),
         nms_iou=e.nms_iou,
         max_detections=e.max_detections,
-        refine_boxes=e.refine_boxes,
+        refine_boxes=resolve_refine(e.refine_boxes, fusion),
         class_aware=bool(getattr(e, "class_aware", True)),
         rescore_min_score=e.rescore_min_score,
         fold_bn=e.fold_bn,

@@ -219,7 +219,7 @@ def fit_score_fusion(module: GANDetectionModule, dm: Any, cfg: ExperimentConfig)
     variant = module.variant
     opts = module.inference_options()
     ds = dm.detection_dataset("fusion")
-    params = fit_run_fusion(variant, ds, opts)
+    params = fit_run_fusion(variant, ds, opts, refine=cfg.evaluate.refine_boxes)
     module.train(was_training)
     path = save_fusion(params, cfg.output_dir)
     print(
@@ -228,6 +228,16 @@ def fit_score_fusion(module: GANDetectionModule, dm: Any, cfg: ExperimentConfig)
     )
     print(describe(params["learned"]))
     print(describe(params["size_gated"]))
+    if "refine_boxes" in params:
+        r = params["refine_boxes"]
+        ious = (
+            f" (mean IoU with the object {r['mean_iou_refined']:.3f} refined vs "
+            f"{r['mean_iou_detector']:.3f} the detector's)"
+            if "mean_iou_refined" in r
+            else f" ({r['reason']})"
+        )
+        print(f"evaluate.refine_boxes=auto: D's boxes {'applied' if r['use'] else 'not applied'}"
+              f" on {r['matched']} held-out matched proposals{ious}")  # fmt: skip
     return path
 
 

@@ -157,9 +157,9 @@ def test_fusion_is_fit_on_held_out_train_images_only(
     seen: list[str] = []
     real = fusion_fit.collect_candidates
 
-    def spy(variant, images, proposals, records, opts):  # type: ignore[no-untyped-def]
+    def spy(variant, images, proposals, records, opts, **kw):  # type: ignore[no-untyped-def]
         seen.extend(str(r.path) for r in records)
-        return real(variant, images, proposals, records, opts)
+        return real(variant, images, proposals, records, opts, **kw)
 
     monkeypatch.setattr(fusion_fit, "collect_candidates", spy)
     fit(cfg)
