@@ -123,6 +123,13 @@ def read_wider_tree(pred_dir: str | Path, top_k: int | None = None) -> dict[str,
     return out
 
 
+def _category(lab: int, category_ids: Sequence[int] | None, image_id: str) -> int:
+    """COCO category id of a label 1..C (``category_ids[label - 1]``, or the label itself)."""
+    if category_ids is not None and not 1 <= lab <= len(category_ids):
+        raise InputError(f"image {image_id}: label {lab} outside 1..{len(category_ids)}")
+    return int(category_ids[lab - 1]) if category_ids is not None else int(lab)
+
+
 def write_coco_results(
     dets: Mapping[str, Proposals], path: str | Path, category_ids: Sequence[int] | None = None
 ) -> None:
@@ -136,19 +143,49 @@ def write_coco_results(
             coco_id = int(image_id)
         except ValueError:
             raise InputError(f"COCO image ids must be integers, got {image_id!r}") from None
-        for b, s, lab in zip(xyxy_to_xywh(p.boxes), p.scores, p.labels, strict=True):
-            if category_ids is not None and not 1 <= lab <= len(category_ids):
-                raise InputError(f"image {image_id}: label {lab} outside 1..{len(category_ids)}")
-            cat = int(category_ids[lab - 1]) if category_ids is not None else int(lab)
-            results.append(
-                {
-                    "image_id": coco_id,
-                    "category_id": cat,
-                    "bbox": [float(_fmt(v)) for v in b],
-                    "score": float(_fmt(s)),
-                }
-            )
+        for i, (b, s, lab) in enumerate(
+            zip(xyxy_to_xywh(p.boxes), p.scores, p.labels, strict=True)
+        ):
+            entry: dict[str, Any] = {
+                "image_id": coco_id,
+                "category_id": _category(int(lab), category_ids, image_id),
+                "bbox": [float(_fmt(v)) for v in b],
+                "score": float(_fmt(s)),
+            }
+            if p.class_labels is not None and p.class_scores is not None:
+                # An extra key COCO tools ignore: the detector's best classes, [[cat, score]].
+                entry[CLASS_SCORES_KEY] = [
+                    [_category(int(c), category_ids, image_id), float(_fmt(v))]
+                    for c, v in zip(p.class_labels[i], p.class_scores[i], strict=True)
+                ]
+            results.append(entry)
     Path(path).write_text(json.dumps(results))
+
+
+# Key of a results entry holding the detector's best classes and scores, [[category_id, score]].
+CLASS_SCORES_KEY = "class_scores"
+
+
+def _class_scores(
+    value: Any, bad: str, category_id_to_label: Mapping[int, int] | None
+) -> list[tuple[int, float]]:
+    """An entry's ``class_scores`` list, checked, categories mapped to labels."""
+    ok = isinstance(value, list) and all(
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and _number(v[1])
+        for v in value
+    )
+    if not ok:
+        raise InputError(f"{bad}: {CLASS_SCORES_KEY} must be [[category_id, score], ...]")
+    out = []
+    for cat, score in value:
+        if category_id_to_label is not None:
+            if cat not in category_id_to_label:
+                raise InputError(
+                    f"{bad}: {CLASS_SCORES_KEY} category_id {cat} not in the label map"
+                )
+            cat = category_id_to_label[cat]
+        out.append((int(cat), float(score)))
+    return out
 
 
 def _number(v: Any) -> bool:
@@ -178,7 +215,7 @@ def read_coco_results(
         raise InputError(
             f"{path}: a COCO results file is a JSON list, got {type(entries).__name__}"
         )
-    per_image: dict[str, list[tuple[list[float], float, int]]] = {}
+    per_image: dict[str, list[tuple[list[float], float, int, list[tuple[int, float]] | None]]] = {}
     for i, entry in enumerate(entries):
         bad = f"{path}: entry {i}"
         if not isinstance(entry, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(
@@ -198,13 +235,23 @@ def read_coco_results(
             if cat not in category_id_to_label:
                 raise InputError(f"{bad}: category_id {cat} not in the label map")
             cat = category_id_to_label[cat]
-        per_image.setdefault(str(e["image_id"]), []).append((bbox, float(e["score"]), cat))
+        top = (
+            _class_scores(e[CLASS_SCORES_KEY], bad, category_id_to_label)
+            if CLASS_SCORES_KEY in e
+            else None
+        )
+        per_image.setdefault(str(e["image_id"]), []).append((bbox, float(e["score"]), cat, top))
     out = {}
     for image_id, rows in per_image.items():
+        tops = [r[3] for r in rows]
+        # Kept when every box of the image has the same number of them (one detector wrote it).
+        same = tops[0] is not None and all(t is not None and len(t) == len(tops[0]) for t in tops)
         p = Proposals(
             xywh_to_xyxy(np.array([r[0] for r in rows], np.float64)),
             np.array([r[1] for r in rows]),
             np.array([r[2] for r in rows], np.int64),
+            np.array([[c for c, _ in t] for t in tops], np.int64) if same else None,  # type: ignore[union-attr]
+            np.array([[v for _, v in t] for t in tops], np.float32) if same else None,  # type: ignore[union-attr]
         )
         out[image_id] = p.top_k(top_k) if top_k is not None else p
     return out

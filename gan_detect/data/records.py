@@ -89,24 +89,50 @@ class Proposals:
         boxes: (K, 4) float32 xyxy absolute pixels.
         scores: (K,) float32 detector confidence.
         labels: (K,) int64 contiguous class ids 1..C (1 for faces).
+        class_labels, class_scores: optional (K, T) int64 / float32, the detector's T best
+            classes of each box (1..C) and their scores, best first, when the detector gives
+            them (YOLOX-nano: T = 3); ``None`` otherwise.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    class_labels: np.ndarray | None = None
+    class_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if (self.class_labels is None) != (self.class_scores is None):
+            raise ValueError("class_labels and class_scores come together")
+        if self.class_labels is not None and self.class_scores is not None:
+            k = len(self.scores)
+            self.class_labels = np.asarray(self.class_labels, dtype=np.int64).reshape(k, -1)
+            self.class_scores = np.asarray(self.class_scores, dtype=np.float32).reshape(k, -1)
+            if self.class_labels.shape != self.class_scores.shape:
+                raise ValueError(
+                    f"class_labels {self.class_labels.shape} and class_scores "
+                    f"{self.class_scores.shape} differ"
+                )
 
     def __len__(self) -> int:
         return len(self.scores)
 
+    def take(self, index: np.ndarray) -> Proposals:
+        """The proposals at ``index`` (indices or a boolean mask), class scores included."""
+        cl, cs = self.class_labels, self.class_scores
+        return Proposals(
+            self.boxes[index],
+            self.scores[index],
+            self.labels[index],
+            None if cl is None else cl[index],
+            None if cs is None else cs[index],
+        )
+
     def top_k(self, k: int) -> Proposals:
         """The k highest-scoring proposals, sorted by descending score (stable on ties)."""
-        order = np.argsort(-self.scores, kind="stable")[: max(k, 0)]
-        return Proposals(self.boxes[order], self.scores[order], self.labels[order])
+        return self.take(np.argsort(-self.scores, kind="stable")[: max(k, 0)])
 
 
 def xyxy_to_xywh(boxes: np.typing.ArrayLike) -> np.ndarray:

@@ -243,10 +243,14 @@ class DetectorModule(L.LightningModule):
 
 
 def detections_to_proposals(det: Mapping[str, Tensor]) -> Proposals:
-    """One torchvision detection dict -> :class:`Proposals`; background (label 0) rows dropped."""
+    """One torchvision detection dict -> :class:`Proposals`; background (label 0) rows dropped.
+    Optional keys ``class_labels`` / ``class_scores`` (K, T) become the proposals' top classes."""
     keep = det["labels"] > 0
+    top = [det[k][keep].detach().cpu().numpy() if k in det else None
+           for k in ("class_labels", "class_scores")]  # fmt: skip
     return Proposals(
         det["boxes"][keep].detach().float().cpu().numpy(),
         det["scores"][keep].detach().float().cpu().numpy(),
         det["labels"][keep].detach().cpu().numpy(),
+        *top,
     )

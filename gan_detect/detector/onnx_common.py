@@ -205,7 +205,10 @@ class ImageListDetector(nn.Module):
     def predict(self, images: list[Tensor]) -> list[Proposals]:
         """Detections as :class:`Proposals` (boxes in input pixels, labels 1..C)."""
         return [
-            Proposals(d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy())
+            Proposals(
+                *(d[k].numpy() for k in ("boxes", "scores", "labels")),
+                *(d[k].numpy() if k in d else None for k in ("class_labels", "class_scores")),
+            )
             for d in self.forward(images)
         ]
 
@@ -213,7 +216,9 @@ class ImageListDetector(nn.Module):
 # A tile box this close (px) to an inner tile edge counts as cut by the tile (boxes are clipped
 # to the tile, so a cut object's box usually ends exactly on the edge).
 CUT_MARGIN = 2.0
-Decoded = tuple[Tensor, Tensor, Tensor]  # boxes (N, 4) xyxy px, scores (N,), labels (N,) 0..79
+# boxes (N, 4) xyxy px, scores (N,), labels (N,) 0..79; optionally the top classes (N, T) 0..79
+# and their scores (N, T) (YOLOX-nano's ``top_classes``).
+Decoded = tuple[Tensor, ...]
 
 
 class TiledOnnxDetector(ImageListDetector):
@@ -305,9 +310,12 @@ class TiledOnnxDetector(ImageListDetector):
         Labels are 1..80 (``category_ids[label - 1]`` is the COCO id); D <= detections_per_img.
         Whole-image and tile boxes are merged by one per-class NMS.
         """
-        boxes, scores, labels = self.candidates(image)
+        boxes, scores, labels, *top = self.candidates(image)
         kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
-        return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1}
+        out = {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1}
+        if top:  # the detector's best classes of each box (1..80) and their scores
+            out["class_labels"], out["class_scores"] = top[0][kept] + 1, top[1][kept]
+        return out
 
 
 def tiled_candidates(
@@ -325,12 +333,13 @@ def tiled_candidates(
     grid = tiles(h, w)
     parts = [decode_bgr(bgr)] if full_image or not grid else []
     for x1, y1, x2, y2 in grid:
-        b, s, lab = decode_bgr(bgr[y1:y2, x1:x2])
+        part = decode_bgr(bgr[y1:y2, x1:x2])
+        b = part[0]
         if drop_cut:
             inner = torch.tensor([x1 > 0, y1 > 0, x2 < w, y2 < h])
             gap = torch.stack([b[:, 0], b[:, 1], (x2 - x1) - b[:, 2], (y2 - y1) - b[:, 3]], 1)
             keep = ~((gap <= CUT_MARGIN) & inner).any(1)
-            b, s, lab = b[keep], s[keep], lab[keep]
-        parts.append((b + torch.tensor([x1, y1, x1, y1], dtype=b.dtype), s, lab))
-    boxes, scores, labels = (torch.cat(t) for t in zip(*parts, strict=True))
-    return boxes, scores, labels
+            part = tuple(t[keep] for t in part)
+            b = part[0]
+        parts.append((b + torch.tensor([x1, y1, x1, y1], dtype=b.dtype), *part[1:]))
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))

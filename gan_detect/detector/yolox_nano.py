@@ -125,6 +125,8 @@ def grid_cells(size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
 
 
 _XY, _STRIDE = grid_cells()
+# Classes a proposal carries besides its own (the issue asks for at least the top few).
+TOP_CLASSES = 3
 
 
 def decode(
@@ -133,6 +135,7 @@ def decode(
     width: int,
     height: int,
     score_thresh: float = 0.001,
+    top_classes: int = 0,
 ) -> Decoded:
     """Boxes of one YOLOX-nano output, before NMS: every (cell, class) pair above the threshold.
 
@@ -141,10 +144,12 @@ def decode(
         ratio: the letterbox scale ``r`` (input px = image px * r).
         width, height: the image size, px (boxes are clipped to it).
         score_thresh: keep pairs with ``objectness * class probability >= score_thresh``.
+        top_classes: T > 0 adds each box's cell's T best classes (N, T) int64 0..79 and their
+            scores (N, T) float32, best first (the class scores a proposal carries).
 
     Returns:
         ``boxes`` (N, 4) xyxy image px, ``scores`` (N,) float32, ``labels`` (N,) int64
-        contiguous 0..79; one cell may give several classes.
+        contiguous 0..79 (one cell may give several classes), then the top classes when asked.
     """
     t = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
     t = t.astype(np.float32, copy=False).reshape(-1, 85)
@@ -164,11 +169,19 @@ def decode(
     # Clipped to the image: a box reaching into the grey padding is not an image box.
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    return (
+    res: Decoded = (
         torch.from_numpy(boxes.astype(np.float32)),
         torch.from_numpy(scores[cells, labels].astype(np.float32)),
         torch.from_numpy(labels.astype(np.int64)),
     )
+    if top_classes > 0:
+        cell_scores = scores[cells]  # (N, 80)
+        best = np.argsort(-cell_scores, axis=1, kind="stable")[:, :top_classes]
+        res += (
+            torch.from_numpy(best.astype(np.int64)),
+            torch.from_numpy(np.take_along_axis(cell_scores, best, 1).astype(np.float32)),
+        )
+    return res
 
 
 class YoloxNanoDetector(TiledOnnxDetector):
@@ -186,6 +199,8 @@ class YoloxNanoDetector(TiledOnnxDetector):
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile side.
         full_image: also detect on the whole image; always on when there are no tiles.
         drop_cut: drop tile boxes touching an inner tile edge (parts of objects the tile cuts).
+        top_classes: each box also carries its cell's this many best classes and their scores
+            (``class_labels`` / ``class_scores``; 0: none).
 
     Raises:
         FileNotFoundError: the weights path does not exist (one line, naming it).
@@ -206,11 +221,15 @@ class YoloxNanoDetector(TiledOnnxDetector):
         tile_overlap: float = 0.2,
         full_image: bool = True,
         drop_cut: bool = False,
+        top_classes: int = TOP_CLASSES,
     ) -> None:
         super().__init__(
             score_thresh, nms_thresh, detections_per_img, tile_sizes, tile_overlap, full_image,
             drop_cut,
         )  # fmt: skip
+        if top_classes < 0:
+            raise ValueError(f"top_classes must be >= 0, got {top_classes}")
+        self.top_classes = int(top_classes)
         self.weights = resolve_weights(weights)
         self._session, self._input_name = onnx_session(
             self.weights, num_threads, "YOLOX-nano", [1, 3, INPUT_SIZE, INPUT_SIZE],
@@ -231,4 +250,4 @@ class YoloxNanoDetector(TiledOnnxDetector):
     def decode_bgr(self, bgr: np.ndarray) -> Decoded:
         """Boxes of one (h, w, 3) uint8 BGR image or tile before NMS, px of it."""
         out, r = self.raw_bgr(bgr)
-        return decode(out, r, bgr.shape[1], bgr.shape[0], self.score_thresh)
+        return decode(out, r, bgr.shape[1], bgr.shape[0], self.score_thresh, self.top_classes)

@@ -96,6 +96,39 @@ def test_coco_results_round_trip_with_category_map(tmp_path: Path) -> None:
     assert len(load_proposals(path, top_k=1)["42"]) == 1
 
 
+def test_top_classes_round_trip_and_follow_top_k(tmp_path: Path) -> None:
+    """The detector's best classes per box (``class_labels`` / ``class_scores``) survive the
+    results file (as ``class_scores: [[category_id, score]]``) and the top-k selection."""
+    cats = [1, 5, 90]
+    p = Proposals(
+        np.array([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 4, 4]]),
+        np.array([0.2, 0.9, 0.5]),
+        np.array([1, 3, 2]),
+        np.array([[1, 2], [3, 1], [2, 3]]),
+        np.array([[0.2, 0.1], [0.9, 0.05], [0.5, 0.4]]),
+    )
+    top = p.top_k(2)
+    assert top.labels.tolist() == [3, 2] and top.class_labels.tolist() == [[3, 1], [2, 3]]
+    path = tmp_path / "res.json"
+    write_coco_results({"7": p}, path, category_ids=cats)
+    entries = json.loads(path.read_text())
+    assert [c for c, _ in entries[1]["class_scores"]] == [90, 1]
+    assert [v for _, v in entries[1]["class_scores"]] == pytest.approx([0.9, 0.05])
+    back = read_coco_results(path, category_id_to_label={c: i + 1 for i, c in enumerate(cats)})
+    np.testing.assert_array_equal(back["7"].class_labels, p.class_labels)
+    np.testing.assert_allclose(back["7"].class_scores, p.class_scores, rtol=1e-6)
+    # A file without them (any other detector): None, as before.
+    entries[0].pop("class_scores")
+    path.write_text(json.dumps(entries))
+    assert read_coco_results(path)["7"].class_labels is None
+    entries[1]["class_scores"] = [[90, "high"]]
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"res.json: entry 1: class_scores must be"):
+        read_coco_results(path)
+    with pytest.raises(ValueError, match="come together"):
+        Proposals(p.boxes, p.scores, p.labels, p.class_labels, None)
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -78,6 +78,18 @@ def test_decode_hand_built_output_gives_known_boxes() -> None:
     assert labels.dtype == torch.int64 and scores.dtype == torch.float32
 
 
+def test_decode_gives_each_box_its_cells_best_classes() -> None:
+    out = np.zeros((1, 3549, 85), dtype=np.float32)
+    r = _row(8, 3, 5)
+    out[0, r, :5] = [0.5, 0.25, 0.0, 0.0, 0.5]
+    out[0, r, 5 + 2], out[0, r, 5 + 7], out[0, r, 5 + 9] = 0.8, 0.6, 0.1  # 0.4, 0.3, 0.05
+    boxes, scores, labels, top, top_s = decode(out, 1.0, 416, 416, 0.1, top_classes=3)
+    assert labels.tolist() == [2, 7]  # 0.05 < 0.1: not a box of its own, still a top class
+    assert top.tolist() == [[2, 7, 9], [2, 7, 9]]
+    assert top_s[0].tolist() == pytest.approx([0.4, 0.3, 0.05])
+    assert len(decode(out, 1.0, 416, 416, 0.1)) == 3  # not asked: the three tensors only
+
+
 def test_decode_refuses_an_output_of_another_shape() -> None:
     with pytest.raises(ValueError, match="3549"):
         decode(np.zeros((1, 85, 22, 22), dtype=np.float32), 1.0, 100, 100)
@@ -284,6 +296,14 @@ def test_detections_are_sorted_labelled_and_inside_the_image(
     # Several classes from one cell survive NMS (per-class NMS keeps them apart).
     uniq = torch.unique(det["boxes"], dim=0)
     assert len(uniq) < len(det["boxes"])
+    # Each box carries its cell's three best classes, best first; the best scores at least
+    # the box's own class, which is one of them whenever it ranks in the top three.
+    top, top_s = det["class_labels"], det["class_scores"]
+    assert top.shape == top_s.shape == (len(det["boxes"]), 3)
+    assert (top_s[:, :-1] >= top_s[:, 1:]).all() and (top_s[:, 0] >= det["scores"] - 1e-6).all()
+    assert 1 <= top.min() and top.max() <= 80
+    ranks = det["scores"] > top_s[:, 2] + 1e-6  # its class beats the cell's third best
+    assert ranks.any() and (top == det["labels"][:, None]).any(1)[ranks].all()
 
 
 def test_sliced_inference_adds_boxes(weights_dir: Path, coco: tuple[dict, Path]) -> None:
@@ -318,6 +338,17 @@ def test_propose_cli_writes_coco_category_ids(
     assert {d["category_id"] for d in dets} <= set(COCO_CATEGORY_IDS)
     assert 1 in {d["category_id"] for d in dets}  # persons: every image of the subset has one
     assert min(d["score"] for d in dets) >= 0.001
+    # The detector's three best classes per box travel in the file and are read back.
+    assert all(len(d["class_scores"]) == 3 for d in dets)
+    assert {c for d in dets for c, _ in d["class_scores"]} <= set(COCO_CATEGORY_IDS)
+    from gan_detect.data.proposals import read_coco_results
+
+    props = read_coco_results(
+        out / "proposals.json", {c: i + 1 for i, c in enumerate(COCO_CATEGORY_IDS)}
+    )
+    p = next(iter(props.values()))
+    assert p.class_labels is not None and p.class_labels.shape == (len(p), 3)
+    assert p.class_labels.max() <= 80
 
 
 def test_pipeline_and_predict_take_it(coco: tuple[dict, Path], tmp_path: Path) -> None:
