@@ -268,17 +268,40 @@ def per_class_markdown(res: Mapping[str, Any], label_of: Callable[[str], str]) -
 
 
 def refinement_markdown(res: Mapping[str, Any]) -> list[str]:
+    """AP75 with and without D's boxes, and what ``evaluate.refine_boxes=auto`` decided."""
     ref = res.get("refinement_ap75")
-    if not ref:
-        return []
-    return [
-        "",
-        "**AP75 before vs after D's box refinement** (same trained model):",
-        "",
-        "| fusion | AP75 without refinement | AP75 with refinement |",
-        "|---|---|---|",
-        *[f"| {f} | {cell(v['ap75_without'])} | {cell(v['ap75_with'])} |" for f, v in ref.items()],
-    ]
+    lines: list[str] = []
+    if ref:
+        lines += [
+            "",
+            "**AP75 before vs after D's box refinement** (same trained model):",
+            "",
+            "| fusion | AP75 without refinement | AP75 with refinement |",
+            "|---|---|---|",
+            *[
+                f"| {f} | {cell(v['ap75_without'])} | {cell(v['ap75_with'])} |"
+                for f, v in ref.items()
+            ],  # fmt: skip
+        ]
+    decided = {k: f["refine_boxes"] for k, f in (res.get("fusion") or {}).items()
+               if isinstance(f, dict) and "refine_boxes" in f}  # fmt: skip
+    if decided:
+        lines += [
+            "",
+            "**D's boxes, decided on the held-out train images** (`evaluate.refine_boxes=auto`: "
+            "applied when they raise the mean IoU of matched proposals with their objects):",
+            "",
+            "| seed / row | matched proposals | mean IoU, D's boxes | mean IoU, detector's | "
+            "applied |",
+            "|---|---|---|---|---|",
+        ]
+        for k, d in decided.items():
+            mr, md = d.get("mean_iou_refined"), d.get("mean_iou_detector")
+            lines.append(
+                f"| {k} | {d['matched']} | {'n/a' if mr is None else f'{mr:.3f}'} | "
+                f"{'n/a' if md is None else f'{md:.3f}'} | {'yes' if d['use'] else 'no'} |"
+            )
+    return lines
 
 
 # --- class_accuracy: has D learned its classes? -------------------------------------------------

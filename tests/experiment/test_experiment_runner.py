@@ -210,7 +210,10 @@ def test_quick_real_coco_experiment_runs_and_caches(tmp_path: Path) -> None:
     for key in ("sod", "bicubic"):
         for fusion in ("d_only", "geometric_mean"):
             assert f"{key} / {fusion}" in methods
-    assert "no_box_refinement / d_only" in methods
+    assert "no_box_refinement / d_only" in methods and "box_refinement / d_only" in methods
+    # evaluate.refine_boxes=auto: the held-out fit decided on D's boxes and says on what.
+    decision = res["fusion"]["seed0/sod"]["refine_boxes"]
+    assert isinstance(decision["use"], bool) and decision["matched"] > 0
     # Class-aware re-scoring by default, the papers' rule as its own row (no learned fusion: it
     # was fit on class-aware candidates).
     assert "papers_rule / d_only" in methods and "papers_rule / learned" not in methods
@@ -238,6 +241,7 @@ def test_quick_real_coco_experiment_runs_and_caches(tmp_path: Path) -> None:
     assert everything["detector"] > everything["majority"]  # YOLOX-nano knows its classes
     report = (out / "report.md").read_text()
     assert "Has D learned its classes?" in report
+    assert "D's boxes, decided on the held-out train images" in report
     assert "approximate the official" in report and "AP_tiny" in report
     assert "box refinement" in report
     # A rerun reuses the proposals, the trained rows and the evaluation (no pickle anywhere).
