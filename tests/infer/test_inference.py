@@ -235,7 +235,7 @@ def test_border_proposals_get_the_same_crops_in_mining_and_inference(
     cfg = to_experiment_config(tiny_config("tiny_face"))
     variant = build_variant(cfg.variant, 1)
     opts = inference.InferenceOptions(lr_size=8, nms_iou=1.0, min_score=0.0)
-    p = {k: torch.from_numpy(np.asarray(v)) for k, v in vars(props).items()}
+    p = {k: torch.from_numpy(np.asarray(v)) for k, v in vars(props).items() if v is not None}
     det = inference.refine_detections(variant, img, p, opts)
     inferred = torch.cat(seen)
     mined_boxes = torch.from_numpy(mined["boxes"])

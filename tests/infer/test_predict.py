@@ -150,7 +150,7 @@ def test_exported_pipeline_uses_the_runs_evaluate_settings(tmp_path: Path) -> No
                 for k in ("boxes", "labels", "ignore")
             }
         ]
-        proposals = [{k: torch.from_numpy(v) for k, v in vars(props).items()}]
+        proposals = [{k: torch.from_numpy(v) for k, v in vars(props).items() if v is not None}]
         image_ids = ["0"]
 
     _, dets, _ = evaluate_baseline_vs_gan(module.variant, [_Item()], "coco", want, progress=False)
