@@ -431,6 +431,8 @@ def class_accuracy_markdown(res: Mapping[str, Any]) -> list[str]:
             rng = f" [{min(vals):.1f}, {max(vals):.1f}]" if len(vals) > 1 else ""
             cells.append(f"{r['mean'][b]['d']:.1f}{rng}")
         label = res.get("labels", {}).get(key, key)
+        if len(r["per_seed"]) < len(ca["seeds"]):  # a first-seed row (ablations, CARN-M)
+            label += f" (seed {', '.join(map(str, r['per_seed']))})"
         lines.append(f"| D of {label} | " + " | ".join(cells) + " |")
     first = next(iter(ca["rows"].values()))["mean"]
     lines.append(

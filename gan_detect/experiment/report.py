@@ -160,5 +160,10 @@ def markdown(
         ]
         for name, diff in rows.items():
             cells = [fmt_diff(diff[c]["difference"]) if c in diff else "n/a" for c in columns]
+            # A pair with a first-seed row (ablations, CARN-M) is compared on the seeds both
+            # sides have: say so where the heading's seed count does not hold.
+            n = min((len(d.get("a", [])) for d in diff.values()), default=len(res["seeds"]))
+            if 0 < n < len(res["seeds"]):
+                name += " (1 seed: interval over images only)" if n == 1 else f" ({n} seeds)"
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

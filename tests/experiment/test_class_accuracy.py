@@ -80,3 +80,23 @@ def test_d_predictions_exclude_background_and_see_the_generator_output() -> None
     pred = d_class_predictions(variant, torch.zeros(7, 3, 8, 8), batch=4)
     assert pred.tolist() == [2] * 7
     assert seen == [(4, 3, 32, 32), (3, 3, 32, 32)]  # bicubic x4 when the row has no G
+
+
+def test_the_report_names_the_seeds_of_a_first_seed_row() -> None:
+    from gan_detect.experiment.diagnostics import class_accuracy_markdown
+
+    cell = {"objects": 4, "d": 50.0, "detector": 75.0, "detector_found": 100.0, "majority": 25.0}
+    res = {
+        "detector": "YOLOX-nano",
+        "labels": {"sod": "SOD-MTGAN", "carn_ft": "CARN-M"},
+        "class_accuracy": {
+            "seeds": [0, 1, 2],
+            "rows": {
+                "sod": {"per_seed": {s: {"all": cell} for s in (0, 1, 2)}, "mean": {"all": cell}},
+                "carn_ft": {"per_seed": {0: {"all": cell}}, "mean": {"all": cell}},
+            },
+        },
+    }
+    text = "\n".join(class_accuracy_markdown(res))
+    assert "| D of SOD-MTGAN | 50.0 [50.0, 50.0] |" in text
+    assert "| D of CARN-M (seed 0) | 50.0 |" in text

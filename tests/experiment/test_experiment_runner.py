@@ -36,6 +36,10 @@ def test_the_shipped_files_load_with_their_rows_and_budget() -> None:
     coco = load_experiment(COCO, quick=True, overrides=["budget.epochs=2"])
     assert coco.budget["epochs"] == 2 and coco.dataset["split"] == "every_fourth"
     assert coco.inference_variants[0].row == "sod"
+    # COCO's CARN-M rows train for the first seed, as its ablations.
+    coco_order = [(s, r.key) for s, r in load_experiment(COCO).schedule()]
+    assert (0, "carn_ft") in coco_order and (0, "carn_frozen") in coco_order
+    assert (1, "carn_ft") not in coco_order and (2, "sod") in coco_order
 
 
 @pytest.mark.parametrize(
